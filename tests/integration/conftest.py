@@ -1,0 +1,408 @@
+"""Fixtures for tests against a real kube-apiserver.
+
+With KUBECONFIG set, tests run against that cluster (kind, a shared dev cluster, or one started
+by `make cluster-up`). Without it, the session builds or reuses the control-plane binaries
+(hack/build-controlplane.sh) and starts its own local cluster (hack/localcluster.py) in
+.cluster/pytest-<worker>, torn down when the session ends; its logs stay there.
+
+Fixtures:
+    cluster         session: ClusterHandle (kubeconfig, kubectl binary, external or local)
+    kubeconfig      session: path to the admin kubeconfig (str)
+    kubectl         session: Kubectl, call it like kubectl(*args) -> CompletedProcess[str]
+    namespace       function: a fresh namespace, deleted afterwards
+    crds            session: applies manifests/crds/*.yaml and waits until Established
+    kube            function: async API client from controller.runtime.client.create_client
+    run_controller  function: starts `python -m controller ...` as a subprocess
+
+Environment knobs: STORMSERVICE_TEST_CLUSTER_DIR (state dir of the session's local cluster),
+STORMSERVICE_TEST_NODES (fake nodes, default 10), STORMSERVICE_KUBECTL (kubectl binary for an
+external cluster), STORMSERVICE_CONTROLPLANE_BIN (prebuilt binaries directory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CRD_DIR = REPO_ROOT / "manifests" / "crds"
+LOCALCLUSTER_PY = REPO_ROOT / "hack" / "localcluster.py"
+
+
+def _load_localcluster() -> ModuleType:
+    """hack/ is not a package; load hack/localcluster.py by path (once)."""
+    existing = sys.modules.get("localcluster")
+    if existing is not None:
+        return existing
+    spec = importlib.util.spec_from_file_location("localcluster", LOCALCLUSTER_PY)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["localcluster"] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------------------------------------
+# cluster
+
+
+@dataclass
+class ClusterHandle:
+    kubeconfig: Path
+    kubectl_bin: str
+    external: bool
+    local: Any = None  # localcluster.LocalCluster when the session started its own
+
+    @property
+    def log_dir(self) -> Path | None:
+        return self.local.logs if self.local is not None else None
+
+
+def _external_kubectl() -> str:
+    explicit = os.environ.get("STORMSERVICE_KUBECTL")
+    if explicit:
+        return explicit
+    # Prefer our own build (a known version) when it is cached; never build just for kubectl.
+    try:
+        bin_dir = _load_localcluster().find_bin_dir(build=False)
+        return str(bin_dir / "kubectl")
+    except Exception:
+        found = shutil.which("kubectl")
+        if not found:
+            raise pytest.UsageError(
+                "KUBECONFIG is set but no kubectl was found: set STORMSERVICE_KUBECTL, put kubectl "
+                "on PATH, or run hack/build-controlplane.sh"
+            ) from None
+        return found
+
+
+@pytest.fixture(scope="session")
+def cluster(worker_id: str) -> Iterator[ClusterHandle]:
+    external = os.environ.get("KUBECONFIG")
+    if external:
+        # A multi-path KUBECONFIG (a:b) is passed through as is to kubectl; clients use the first.
+        yield ClusterHandle(Path(external.split(os.pathsep)[0]), _external_kubectl(), external=True)
+        return
+    lc = _load_localcluster()
+    state_dir = Path(
+        os.environ.get("STORMSERVICE_TEST_CLUSTER_DIR", REPO_ROOT / ".cluster" / f"pytest-{worker_id}")
+    )
+    local = lc.LocalCluster(state_dir, nodes=int(os.environ.get("STORMSERVICE_TEST_NODES", "10")))
+    try:
+        local.up(reuse=False)
+    except lc.ClusterError as e:
+        pytest.fail(f"could not start the local control plane: {e}", pytrace=False)
+    try:
+        yield ClusterHandle(local.kubeconfig, str(local.bin_dir / "kubectl"), external=False, local=local)
+    finally:
+        local.down()
+
+
+@pytest.fixture(scope="session")
+def worker_id(request: pytest.FixtureRequest) -> str:
+    """pytest-xdist's worker id ("gw0", ...) or "main"; each worker gets its own local cluster.
+    (Overridden by xdist's own fixture of the same name when it is installed.)"""
+    return str(getattr(request.config, "workerinput", {}).get("workerid", "main"))
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(cluster: ClusterHandle) -> str:
+    return str(cluster.kubeconfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# kubectl
+
+
+class KubectlError(AssertionError):
+    pass
+
+
+@dataclass
+class Kubectl:
+    """Runs the cluster's kubectl with its kubeconfig. Calls raise KubectlError (with stderr)
+    on a non-zero exit unless check=False."""
+
+    binary: str
+    kubeconfig: str
+    default_timeout: float = 60
+
+    def __call__(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [self.binary, f"--kubeconfig={self.kubeconfig}", *args]
+        proc = subprocess.run(
+            argv,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout or self.default_timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise KubectlError(
+                f"kubectl {' '.join(args)} exited {proc.returncode}\n"
+                f"stdout: {proc.stdout.strip()}\nstderr: {proc.stderr.strip()}"
+            )
+        return proc
+
+    def apply(
+        self, obj: dict[str, Any] | str, *args: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """kubectl apply -f - of an object (dict) or YAML text."""
+        text = obj if isinstance(obj, str) else json.dumps(obj)
+        return self("apply", "-f", "-", *args, input=text, check=check)
+
+    def create(
+        self, obj: dict[str, Any] | str, *args: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        text = obj if isinstance(obj, str) else json.dumps(obj)
+        return self("create", "-f", "-", *args, input=text, check=check)
+
+    def get_json(self, *args: str) -> Any:
+        return json.loads(self("get", "-o", "json", *args).stdout)
+
+    def exists(self, *args: str) -> bool:
+        """True if `kubectl get ARGS` finds the object, False on NotFound; raises otherwise."""
+        proc = self("get", "-o", "name", *args, check=False)
+        if proc.returncode == 0:
+            return True
+        if "NotFound" in proc.stderr or "not found" in proc.stderr:
+            return False
+        raise KubectlError(f"kubectl get {' '.join(args)}: {proc.stderr.strip()}")
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: ClusterHandle) -> Kubectl:
+    return Kubectl(cluster.kubectl_bin, str(cluster.kubeconfig))
+
+
+# ---------------------------------------------------------------------------------------------
+# namespace
+
+
+def _namespace_name(test_name: str) -> str:
+    base = re.sub(r"[^a-z0-9-]+", "-", test_name.lower()).strip("-")[:40].strip("-")
+    return f"t-{base}-{uuid.uuid4().hex[:6]}"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, cluster: ClusterHandle, kubectl: Kubectl) -> Iterator[str]:
+    name = _namespace_name(request.node.name)
+    kubectl("create", "namespace", name)
+    if cluster.external:
+        # Real clusters run the ServiceAccount admission plugin: pods are refused until the
+        # namespace's `default` ServiceAccount exists. The local cluster disables the plugin.
+        wait_until(
+            lambda: kubectl.exists("serviceaccount", "default", "-n", name),
+            30,
+            f"ServiceAccount default in {name}",
+        )
+    try:
+        yield name
+    finally:
+        # Don't wait for finalization: the namespace controller empties it in the background.
+        kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# CRDs
+
+
+def crd_manifests() -> list[Path]:
+    return sorted(p for p in CRD_DIR.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+
+
+def crd_names(paths: Sequence[Path]) -> list[str]:
+    names = []
+    for path in paths:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
+                names.append(doc["metadata"]["name"])
+    return names
+
+
+@pytest.fixture(scope="session")
+def crds(kubectl: Kubectl) -> list[str]:
+    """Applies every CRD in manifests/crds/ (server-side) and waits until each is Established
+    and served. Returns the CRD names."""
+    paths = crd_manifests()
+    names = crd_names(paths)
+    if not names:
+        pytest.skip(f"no CustomResourceDefinition manifests in {CRD_DIR.relative_to(REPO_ROOT)}/ yet")
+    args = ["apply", "--server-side", "--force-conflicts", "--field-manager=stormservice-tests"]
+    for p in paths:
+        args += ["-f", str(p)]
+    kubectl(*args)
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in names])
+
+    # Established means the API is registered; discovery (and so kubectl's resource mapping)
+    # may lag by a moment.
+    def discovered(plural: str, group: str) -> bool:
+        out = kubectl("api-resources", f"--api-group={group}", "-o", "name", check=False).stdout
+        return f"{plural}.{group}" in out.split()
+
+    for name in names:
+        plural, _, group = name.partition(".")
+        wait_until(lambda p=plural, g=group: discovered(p, g), 30, f"{name} in discovery")
+    return names
+
+
+# ---------------------------------------------------------------------------------------------
+# async client
+
+
+@pytest.fixture
+async def kube(kubeconfig: str) -> AsyncIterator[Any]:
+    """The project's own async client (controller.runtime.client.create_client)."""
+    from controller.runtime.client import create_client  # type: ignore[attr-defined]
+
+    client = await create_client(kubeconfig)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the controller as a subprocess
+
+
+def controller_argv(kubeconfig: str, *extra: str) -> list[str]:
+    """The one place that knows how the controller is started; adjust here when flags change."""
+    return [
+        sys.executable,
+        "-m",
+        "controller",
+        "--kubeconfig",
+        kubeconfig,
+        "--leader-elect=false",
+        "--metrics-bind-address=127.0.0.1:0",
+        *extra,
+    ]
+
+
+@dataclass
+class ControllerProcess:
+    argv: list[str]
+    log_path: Path
+    proc: subprocess.Popen[bytes]
+    _log_file: Any = field(repr=False, default=None)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, needle: str | re.Pattern[str], timeout: float = 30) -> str:
+        """Waits until the log contains `needle` (substring or regex); returns the matching line."""
+        pattern = needle if isinstance(needle, re.Pattern) else re.compile(re.escape(needle))
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.log_text().splitlines():
+                if pattern.search(line):
+                    return line
+            if not self.alive():
+                raise AssertionError(
+                    f"controller exited ({self.proc.returncode}) before logging {pattern.pattern!r}:\n"
+                    + "\n".join(self.log_text().splitlines()[-30:])
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"controller did not log {pattern.pattern!r} within {timeout}s")
+            time.sleep(0.1)
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM (the controller's graceful shutdown), then SIGKILL after `timeout`."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        return self.proc.returncode
+
+
+ControllerFactory = Callable[..., ControllerProcess]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keeps each phase's report on the item, so fixtures can tell whether the test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+def run_controller(
+    request: pytest.FixtureRequest, kubeconfig: str, tmp_path: Path
+) -> Iterator[ControllerFactory]:
+    """A factory: run_controller(*extra_args, env=None, name="controller") starts the
+    controller against the test cluster, logging to tmp_path/<name>.log. Every process it
+    started is stopped after the test; the log tail is printed if the test failed."""
+    started: list[ControllerProcess] = []
+
+    def start(*extra: str, env: dict[str, str] | None = None, name: str = "controller") -> ControllerProcess:
+        argv = controller_argv(kubeconfig, *extra)
+        log_path = tmp_path / f"{name}-{len(started)}.log"
+        log_file = open(log_path, "wb")  # noqa: SIM115 - closed by ControllerProcess.stop
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "KUBECONFIG": kubeconfig, **(env or {})}
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            cwd=REPO_ROOT,
+        )
+        cp = ControllerProcess(argv, log_path, proc, log_file)
+        started.append(cp)
+        return cp
+
+    yield start
+    for cp in started:
+        with contextlib.suppress(Exception):
+            cp.stop()
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        for cp in started:
+            tail = "\n".join(cp.log_text().splitlines()[-50:])
+            rep.sections.append((f"controller log {cp.log_path} (last 50 lines)", tail))
