@@ -1,0 +1,120 @@
+"""Names on the wire: group/version/kinds, label and annotation keys, env var names.
+
+These strings are a compatibility promise: AIBrix's controller, gateway and dashboards read the
+same keys (its ``pkg/controller/constants``), so every value here is kept byte-for-byte. Do not
+"tidy" one without a migration plan.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- group, version, kinds ---------------------------------------------------------------------
+
+GROUP: Final = "orchestration.aibrix.ai"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = "orchestration.aibrix.ai/v1alpha1"  # GROUP/VERSION, spelled out for Literal types
+
+KIND_STORM_SERVICE: Final = "StormService"
+KIND_STORM_SERVICE_LIST: Final = "StormServiceList"
+KIND_ROLE_SET: Final = "RoleSet"
+KIND_ROLE_SET_LIST: Final = "RoleSetList"
+
+PLURAL_STORM_SERVICES: Final = "stormservices"
+PLURAL_ROLE_SETS: Final = "rolesets"
+SINGULAR_STORM_SERVICE: Final = "stormservice"
+SINGULAR_ROLE_SET: Final = "roleset"
+SHORT_NAMES_STORM_SERVICE: Final = ("storm",)
+
+# --- label / annotation keys -------------------------------------------------------------------
+
+#: Prefix of the namespaced keys ("P" in the spec).
+PREFIX: Final = "stormservice.orchestration.aibrix.ai/"
+
+# Unprefixed labels (AIBrix chose bare keys; tools select on them, e.g. `role-name=prefill`).
+LABEL_STORM_SERVICE_NAME: Final = "storm-service-name"
+LABEL_STORM_SERVICE_REVISION: Final = "storm-service-revision"
+LABEL_ROLESET_NAME: Final = "roleset-name"
+LABEL_ROLE_NAME: Final = "role-name"
+LABEL_ROLE_TEMPLATE_HASH: Final = "role-template-hash"
+
+# Prefixed pod labels.
+LABEL_ROLE_REVISION: Final = PREFIX + "role-revision"
+LABEL_ROLE_REVISION_NAME: Final = PREFIX + "role-revision-name"
+LABEL_ROLE_REPLICA_INDEX: Final = PREFIX + "role-replica-index"
+LABEL_POD_GROUP_INDEX: Final = PREFIX + "pod-group-index"
+LABEL_PODSET_NAME: Final = PREFIX + "podset-name"
+
+# Annotations.
+ANNOTATION_REVISION: Final = PREFIX + "revision"  # on RoleSets: the StormService revision name
+ANNOTATION_ROLESET_INDEX: Final = PREFIX + "roleset-index"  # on RoleSets and pods
+# Pods carry the replica index as an annotation too (AIBrix's original key; the label came later).
+ANNOTATION_ROLE_REPLICA_INDEX: Final = PREFIX + "role-replica-index"
+# Per-role revision on RoleSets: `<prefix><role>` e.g. ".../role-revision.decode" = "3".
+# The dot is part of the prefix here; AIBrix builds the key as "%s.%s" % (prefix-without-dot, role).
+ANNOTATION_ROLE_REVISION_PREFIX: Final = PREFIX + "role-revision."
+ANNOTATION_ROLE_REVISION_NAME_PREFIX: Final = PREFIX + "role-revision-name."
+
+# In-place update bookkeeping on pods.
+ANNOTATION_IN_PLACE_UPDATE_TARGET_HASH: Final = PREFIX + "in-place-update-target-hash"
+ANNOTATION_IN_PLACE_UPDATE_STATE: Final = PREFIX + "in-place-update-state"
+ANNOTATION_IN_PLACE_UPDATE_PENDING_REASON: Final = PREFIX + "in-place-update-pending-reason"
+#: Pod readiness-gate condition type used during in-place updates.
+CONDITION_IN_PLACE_UPDATE_READY: Final = PREFIX + "in-place-update-ready"
+
+# Finalizers the reference implementation put on its objects; we only ever remove them.
+FINALIZER_STORM_SERVICE: Final = f"{GROUP}/stormservice-finalizer"
+FINALIZER_ROLE_SET: Final = f"{GROUP}/roleset-finalizer"
+FINALIZER_POD_SET: Final = f"{GROUP}/podset-finalizer"
+LEGACY_FINALIZERS: Final = (FINALIZER_STORM_SERVICE, FINALIZER_ROLE_SET, FINALIZER_POD_SET)
+
+# ControllerRevision labels (same keys as apps/v1 StatefulSet/DaemonSet history).
+LABEL_CONTROLLER_REVISION_NAME: Final = "name"
+LABEL_CONTROLLER_REVISION_HASH: Final = "controller.kubernetes.io/hash"
+
+# Gang-scheduler pod-group keys, one per supported scheduler.
+LABEL_COSCHEDULING_POD_GROUP: Final = "scheduling.x-k8s.io/pod-group"  # label
+ANNOTATION_GODEL_POD_GROUP_NAME: Final = "godel.bytedance.com/pod-group-name"  # annotation
+ANNOTATION_VOLCANO_POD_GROUP_NAME: Final = "scheduling.k8s.io/group-name"  # annotation
+ANNOTATION_VOLCANO_TASK_SPEC: Final = "volcano.sh/task-spec"  # annotation
+
+
+def role_revision_annotation(role: str) -> str:
+    """RoleSet annotation holding the ControllerRevision number of `role`."""
+    return ANNOTATION_ROLE_REVISION_PREFIX + role
+
+
+def role_revision_name_annotation(role: str) -> str:
+    """RoleSet annotation holding the ControllerRevision name of `role`."""
+    return ANNOTATION_ROLE_REVISION_NAME_PREFIX + role
+
+
+# --- environment variables injected into every container ---------------------------------------
+
+ENV_STORM_SERVICE_NAME: Final = "STORM_SERVICE_NAME"
+ENV_ROLESET_NAME: Final = "ROLESET_NAME"
+ENV_ROLESET_INDEX: Final = "ROLESET_INDEX"
+ENV_ROLE_NAME: Final = "ROLE_NAME"
+ENV_ROLE_TEMPLATE_HASH: Final = "ROLE_TEMPLATE_HASH"
+ENV_ROLE_REPLICA_INDEX: Final = "ROLE_REPLICA_INDEX"
+ENV_PODSET_NAME: Final = "PODSET_NAME"
+ENV_POD_GROUP_INDEX: Final = "POD_GROUP_INDEX"
+ENV_POD_GROUP_SIZE: Final = "POD_GROUP_SIZE"
+ENV_LEADER_ADDRESS: Final = "LEADER_ADDRESS"  # Beyond AIBrix
+
+# --- condition types and reasons -----------------------------------------------------------------
+
+CONDITION_READY: Final = "Ready"
+CONDITION_PROGRESSING: Final = "Progressing"
+CONDITION_REPLICA_FAILURE: Final = "ReplicaFailure"
+
+# --- name-length limits (see types.py for the reasoning) -----------------------------------------
+
+#: Longest StormService name: `<ss>-roleset-` must fit generateName's 58-character base.
+MAX_STORM_SERVICE_NAME_LENGTH: Final = 49
+#: Longest RoleSet name: it is the value of the `roleset-name` label (63 max).
+MAX_ROLE_SET_NAME_LENGTH: Final = 63
+#: Longest role name: `role-revision-name.<role>` is the name part of an annotation key (63 max).
+MAX_ROLE_NAME_LENGTH: Final = 44
+#: Most roles in one RoleSet (bounds CEL cost; far above any real topology).
+MAX_ROLES: Final = 64

@@ -1,0 +1,196 @@
+"""Validation rules shared by the CRD (CEL `x-kubernetes-validations`) and the pydantic models.
+
+Each rule has one user-facing message. The CRD generator emits the CEL form, the models raise
+the same text, so a user sees the same sentence from `kubectl apply` and from our own tooling,
+and tests elsewhere can assert on these constants.
+
+Name-length limits, and why (63 is the Kubernetes limit for a label value, a DNS label and the
+name part of a label/annotation key):
+
+* StormService name <= 49 and a DNS-1035 label. RoleSets are created with
+  generateName `<ss>-roleset-`; the API server appends 5 random characters and truncates the
+  base to 58 (63 - 5) if it is longer. 58 - len("-roleset-") = 49 keeps every RoleSet name
+  intact and <= 63, so it is a valid `roleset-name` label value. The name also names the
+  headless Service (DNS-1035: starts with a letter, no dots) and is every pod's
+  `spec.subdomain`, and `<ss>-<hash>` ControllerRevision names (hash <= 10 chars) fit too.
+* RoleSet name <= 63 and a DNS-1123 label (no dots): it is the `roleset-name` label value, the
+  PodGroup name, and the prefix of pod names, which are also pod host names (DNS labels).
+* Role name <= 44 and a DNS-1123 label: the RoleSet annotation key
+  `stormservice.orchestration.aibrix.ai/role-revision-name.<role>` has the name part
+  `role-revision-name.<role>`, which must be <= 63; 63 - len("role-revision-name.") = 44.
+  Pod and pod-group names `<rs>-<role>-<hash>-<i>[-<k>]` can still exceed 63; the controllers
+  shorten them keeping the tail (`-<hash>-<i>-<k>` is at most 25 characters with int32 indices
+  and podGroupSize <= 100), so no limit on inputs can or needs to make them fit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from apis.v1alpha1.constants import (
+    MAX_ROLE_NAME_LENGTH,
+    MAX_ROLE_SET_NAME_LENGTH,
+    MAX_STORM_SERVICE_NAME_LENGTH,
+)
+from apis.v1alpha1.intstr import PERCENT_PATTERN
+
+DNS1123_LABEL_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS1035_LABEL_PATTERN: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+#: A Kubernetes label key: optional DNS-subdomain prefix and "/", then a name (AIBrix's pattern).
+LABEL_KEY_PATTERN: Final = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+MAX_LABEL_KEY_LENGTH: Final = 317  # 253 prefix + "/" + 63 name
+MAX_LABEL_VALUE_LENGTH: Final = 63
+
+DNS1123_LABEL_RE: Final = re.compile(DNS1123_LABEL_PATTERN)
+DNS1035_LABEL_RE: Final = re.compile(DNS1035_LABEL_PATTERN)
+LABEL_KEY_RE: Final = re.compile(LABEL_KEY_PATTERN)
+
+# --- messages --------------------------------------------------------------------------------------
+
+MSG_STORM_SERVICE_NAME_LENGTH: Final = (
+    f"StormService name must be at most {MAX_STORM_SERVICE_NAME_LENGTH} characters, so that RoleSet "
+    "names (<name>-roleset-<5 random characters>) fit in 63"
+)
+MSG_STORM_SERVICE_NAME_DNS: Final = (
+    "StormService name must be a DNS-1035 label (lowercase letters, digits and '-', starting with a "
+    "letter and ending with a letter or digit), because it also names the headless Service"
+)
+MSG_ROLE_SET_NAME_LENGTH: Final = (
+    f"RoleSet name must be at most {MAX_ROLE_SET_NAME_LENGTH} characters, because it is the value "
+    "of the roleset-name pod label"
+)
+MSG_ROLE_SET_NAME_DNS: Final = (
+    "RoleSet name must be a DNS-1123 label (lowercase letters, digits and '-', no dots), because "
+    "it prefixes pod host names"
+)
+MSG_ROLE_NAME_DNS: Final = (
+    "role name must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending "
+    "with a letter or digit"
+)
+MSG_ROLE_NAME_LENGTH: Final = (
+    f"role name must be at most {MAX_ROLE_NAME_LENGTH} characters, because it is part of the "
+    "annotation key stormservice.orchestration.aibrix.ai/role-revision-name.<role>"
+)
+MSG_ROLE_NAMES_UNIQUE: Final = "role names must be unique"
+MSG_INT_OR_PERCENT: Final = 'must be a non-negative integer or a percentage such as "25%"'
+MSG_ONE_SCHEDULING_STRATEGY: Final = (
+    "at most one of godelSchedulingStrategy, coschedulingSchedulingStrategy and "
+    "volcanoSchedulingStrategy may be set"
+)
+MSG_SELECTOR_EMPTY: Final = "selector must not be empty: set matchLabels or matchExpressions"
+MSG_SELECTOR_MISMATCH: Final = (
+    "selector does not match template labels: every selector.matchLabels entry and "
+    "selector.matchExpressions requirement must hold for template.metadata.labels"
+)
+MSG_SELECTOR_REQUIREMENT_VALUES: Final = (
+    "values must be non-empty when operator is In or NotIn, and empty when operator is Exists or DoesNotExist"
+)
+
+# Bounds checked by plain OpenAPI keywords (minimum/maximum); the models say it in these words.
+MSG_REPLICAS_MIN: Final = "replicas must be greater than or equal to 0"
+MSG_POD_GROUP_SIZE_RANGE: Final = "podGroupSize must be between 1 and 100"
+MSG_UPGRADE_ORDER_MIN: Final = "upgradeOrder must be greater than or equal to 1"
+MSG_REVISION_HISTORY_LIMIT_MIN: Final = "revisionHistoryLimit must be greater than or equal to 0"
+MSG_TOPOLOGY_KEY: Final = "topologyPolicy.key must be a label key such as kubernetes.io/hostname"
+MSG_ROLE_TEMPLATE_CONTAINERS: Final = "role template must have spec.containers with at least one container"
+
+MIN_POD_GROUP_SIZE: Final = 1
+MAX_POD_GROUP_SIZE: Final = 100
+MIN_UPGRADE_ORDER: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CelRule:
+    rule: str
+    message: str
+
+    def as_schema(self) -> dict[str, str]:
+        return {"rule": self.rule, "message": self.message}
+
+
+# --- CEL rules -------------------------------------------------------------------------------------
+
+CEL_INT_OR_PERCENT: Final = CelRule(
+    f"type(self) == int ? self >= 0 : (type(self) == string && self.matches('{PERCENT_PATTERN}'))",
+    MSG_INT_OR_PERCENT,
+)
+
+CEL_STORM_SERVICE_NAME_LENGTH: Final = CelRule(
+    f"self.metadata.name.size() <= {MAX_STORM_SERVICE_NAME_LENGTH}", MSG_STORM_SERVICE_NAME_LENGTH
+)
+CEL_STORM_SERVICE_NAME_DNS: Final = CelRule(
+    f"self.metadata.name.matches('{DNS1035_LABEL_PATTERN}')", MSG_STORM_SERVICE_NAME_DNS
+)
+CEL_ROLE_SET_NAME_LENGTH: Final = CelRule(
+    f"self.metadata.name.size() <= {MAX_ROLE_SET_NAME_LENGTH}", MSG_ROLE_SET_NAME_LENGTH
+)
+CEL_ROLE_SET_NAME_DNS: Final = CelRule(
+    f"self.metadata.name.matches('{DNS1123_LABEL_PATTERN}')", MSG_ROLE_SET_NAME_DNS
+)
+
+# On a role object.
+CEL_ROLE_NAME_DNS: Final = CelRule(f"self.name.matches('{DNS1123_LABEL_PATTERN}')", MSG_ROLE_NAME_DNS)
+CEL_ROLE_NAME_LENGTH: Final = CelRule(f"self.name.size() <= {MAX_ROLE_NAME_LENGTH}", MSG_ROLE_NAME_LENGTH)
+
+# On the roles array.
+CEL_ROLE_NAMES_UNIQUE: Final = CelRule(
+    "self.all(r, self.exists_one(o, o.name == r.name))", MSG_ROLE_NAMES_UNIQUE
+)
+
+# On a schedulingStrategy object.
+CEL_ONE_SCHEDULING_STRATEGY: Final = CelRule(
+    "(has(self.godelSchedulingStrategy) ? 1 : 0) + (has(self.coschedulingSchedulingStrategy) ? 1 : 0)"
+    " + (has(self.volcanoSchedulingStrategy) ? 1 : 0) <= 1",
+    MSG_ONE_SCHEDULING_STRATEGY,
+)
+
+# On a label selector object.
+CEL_SELECTOR_NOT_EMPTY: Final = CelRule(
+    "(has(self.matchLabels) && size(self.matchLabels) > 0)"
+    " || (has(self.matchExpressions) && size(self.matchExpressions) > 0)",
+    MSG_SELECTOR_EMPTY,
+)
+
+# On a label selector requirement object.
+CEL_SELECTOR_REQUIREMENT_VALUES: Final = CelRule(
+    "self.operator == 'In' || self.operator == 'NotIn'"
+    " ? (has(self.values) && size(self.values) > 0)"
+    " : (!has(self.values) || size(self.values) == 0)",
+    MSG_SELECTOR_REQUIREMENT_VALUES,
+)
+
+# On StormService.spec: the selector must select the RoleSets the template stamps out.
+_TL = "self.template.metadata.labels"
+_HAS_TL = "(has(self.template.metadata) && has(self.template.metadata.labels))"
+CEL_SELECTOR_MATCHES_TEMPLATE: Final = CelRule(
+    "(!has(self.selector.matchLabels) || self.selector.matchLabels.all(k, "
+    f"{_HAS_TL} && k in {_TL} && {_TL}[k] == self.selector.matchLabels[k]))"
+    " && (!has(self.selector.matchExpressions) || self.selector.matchExpressions.all(e, "
+    f"e.operator == 'In' ? ({_HAS_TL} && e.key in {_TL} && has(e.values) && {_TL}[e.key] in e.values)"
+    f" : e.operator == 'NotIn' ? (!{_HAS_TL} || !(e.key in {_TL}) || !has(e.values)"
+    f" || !({_TL}[e.key] in e.values))"
+    f" : e.operator == 'Exists' ? ({_HAS_TL} && e.key in {_TL})"
+    f" : e.operator == 'DoesNotExist' ? (!{_HAS_TL} || !(e.key in {_TL}))"
+    " : false))",
+    MSG_SELECTOR_MISMATCH,
+)
+
+ALL_CEL_RULES: Final = (
+    CEL_INT_OR_PERCENT,
+    CEL_STORM_SERVICE_NAME_LENGTH,
+    CEL_STORM_SERVICE_NAME_DNS,
+    CEL_ROLE_SET_NAME_LENGTH,
+    CEL_ROLE_SET_NAME_DNS,
+    CEL_ROLE_NAME_DNS,
+    CEL_ROLE_NAME_LENGTH,
+    CEL_ROLE_NAMES_UNIQUE,
+    CEL_ONE_SCHEDULING_STRATEGY,
+    CEL_SELECTOR_NOT_EMPTY,
+    CEL_SELECTOR_REQUIREMENT_VALUES,
+    CEL_SELECTOR_MATCHES_TEMPLATE,
+)
