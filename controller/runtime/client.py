@@ -7,9 +7,33 @@ controller never needs them. The concrete client (`ApiClient`) is below the prot
 
 from __future__ import annotations
 
+import builtins
+import os
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
+import aiohttp
+import orjson
+
+from controller.runtime import metrics
+from controller.runtime.errors import (
+    AlreadyExists,
+    ApiError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    MethodNotAllowed,
+    NotFound,
+    ServerError,
+    StatusCause,
+    TooManyRequests,
+    Unauthorized,
+)
+from controller.runtime.ratelimit import TokenBucket
 from controller.runtime.resources import Resource
 
 Obj = dict[str, Any]
@@ -55,7 +79,13 @@ class KubeClient(Protocol):
     async def create(self, resource: Resource, namespace: str | None, body: Obj) -> Obj: ...
 
     async def replace(
-        self, resource: Resource, namespace: str | None, name: str, body: Obj, *, subresource: str | None = None
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        body: Obj,
+        *,
+        subresource: str | None = None,
     ) -> Obj:
         """PUT; with subresource="status" writes the status subresource."""
         ...
@@ -65,7 +95,7 @@ class KubeClient(Protocol):
         resource: Resource,
         namespace: str | None,
         name: str,
-        patch: Obj | list[Obj],
+        patch: Obj | builtins.list[Obj],
         *,
         patch_type: PatchType = "merge",
         subresource: str | None = None,
@@ -98,3 +128,588 @@ def object_key(obj: Mapping[str, Any]) -> str:
 def split_key(key: str) -> tuple[str | None, str]:
     namespace, sep, name = key.partition("/")
     return (namespace, name) if sep else (None, namespace)
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+_ERRORS_BY_CODE: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    405: MethodNotAllowed,
+    410: Gone,
+    422: Invalid,
+    429: TooManyRequests,
+}
+
+
+def api_error_from_status(
+    status: Mapping[str, Any], code: int | None = None, *, retry_after_seconds: float | None = None
+) -> ApiError:
+    """The typed error for a metav1.Status (a response body, or the object of a watch ERROR event).
+    `code` is the HTTP status when known; otherwise Status.code is used."""
+    if code is None or code == 200:
+        raw_code = status.get("code")
+        code = raw_code if isinstance(raw_code, int) else 500
+    reason = str(status.get("reason") or "")
+    message = str(status.get("message") or "")
+    details = status.get("details")
+    causes: builtins.list[StatusCause] = []
+    if isinstance(details, Mapping):
+        for cause in details.get("causes") or ():
+            if isinstance(cause, Mapping):
+                causes.append(
+                    StatusCause(
+                        reason=str(cause.get("reason") or ""),
+                        message=str(cause.get("message") or ""),
+                        field=str(cause.get("field") or ""),
+                    )
+                )
+        if retry_after_seconds is None and isinstance(details.get("retryAfterSeconds"), int | float):
+            retry_after_seconds = float(details["retryAfterSeconds"])
+    cls: type[ApiError]
+    if code == 409:
+        cls = AlreadyExists if reason == "AlreadyExists" else Conflict
+    elif code >= 500:
+        cls = ServerError
+    else:
+        cls = _ERRORS_BY_CODE.get(code, ApiError)
+    return cls(
+        code=code,
+        reason=reason,
+        message=message,
+        causes=causes,
+        retry_after_seconds=retry_after_seconds,
+        body=dict(status),
+    )
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date; the API server sends seconds
+
+
+def error_from_response(code: int, body: bytes, retry_after: str | None = None) -> ApiError:
+    """The typed error for a non-2xx response; bodies that are not a Status keep their text."""
+    retry_after_seconds = _parse_retry_after(retry_after)
+    try:
+        decoded = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        decoded = None
+    if isinstance(decoded, dict) and decoded.get("kind") == "Status":
+        return api_error_from_status(decoded, code, retry_after_seconds=retry_after_seconds)
+    text = body[:2000].decode("utf-8", "replace").strip()
+    return api_error_from_status(
+        {"code": code, "reason": _REASON_BY_CODE.get(code, ""), "message": text},
+        code,
+        retry_after_seconds=retry_after_seconds,
+    )
+
+
+_REASON_BY_CODE = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    410: "Gone",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
+
+
+def is_expired(err: BaseException) -> bool:
+    """The watch/list resourceVersion is too old (client-go's isExpiredError): relist."""
+    if isinstance(err, Gone):
+        return True
+    if isinstance(err, ApiError):
+        if err.reason in ("Expired", "Gone"):
+            return True
+        text = err.message.lower()
+        return "too old resource version" in text or ("resourceversion" in text and "expired" in text)
+    return False
+
+
+def _transport_error(err: BaseException, what: str) -> ServerError:
+    reason = "Timeout" if isinstance(err, TimeoutError) else "TransportError"
+    detail = str(err) or type(err).__name__
+    return ServerError(code=0, reason=reason, message=f"{what}: {detail}")
+
+
+# --- pagination helper ----------------------------------------------------------------------------
+
+
+async def list_all(
+    client: KubeClient,
+    resource: Resource,
+    namespace: str | None = None,
+    *,
+    label_selector: str | None = None,
+    field_selector: str | None = None,
+    page_size: int = 500,
+) -> tuple[builtins.list[Obj], str]:
+    """Every item of a list, following `continue`, and the list's resourceVersion. If the continue
+    token expires half-way (410), falls back to one unpaginated list, as client-go's pager does."""
+    items: builtins.list[Obj] = []
+    continue_token: str | None = None
+    resource_version = ""
+    while True:
+        try:
+            page = await client.list(
+                resource,
+                namespace,
+                label_selector=label_selector,
+                field_selector=field_selector,
+                limit=page_size if page_size > 0 else None,
+                continue_token=continue_token,
+            )
+        except Gone:
+            if continue_token is None:
+                raise
+            page = await client.list(
+                resource, namespace, label_selector=label_selector, field_selector=field_selector
+            )
+            meta = page.get("metadata") or {}
+            return list(page.get("items") or []), str(meta.get("resourceVersion") or "")
+        items.extend(page.get("items") or [])
+        meta = page.get("metadata") or {}
+        resource_version = str(meta.get("resourceVersion") or resource_version)
+        continue_token = meta.get("continue") or None
+        if not continue_token:
+            return items, resource_version
+
+
+# --- the real client ------------------------------------------------------------------------------
+
+_PATCH_CONTENT_TYPES: dict[str, str] = {
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+    "apply": "application/apply-patch+yaml",
+}
+
+_Query = builtins.list[tuple[str, str]]
+
+
+class ApiClient:
+    """KubeClient over HTTP. kubernetes-asyncio supplies the configuration (kubeconfig, in-cluster,
+    auth, TLS) and the aiohttp session; requests and JSON decoding are ours (orjson, no models).
+
+    Every request but watches passes the client-side token bucket and carries `request_timeout`.
+    No automatic retries: errors surface typed, and the work queue's backoff retries.
+    """
+
+    def __init__(
+        self,
+        configuration: Any,
+        *,
+        qps: float = 50,
+        burst: int = 100,
+        request_timeout: float = 30,
+        user_agent: str = "stormservice-controller",
+        loader: Any = None,
+        max_connections: int = 100,
+    ) -> None:
+        from kubernetes_asyncio.client.rest import RESTClientObject
+
+        self.configuration = configuration
+        if getattr(configuration, "connection_pool_maxsize", 0) < max_connections:
+            # Each watch pins an HTTP/1.1 connection for minutes; a small pool starves requests.
+            configuration.connection_pool_maxsize = max_connections
+        self._rest = RESTClientObject(configuration)
+        self._session: aiohttp.ClientSession = self._rest.pool_manager
+        self._base_url = str(configuration.host).rstrip("/")
+        self.host = urlsplit(self._base_url).netloc or self._base_url
+        self.limiter = TokenBucket(qps, burst)
+        self.request_timeout = request_timeout
+        self.user_agent = user_agent
+        self._loader = loader
+        self._extra: dict[str, Any] = {}
+        if getattr(configuration, "proxy", None):
+            self._extra["proxy"] = configuration.proxy
+            if getattr(configuration, "proxy_headers", None):
+                self._extra["proxy_headers"] = configuration.proxy_headers
+        if getattr(configuration, "tls_server_name", None):
+            self._extra["server_hostname"] = configuration.tls_server_name
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    async def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": self.user_agent}
+        if content_type:
+            headers["Content-Type"] = content_type
+        auth = await self.configuration.auth_settings()
+        bearer = auth.get("BearerToken")
+        if bearer and bearer.get("value"):
+            headers["Authorization"] = str(bearer["value"])
+        return headers
+
+    async def _refresh_credentials(self) -> bool:
+        if self._loader is None:
+            return False
+        try:
+            await self._loader.load_and_set(self.configuration)
+        except Exception:
+            return False
+        return True
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: _Query | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        write: tuple[str, str] | None = None,
+    ) -> Any:
+        if write is not None:
+            metrics.API_WRITES.labels(verb=write[0], resource=write[1]).inc()
+        waited = await self.limiter.wait()
+        metrics.REST_CLIENT_RATE_LIMITER_DURATION.labels(verb=method, host=self.host).observe(waited)
+        timeout = aiohttp.ClientTimeout(total=self.request_timeout)
+        url = self._base_url + path
+        for attempt in (0, 1):
+            headers = await self._headers(content_type if body is not None else None)
+            code_label = "<error>"
+            start = time.monotonic()
+            try:
+                async with self._session.request(
+                    method,
+                    url,
+                    params=query or None,
+                    data=body,
+                    headers=headers,
+                    timeout=timeout,
+                    **self._extra,
+                ) as resp:
+                    data = await resp.read()
+                    code_label = str(resp.status)
+                    if 200 <= resp.status < 300:
+                        return orjson.loads(data) if data else {}
+                    if resp.status == 401 and attempt == 0 and await self._refresh_credentials():
+                        continue  # an exec/OIDC token expired: reload it and try once more
+                    raise error_from_response(resp.status, data, resp.headers.get("Retry-After"))
+            except ApiError:
+                raise
+            except (aiohttp.ClientError, TimeoutError, OSError) as err:
+                raise _transport_error(err, f"{method} {path}") from err
+            except orjson.JSONDecodeError as err:
+                raise ServerError(code=0, reason="BadResponse", message=f"{method} {path}: {err}") from err
+            finally:
+                metrics.REST_CLIENT_REQUESTS.labels(code=code_label, method=method, host=self.host).inc()
+                metrics.REST_CLIENT_REQUEST_DURATION.labels(verb=method, host=self.host).observe(
+                    time.monotonic() - start
+                )
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _path(
+        resource: Resource, namespace: str | None, name: str | None = None, subresource: str | None = None
+    ) -> str:
+        if resource.namespaced and name is not None and not namespace:
+            raise ValueError(f"{resource} is namespaced: a namespace is required to address {name!r}")
+        return resource.path(namespace if resource.namespaced else None, name, subresource)
+
+    @staticmethod
+    def _write_label(resource: Resource, subresource: str | None) -> str:
+        return f"{resource.plural}/{subresource}" if subresource else resource.plural
+
+    # --- KubeClient ----------------------------------------------------------------------------
+
+    async def get(self, resource: Resource, namespace: str | None, name: str) -> Obj:
+        obj: Obj = await self._request("GET", self._path(resource, namespace, name))
+        return obj
+
+    async def list(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = None,
+        continue_token: str | None = None,
+        resource_version: str | None = None,
+    ) -> Obj:
+        query: _Query = []
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        if limit:
+            query.append(("limit", str(limit)))
+        if continue_token:
+            query.append(("continue", continue_token))
+        if resource_version is not None:
+            query.append(("resourceVersion", resource_version))
+        page: Obj = await self._request("GET", self._path(resource, namespace), query=query)
+        items = page.get("items")
+        if items is None:
+            page["items"] = items = []
+        # List items come without apiVersion/kind; cached objects should say what they are.
+        for item in items:
+            if "kind" not in item:
+                item["apiVersion"] = resource.api_version
+                item["kind"] = resource.kind
+        return page
+
+    async def list_all(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        page_size: int = 500,
+    ) -> tuple[builtins.list[Obj], str]:
+        return await list_all(
+            self,
+            resource,
+            namespace,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            page_size=page_size,
+        )
+
+    def watch(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        resource_version: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        timeout_seconds: int | None = None,
+        allow_bookmarks: bool = True,
+    ) -> AsyncIterator[Obj]:
+        query: _Query = [("watch", "true")]
+        if resource_version is not None:
+            query.append(("resourceVersion", resource_version))
+        if allow_bookmarks:
+            query.append(("allowWatchBookmarks", "true"))
+        if timeout_seconds is not None:
+            query.append(("timeoutSeconds", str(int(timeout_seconds))))
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        return self._watch(self._path(resource, namespace), query, timeout_seconds)
+
+    async def _watch(self, path: str, query: _Query, timeout_seconds: int | None) -> AsyncIterator[Obj]:
+        # A dead connection must not hang the informer forever: allow the server's own timeout
+        # plus request_timeout of silence before giving up.
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=self.request_timeout,
+            sock_connect=self.request_timeout,
+            sock_read=(timeout_seconds + self.request_timeout) if timeout_seconds else None,
+        )
+        url = self._base_url + path
+        headers = await self._headers()
+        start = time.monotonic()
+        try:
+            resp = await self._session.request(
+                "GET", url, params=query, headers=headers, timeout=timeout, **self._extra
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError) as err:
+            metrics.REST_CLIENT_REQUESTS.labels(code="<error>", method="WATCH", host=self.host).inc()
+            raise _transport_error(err, f"WATCH {path}") from err
+        metrics.REST_CLIENT_REQUESTS.labels(code=str(resp.status), method="WATCH", host=self.host).inc()
+        metrics.REST_CLIENT_REQUEST_DURATION.labels(verb="WATCH", host=self.host).observe(
+            time.monotonic() - start
+        )
+        finished = False
+        try:
+            if resp.status != 200:
+                data = await resp.read()
+                raise error_from_response(resp.status, data, resp.headers.get("Retry-After"))
+            # Lines are split here rather than with StreamReader.readline(), which has a line
+            # length limit (aiohttp "Line is too long" on large objects).
+            buf = bytearray()
+            async for chunk in resp.content.iter_any():
+                search_from = len(buf)
+                buf += chunk
+                if buf.find(b"\n", search_from) < 0:
+                    continue
+                lines = buf.split(b"\n")
+                buf = lines.pop()
+                for line in lines:
+                    if line.strip():
+                        yield _decode_event(line)
+            if buf.strip():
+                yield _decode_event(buf)
+            finished = True
+        except (aiohttp.ClientError, TimeoutError, OSError) as err:
+            raise _transport_error(err, f"WATCH {path}") from err
+        finally:
+            if finished:
+                resp.release()
+            else:
+                resp.close()
+
+    async def create(self, resource: Resource, namespace: str | None, body: Obj) -> Obj:
+        ns = namespace or body.get("metadata", {}).get("namespace")
+        obj: Obj = await self._request(
+            "POST",
+            self._path(resource, ns if resource.namespaced else None),
+            body=orjson.dumps(body),
+            content_type="application/json",
+            write=("create", resource.plural),
+        )
+        return obj
+
+    async def replace(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        body: Obj,
+        *,
+        subresource: str | None = None,
+    ) -> Obj:
+        obj: Obj = await self._request(
+            "PUT",
+            self._path(resource, namespace, name, subresource),
+            body=orjson.dumps(body),
+            content_type="application/json",
+            write=("update", self._write_label(resource, subresource)),
+        )
+        return obj
+
+    async def patch(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        patch: Obj | builtins.list[Obj],
+        *,
+        patch_type: PatchType = "merge",
+        subresource: str | None = None,
+        field_manager: str | None = None,
+        force: bool = False,
+    ) -> Obj:
+        try:
+            content_type = _PATCH_CONTENT_TYPES[patch_type]
+        except KeyError:
+            raise ValueError(f"unknown patch type {patch_type!r}") from None
+        query: _Query = []
+        if patch_type == "apply":
+            query.append(("fieldManager", field_manager or self.user_agent))
+            if force:
+                query.append(("force", "true"))
+        elif field_manager:
+            query.append(("fieldManager", field_manager))
+        obj: Obj = await self._request(
+            "PATCH",
+            self._path(resource, namespace, name, subresource),
+            query=query,
+            body=orjson.dumps(patch),
+            content_type=content_type,
+            write=("patch", self._write_label(resource, subresource)),
+        )
+        return obj
+
+    async def delete(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        *,
+        uid_precondition: str | None = None,
+        resource_version_precondition: str | None = None,
+        propagation_policy: PropagationPolicy | None = None,
+        grace_period_seconds: int | None = None,
+    ) -> None:
+        options: Obj = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        preconditions: dict[str, str] = {}
+        if uid_precondition:
+            preconditions["uid"] = uid_precondition
+        if resource_version_precondition:
+            preconditions["resourceVersion"] = resource_version_precondition
+        if preconditions:
+            options["preconditions"] = preconditions
+        if propagation_policy:
+            options["propagationPolicy"] = propagation_policy
+        if grace_period_seconds is not None:
+            options["gracePeriodSeconds"] = grace_period_seconds
+        await self._request(
+            "DELETE",
+            self._path(resource, namespace, name),
+            body=orjson.dumps(options),
+            content_type="application/json",
+            write=("delete", resource.plural),
+        )
+
+    async def close(self) -> None:
+        await self._rest.close()
+
+    async def __aenter__(self) -> ApiClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _decode_event(line: bytes | bytearray) -> Obj:
+    try:
+        event = orjson.loads(line)
+    except orjson.JSONDecodeError as err:
+        raise ServerError(code=0, reason="BadResponse", message=f"undecodable watch event: {err}") from err
+    if not isinstance(event, dict):
+        raise ServerError(code=0, reason="BadResponse", message="watch event is not an object")
+    if event.get("type") == "ERROR":
+        status = event.get("object")
+        raise api_error_from_status(status if isinstance(status, Mapping) else {"message": str(status)})
+    return event
+
+
+def _default_kubeconfig() -> str:
+    # Read at call time (kubernetes-asyncio's default is fixed at its import).
+    return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+
+
+async def create_client(
+    kubeconfig: str | None = None,
+    *,
+    context: str | None = None,
+    qps: float = 50,
+    burst: int = 100,
+    request_timeout: float = 30,
+    user_agent: str = "stormservice-controller",
+) -> ApiClient:
+    """An ApiClient from a kubeconfig file; with kubeconfig None, the in-cluster service account,
+    falling back to $KUBECONFIG, then ~/.kube/config."""
+    from kubernetes_asyncio.client.configuration import Configuration
+    from kubernetes_asyncio.config import ConfigException, load_incluster_config, load_kube_config
+
+    configuration = Configuration()
+    loader: Any = None
+    if kubeconfig is None:
+        try:
+            load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except ConfigException:
+            kubeconfig = _default_kubeconfig()
+    if kubeconfig is not None:
+        # persist_config=False: never rewrite the user's kubeconfig on token refresh.
+        loader = await load_kube_config(
+            config_file=kubeconfig, context=context, client_configuration=configuration, persist_config=False
+        )
+    return ApiClient(
+        configuration,
+        qps=qps,
+        burst=burst,
+        request_timeout=request_timeout,
+        user_agent=user_agent,
+        loader=loader,
+    )
