@@ -6,6 +6,9 @@
 #   ${XDG_CACHE_HOME:-~/.cache}/stormservice-controller/<versions-tag>/bin
 #
 # When every binary is already there it does nothing but print the directory.
+# Next to the binaries it writes kwok-stages.yaml: kwok run on its own (not via kwokctl) has
+# no built-in stages, so this collects the ones kwokctl uses by default (node-initialize,
+# node-heartbeat-with-lease, pod-ready, pod-complete, pod-delete) from the kwok module.
 # Usage: hack/build-controlplane.sh [--print-bin-dir] [--force]
 #   --print-bin-dir  print the bin directory (the tag is computed, nothing is built)
 #   --force          rebuild even when the binaries are cached
@@ -44,12 +47,22 @@ done
 log() { printf '[build-controlplane %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'build-controlplane: ERROR: %s\n' "$*" >&2; exit 1; }
 
-all_present() {
+KWOK_STAGE_FILES=(
+  node/fast/node-initialize.yaml
+  node/heartbeat-with-lease/node-heartbeat-with-lease.yaml
+  pod/fast/pod-ready.yaml
+  pod/fast/pod-complete.yaml
+  pod/fast/pod-delete.yaml
+)
+KWOK_STAGES="${BIN_DIR}/kwok-stages.yaml"
+
+all_binaries_present() {
   local b
   for b in "${ALL_BINARIES[@]}"; do
     [[ -x "${BIN_DIR}/${b}" ]] || return 1
   done
 }
+all_present() { all_binaries_present && [[ -s "${KWOK_STAGES}" ]]; }
 
 if [[ ${force} -eq 0 ]] && all_present; then
   log "cached: all binaries present in ${BIN_DIR}"
@@ -91,6 +104,26 @@ download_modules() {
     die "could not download the Go modules of ${dir#"${HACK_DIR}/"} (they are not all in the module cache $(go env GOMODCACHE)); the Go module proxy GOPROXY=${proxy} is unreachable or refused them. Needed: network access to the module proxy, or a module cache that already holds them."
   fi
 }
+
+write_kwok_stages() {
+  local dir f tmp
+  dir="$(cd "${MOD_DIR}/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"
+  tmp="${KWOK_STAGES}.tmp"
+  : >"${tmp}"
+  for f in "${KWOK_STAGE_FILES[@]}"; do
+    [[ -f "${dir}/kustomize/stage/${f}" ]] || die "kwok ${KWOK_VERSION} has no kustomize/stage/${f}"
+    { echo "---"; echo "# from sigs.k8s.io/kwok@${KWOK_VERSION} kustomize/stage/${f}"; cat "${dir}/kustomize/stage/${f}"; } >>"${tmp}"
+  done
+  mv -f "${tmp}" "${KWOK_STAGES}"
+}
+
+if [[ ${force} -eq 0 ]] && all_binaries_present; then
+  download_modules "${MOD_DIR}/kwok"
+  write_kwok_stages
+  log "cached: all binaries present in ${BIN_DIR}; wrote kwok-stages.yaml"
+  echo "${BIN_DIR}"
+  exit 0
+fi
 
 # -trimpath and fixed versions make the output independent of where the cache is.
 GO_BUILD_FLAGS=(-p "${BUILD_PARALLELISM:-2}" -trimpath -tags selinux,notest)
@@ -143,6 +176,7 @@ start=${SECONDS}
   -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" \
   -o "${staging}/kwok" sigs.k8s.io/kwok/cmd/kwok)
 log "built kwok in $((SECONDS - start))s"
+write_kwok_stages
 
 # Move into place only when everything built, so a half-finished build is
 # never mistaken for a cached one.

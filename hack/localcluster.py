@@ -27,8 +27,10 @@ Choices worth knowing:
   simply get no automatic `serviceAccountName` or token volume (kwok runs no containers).
 - The apiserver advertises 127.0.0.1, which EndpointSlice validation refuses for the
   `kubernetes` Service, so the endpoint reconciler is off (`--endpoint-reconciler-type=none`).
-- Fake nodes carry the annotation kwok.x-k8s.io/node=fake and no taint; kwok's built-in stages
-  keep them Ready (via node leases) and move pods bound to them to Running/Ready.
+- Fake nodes carry the annotation kwok.x-k8s.io/node=fake and no taint. kwok, given kwokctl's
+  default stages (collected by the build script into kwok-stages.yaml; standalone kwok has no
+  built-in ones), keeps them Ready via node leases and moves pods bound to them to
+  Running/Ready, and finishes their deletion.
 
 Only the Python standard library is needed, except `cryptography` for making certificates
 (imported lazily, so `down` and `env` work from any python3).
@@ -104,6 +106,8 @@ def find_bin_dir(build: bool = True) -> Path:
             raise ClusterError(f"{BUILD_SCRIPT.name} failed (exit {out.returncode}); see its message above")
         bin_dir = Path(out.stdout.strip().splitlines()[-1])
     missing = [b for b in BINARIES if not os.access(bin_dir / b, os.X_OK)]
+    if not (bin_dir / "kwok-stages.yaml").is_file():
+        missing.append("kwok-stages.yaml")
     if missing:
         raise ClusterError(f"missing binaries in {bin_dir}: {', '.join(missing)} (run {BUILD_SCRIPT})")
     return bin_dir
@@ -727,24 +731,24 @@ class LocalCluster:
 
     def _kwok_argv(self, ports: dict[str, int]) -> list[str]:
         key, value = FAKE_NODE_ANNOTATION
+        stages = self.bin_dir / "kwok-stages.yaml"
+        if not stages.is_file():
+            raise ClusterError(f"{stages} is missing; run {BUILD_SCRIPT}")
         return [
             self._bin("kwok"),
             f"--kubeconfig={self.kubeconfig}",
-            # An empty config file: built-in stages only, never ~/.kwok/kwok.yaml.
-            f"--config={self._kwok_config()}",
+            # kwok on its own has no built-in stages (only kwokctl adds defaults); the build
+            # script collects kwokctl's default ones (node init, lease heartbeat, pod
+            # ready/complete/delete) into this file. Also keeps ~/.kwok/kwok.yaml out.
+            f"--config={stages}",
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={key}={value}",
             f"--cidr={POD_CIDR}",
             "--node-ip=127.0.0.1",
+            "--node-lease-duration-seconds=40",
             f"--server-address=127.0.0.1:{ports['kwok']}",
             "--v=INFO",
         ]
-
-    def _kwok_config(self) -> Path:
-        path = self.dir / "kwok.yaml"
-        if not path.exists():
-            path.write_text("# kwok: no stages here, so its built-in node and pod stages apply\n")
-        return path
 
     # --- down ----------------------------------------------------------------------------
 
