@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
-from controller.runtime.client import Obj
+from controller.runtime.client import KubeClient, Obj
 from controller.runtime.controllerref import (
     CannotAdopt,
     ClaimError,
@@ -22,6 +22,12 @@ from controller.runtime.controllerref import (
 )
 from controller.runtime.errors import Conflict, Invalid, NotFound
 from controller.runtime.resources import PODS, ROLESETS, STORMSERVICES, Resource
+
+
+def kube(client: object) -> KubeClient:
+    """The stub clients here implement only what the code under test calls."""
+    return cast(KubeClient, client)
+
 
 OWNER_UID = "uid-owner"
 OWNER: Obj = {"metadata": {"name": "ss", "namespace": "ns", "uid": OWNER_UID}}
@@ -296,9 +302,9 @@ class PatchingClient:
 async def test_adopt_and_release_objects_pick_the_patch_type_by_resource() -> None:
     client = PatchingClient()
     ref = new_controller_ref(OWNER, "v1", "StormService")
-    await adopt_object(client, PODS, obj("p"), ref)  # type: ignore[arg-type]
-    await adopt_object(client, ROLESETS, obj("r"), ref)  # type: ignore[arg-type]
-    await release_object(client, PODS, obj("p", refs=[MINE]), OWNER_UID)  # type: ignore[arg-type]
+    await adopt_object(kube(client), PODS, obj("p"), ref)
+    await adopt_object(kube(client), ROLESETS, obj("r"), ref)
+    await release_object(kube(client), PODS, obj("p", refs=[MINE]), OWNER_UID)
     assert [(c[0], c[1], c[2], c[4]) for c in client.calls] == [
         (PODS, "ns", "p", "strategic"),
         (ROLESETS, "ns", "r", "json"),
@@ -309,22 +315,22 @@ async def test_adopt_and_release_objects_pick_the_patch_type_by_resource() -> No
 @pytest.mark.parametrize("error", [NotFound(404), Invalid(422)])
 async def test_release_object_tolerates_gone_or_replaced_objects(error: Exception) -> None:
     client = PatchingClient(error)
-    assert await release_object(client, PODS, obj("p", refs=[MINE]), OWNER_UID) is None  # type: ignore[arg-type]
+    assert await release_object(kube(client), PODS, obj("p", refs=[MINE]), OWNER_UID) is None
 
 
 async def test_release_object_raises_other_errors_and_skips_objects_we_do_not_reference() -> None:
     client = PatchingClient(Conflict(409))
     with pytest.raises(Conflict):
-        await release_object(client, PODS, obj("p", refs=[MINE]), OWNER_UID)  # type: ignore[arg-type]
+        await release_object(kube(client), PODS, obj("p", refs=[MINE]), OWNER_UID)
     client.calls.clear()
-    assert await release_object(client, PODS, obj("p", refs=[THEIRS]), OWNER_UID) is None  # type: ignore[arg-type]
+    assert await release_object(kube(client), PODS, obj("p", refs=[THEIRS]), OWNER_UID) is None
     assert client.calls == []
 
 
 async def test_for_resource_wires_patches() -> None:
     client = PatchingClient()
     manager = ControllerRefManager.for_resource(
-        client,  # type: ignore[arg-type]
+        kube(client),
         ROLESETS,
         OWNER,
         api_version="orchestration.aibrix.ai/v1alpha1",
