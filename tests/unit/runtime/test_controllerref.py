@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
-from controller.runtime.client import KubeClient, Obj
+from controller.runtime.client import Obj
 from controller.runtime.controllerref import (
     CannotAdopt,
     ClaimError,
@@ -20,16 +20,12 @@ from controller.runtime.controllerref import (
     release_patch,
     supports_strategic_merge,
 )
-from controller.runtime.errors import Conflict, Invalid, NotFound
+from controller.runtime.errors import Conflict, Invalid, NotFound, ServerError
+from controller.runtime.fake import FakeClient, json_patch
 from controller.runtime.resources import PODS, ROLESETS, STORMSERVICES, Resource
 
-
-def kube(client: object) -> KubeClient:
-    """The stub clients here implement only what the code under test calls."""
-    return cast(KubeClient, client)
-
-
 OWNER_UID = "uid-owner"
+API = "orchestration.aibrix.ai/v1alpha1"
 OWNER: Obj = {"metadata": {"name": "ss", "namespace": "ns", "uid": OWNER_UID}}
 DELETING_OWNER: Obj = {"metadata": {**OWNER["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}}
 MINE = {"apiVersion": "v1", "kind": "StormService", "name": "ss", "uid": OWNER_UID, "controller": True}
@@ -219,32 +215,6 @@ def test_strategic_patches_carry_the_uid_precondition() -> None:
     assert release_patch(obj("p", refs=[THEIRS]), OWNER_UID, strategic=True) is None
 
 
-class PatchConflict(Exception):
-    pass
-
-
-def apply_json_patch(doc: Obj, ops: list[dict[str, Any]]) -> Obj:
-    """Just enough of RFC 6902 (test, add, remove) to check the patches' meaning."""
-    doc = copy.deepcopy(doc)
-    for op in ops:
-        *parents, last = op["path"].strip("/").split("/")
-        node: Any = doc
-        for part in parents:
-            node = node[int(part)] if isinstance(node, list) else node[part]
-        if op["op"] == "test":
-            value = node[int(last)] if isinstance(node, list) else node.get(last)
-            if value != op["value"]:
-                raise PatchConflict(op["path"])
-        elif op["op"] == "add":
-            if isinstance(node, list):
-                node.append(op["value"]) if last == "-" else node.insert(int(last), op["value"])
-            else:
-                node[last] = op["value"]
-        elif op["op"] == "remove":
-            del node[int(last) if isinstance(node, list) else last]
-    return doc
-
-
 def test_json_adopt_patch_adds_the_reference_and_tests_uid_and_list() -> None:
     ref = new_controller_ref(OWNER, "v1", "StormService")
     for refs in (None, [NON_CONTROLLER]):
@@ -252,16 +222,16 @@ def test_json_adopt_patch_adds_the_reference_and_tests_uid_and_list() -> None:
         ops, kind = adopt_patch(seen, ref, strategic=False)
         assert kind == "json"
         assert ops[0] == {"op": "test", "path": "/metadata/uid", "value": "uid-p"}
-        result = apply_json_patch(seen, ops)
+        result = json_patch(seen, ops)
         assert result["metadata"]["ownerReferences"] == [*(refs or []), ref]
         recreated = copy.deepcopy(seen)
         recreated["metadata"]["uid"] = "uid-new"
-        with pytest.raises(PatchConflict):
-            apply_json_patch(recreated, ops)
+        with pytest.raises(ValueError):
+            json_patch(recreated, ops)
     changed = obj("p", refs=[THEIRS])
     ops, _ = adopt_patch(obj("p", refs=[NON_CONTROLLER]), ref, strategic=False)
-    with pytest.raises(PatchConflict):
-        apply_json_patch(changed, ops)
+    with pytest.raises(ValueError):
+        json_patch(changed, ops)
 
 
 def test_json_release_patch_removes_only_our_reference() -> None:
@@ -270,78 +240,107 @@ def test_json_release_patch_removes_only_our_reference() -> None:
     assert built is not None
     ops, kind = built
     assert kind == "json"
-    assert apply_json_patch(seen, ops)["metadata"]["ownerReferences"] == [NON_CONTROLLER]
+    assert json_patch(seen, ops)["metadata"]["ownerReferences"] == [NON_CONTROLLER]
     reordered = obj("p", refs=[MINE, NON_CONTROLLER])
-    with pytest.raises(PatchConflict):
-        apply_json_patch(reordered, ops)
+    with pytest.raises(ValueError):
+        json_patch(reordered, ops)
 
 
-class PatchingClient:
-    """Records patches; answers with `error` when set."""
-
-    def __init__(self, error: Exception | None = None) -> None:
-        self.calls: list[tuple[Resource, str | None, str, Any, str]] = []
-        self.error = error
-
-    async def patch(
-        self,
-        resource: Resource,
-        namespace: str | None,
-        name: str,
-        patch: Any,
-        *,
-        patch_type: str = "merge",
-        **_: Any,
-    ) -> Obj:
-        self.calls.append((resource, namespace, name, patch, patch_type))
-        if self.error:
-            raise self.error
-        return {"metadata": {"name": name, "namespace": namespace}}
+def seeded(client: FakeClient, resource: Resource, o: Obj) -> Obj:
+    """Store `o` in the fake API server; returns it as stored (with the server's uid)."""
+    body = copy.deepcopy(o)
+    body["metadata"].pop("uid")
+    return client.seed(resource, body)
 
 
-async def test_adopt_and_release_objects_pick_the_patch_type_by_resource() -> None:
-    client = PatchingClient()
-    ref = new_controller_ref(OWNER, "v1", "StormService")
-    await adopt_object(kube(client), PODS, obj("p"), ref)
-    await adopt_object(kube(client), ROLESETS, obj("r"), ref)
-    await release_object(kube(client), PODS, obj("p", refs=[MINE]), OWNER_UID)
-    assert [(c[0], c[1], c[2], c[4]) for c in client.calls] == [
-        (PODS, "ns", "p", "strategic"),
-        (ROLESETS, "ns", "r", "json"),
-        (PODS, "ns", "p", "strategic"),
-    ]
+async def test_adopt_and_release_against_the_fake_api_server() -> None:
+    client = FakeClient()
+    ref = new_controller_ref(OWNER, API, "StormService")
+    orphan = seeded(client, ROLESETS, obj("r", refs=[NON_CONTROLLER]))
+    await adopt_object(client, ROLESETS, orphan, ref)
+    stored = client.get_object(ROLESETS, "ns", "r")
+    assert stored is not None and stored["metadata"]["ownerReferences"] == [NON_CONTROLLER, ref]
+    assert client.requests[-1].options["patch_type"] == "json"
+
+    assert await release_object(client, ROLESETS, stored, OWNER_UID) is not None
+    released = client.get_object(ROLESETS, "ns", "r")
+    assert released is not None and released["metadata"]["ownerReferences"] == [NON_CONTROLLER]
+
+    pod = seeded(client, PODS, obj("p"))
+    await adopt_object(client, PODS, pod, ref)
+    assert client.requests[-1].options["patch_type"] == "strategic"
+    stored_pod = client.get_object(PODS, "ns", "p")
+    assert stored_pod is not None and controller_ref(stored_pod) == ref
 
 
-@pytest.mark.parametrize("error", [NotFound(404), Invalid(422)])
-async def test_release_object_tolerates_gone_or_replaced_objects(error: Exception) -> None:
-    client = PatchingClient(error)
-    assert await release_object(kube(client), PODS, obj("p", refs=[MINE]), OWNER_UID) is None
+async def test_adopting_a_recreated_object_fails() -> None:
+    client = FakeClient()
+    seen = seeded(client, ROLESETS, obj("r"))
+    await client.delete(ROLESETS, "ns", "r")
+    seeded(client, ROLESETS, obj("r"))
+    with pytest.raises(Invalid):
+        await adopt_object(client, ROLESETS, seen, new_controller_ref(OWNER, API, "StormService"))
+
+
+async def test_release_object_tolerates_gone_or_replaced_objects() -> None:
+    client = FakeClient()
+    assert await release_object(client, ROLESETS, obj("gone", refs=[MINE]), OWNER_UID) is None
+    seen = seeded(client, ROLESETS, obj("r", refs=[MINE]))
+    await client.delete(ROLESETS, "ns", "r")
+    seeded(client, ROLESETS, obj("r", refs=[MINE]))
+    assert await release_object(client, ROLESETS, seen, OWNER_UID) is None
+    stored = client.get_object(ROLESETS, "ns", "r")
+    assert stored is not None and stored["metadata"]["ownerReferences"] == [MINE]
+
+
+@pytest.mark.parametrize("error", [NotFound(404), Invalid(422), Conflict(409)])
+async def test_release_object_ignores_errors_that_mean_nothing_to_release(error: Exception) -> None:
+    client = FakeClient()
+    seen = seeded(client, PODS, obj("p", refs=[MINE]))
+    client.inject_error("patch", PODS, error)
+    assert await release_object(client, PODS, seen, OWNER_UID) is None
 
 
 async def test_release_object_raises_other_errors_and_skips_objects_we_do_not_reference() -> None:
-    client = PatchingClient(Conflict(409))
-    with pytest.raises(Conflict):
-        await release_object(kube(client), PODS, obj("p", refs=[MINE]), OWNER_UID)
-    client.calls.clear()
-    assert await release_object(kube(client), PODS, obj("p", refs=[THEIRS]), OWNER_UID) is None
-    assert client.calls == []
+    client = FakeClient()
+    seen = seeded(client, PODS, obj("p", refs=[MINE]))
+    client.inject_error("patch", PODS, ServerError(500))
+    with pytest.raises(ServerError):
+        await release_object(client, PODS, seen, OWNER_UID)
+    client.clear_actions()
+    assert await release_object(client, PODS, obj("p", refs=[THEIRS]), OWNER_UID) is None
+    assert client.actions == []
+
+
+async def test_strategic_release_patch_is_sent_for_built_in_kinds() -> None:
+    client = FakeClient()
+    seen = seeded(client, PODS, obj("p", refs=[MINE]))
+    client.inject_error("patch", PODS, NotFound(404))  # only the request matters here
+    await release_object(client, PODS, seen, OWNER_UID)
+    request = client.requests[-1]
+    assert request.options["patch_type"] == "strategic"
+    assert request.body == {
+        "metadata": {
+            "ownerReferences": [{"$patch": "delete", "uid": OWNER_UID}],
+            "uid": seen["metadata"]["uid"],
+        }
+    }
 
 
 async def test_for_resource_wires_patches() -> None:
-    client = PatchingClient()
+    client = FakeClient()
+    orphan = seeded(client, ROLESETS, obj("orphan", labels=A))
+    stale = seeded(client, ROLESETS, obj("stale", labels=B, refs=[MINE]))
     manager = ControllerRefManager.for_resource(
-        kube(client),
-        ROLESETS,
-        OWNER,
-        api_version="orchestration.aibrix.ai/v1alpha1",
-        kind="StormService",
-        match=match,
+        client, ROLESETS, OWNER, api_version=API, kind="StormService", match=match
     )
-    claimed = await manager.claim([obj("orphan", labels=A), obj("stale", labels=B, refs=[MINE])])
+    claimed = await manager.claim([orphan, stale])
     assert [o["metadata"]["name"] for o in claimed] == ["orphan"]
-    assert [(c[2], c[4]) for c in client.calls] == [("orphan", "json"), ("stale", "json")]
-    added = client.calls[0][3][-1]["value"]
-    assert added == [new_controller_ref(OWNER, "orchestration.aibrix.ai/v1alpha1", "StormService")]
+    assert client.writes() == [("patch", "rolesets", "ns", "orphan"), ("patch", "rolesets", "ns", "stale")]
+    adopted = client.get_object(ROLESETS, "ns", "orphan")
+    released = client.get_object(ROLESETS, "ns", "stale")
+    assert adopted is not None and controller_ref(adopted) == new_controller_ref(OWNER, API, "StormService")
+    assert released is not None and released["metadata"]["ownerReferences"] == []
 
 
 @pytest.mark.parametrize(
