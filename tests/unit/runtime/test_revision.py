@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
-from controller.runtime.client import KubeClient, Obj
+from controller.runtime.client import Obj
 from controller.runtime.controllerref import controller_ref
-from controller.runtime.errors import AlreadyExists, Conflict, NotFound
+from controller.runtime.errors import Conflict, Invalid
+from controller.runtime.fake import FakeClient
 from controller.runtime.resources import CONTROLLER_REVISIONS, Resource
 from controller.runtime.revision import (
     HASH_LABEL,
@@ -25,12 +26,6 @@ from controller.runtime.revision import (
     sort_revisions,
     update_revision_number,
 )
-
-
-def kube(client: object) -> KubeClient:
-    """The stub clients here implement only what the code under test calls."""
-    return cast(KubeClient, client)
-
 
 OWNER: Obj = {"metadata": {"name": "ss", "namespace": "ns", "uid": "uid-ss"}}
 OTHER_OWNER: Obj = {"metadata": {"name": "ss", "namespace": "ns", "uid": "uid-other"}}
@@ -149,111 +144,93 @@ def test_sort_and_next_number() -> None:
 # --- create with collisions -------------------------------------------------------------------
 
 
-class RevisionClient:
-    """Just create/get/patch/delete of ControllerRevisions in memory."""
+class VanishingClient(FakeClient):
+    """The first get of a name finds it deleted (as if deleted right after our create failed)."""
 
     def __init__(self) -> None:
-        self.objects: dict[str, Obj] = {}
-        self.calls: list[tuple[str, str]] = []
-        self.vanish_on_get: set[str] = set()
-        self.n = 0
-
-    async def create(self, resource: Resource, namespace: str | None, body: Obj) -> Obj:
-        assert resource == CONTROLLER_REVISIONS
-        name = body["metadata"]["name"]
-        self.calls.append(("create", name))
-        if name in self.objects:
-            raise AlreadyExists(409, "AlreadyExists")
-        self.n += 1
-        stored = copy.deepcopy(body)
-        stored["metadata"].update(namespace=namespace, uid=f"uid-{self.n}")
-        self.objects[name] = stored
-        return copy.deepcopy(stored)
+        super().__init__()
+        self.vanish: set[str] = set()
 
     async def get(self, resource: Resource, namespace: str | None, name: str) -> Obj:
-        self.calls.append(("get", name))
-        if name in self.vanish_on_get:
-            self.vanish_on_get.discard(name)
-            del self.objects[name]
-        if name not in self.objects:
-            raise NotFound(404, "NotFound")
-        return copy.deepcopy(self.objects[name])
+        if name in self.vanish:
+            self.vanish.discard(name)
+            await self.delete(resource, namespace, name)
+        return await super().get(resource, namespace, name)
 
-    async def patch(self, resource: Resource, namespace: str | None, name: str, patch: Any, **kw: Any) -> Obj:
-        self.calls.append(("patch", name))
-        stored = self.objects[name]
-        if patch["metadata"]["uid"] != stored["metadata"]["uid"]:
-            raise Conflict(409)
-        stored["revision"] = patch["revision"]
-        return copy.deepcopy(stored)
 
-    async def delete(self, resource: Resource, namespace: str | None, name: str, **kw: Any) -> None:
-        self.calls.append(("delete", name))
-        stored = self.objects.get(name)
-        if stored is None:
-            raise NotFound(404)
-        assert kw["uid_precondition"] == stored["metadata"]["uid"]
-        del self.objects[name]
+class AlwaysTaken(FakeClient):
+    """Someone else always takes the name a moment before we create it."""
+
+    async def create(self, resource: Resource, namespace: str | None, body: Obj) -> Obj:
+        meta = body["metadata"]
+        self.seed(
+            resource, {"metadata": {"name": meta["name"], "namespace": namespace}, "data": {"other": 1}}
+        )
+        return await super().create(resource, namespace, body)
+
+
+def squat(client: FakeClient, rev: Obj, *, data: Any = None, owner_uid: str | None = None) -> None:
+    body = copy.deepcopy(rev)
+    if data is not None:
+        body["data"] = data
+    if owner_uid is not None:
+        body["metadata"]["ownerReferences"][0]["uid"] = owner_uid
+    client.seed(CONTROLLER_REVISIONS, body)
 
 
 async def test_create_revision_plain() -> None:
-    client = RevisionClient()
+    client = FakeClient()
     want = new_revision(OWNER, API, "StormService", "ss", DATA, 1, 0)
-    created, cc = await create_revision(kube(client), "ns", want, 0)
+    created, cc = await create_revision(client, "ns", want, 0)
     assert cc == 0
     assert created["metadata"]["name"] == "ss-54d7b88d5b"
-    assert client.calls == [("create", "ss-54d7b88d5b")]
+    assert client.actions == [("create", "controllerrevisions", "ns", "ss-54d7b88d5b")]
+    stored = client.get_object(CONTROLLER_REVISIONS, "ns", "ss-54d7b88d5b")
+    assert stored is not None and stored["data"] == DATA and stored["revision"] == 1
 
 
 async def test_create_revision_returns_our_equal_existing_revision() -> None:
-    client = RevisionClient()
+    client = FakeClient()
     want = new_revision(OWNER, API, "StormService", "ss", DATA, 1, 0)
-    first, _ = await create_revision(kube(client), "ns", want, 0)
-    again, cc = await create_revision(kube(client), "ns", want, 0)
+    first, _ = await create_revision(client, "ns", want, 0)
+    again, cc = await create_revision(client, "ns", want, 0)
     assert cc == 0
     assert again["metadata"]["uid"] == first["metadata"]["uid"]
+    assert len(client.objects(CONTROLLER_REVISIONS)) == 1
 
 
 @pytest.mark.parametrize("squatter", ["different data", "same data, other owner"])
 async def test_create_revision_counts_collisions(squatter: str) -> None:
-    client = RevisionClient()
+    client = FakeClient()
     want = new_revision(OWNER, API, "StormService", "ss", DATA, 1, 0)
-    other = copy.deepcopy(want)
     if squatter == "different data":
-        other["data"] = {"spec": {"other": True}}
+        squat(client, want, data={"spec": {"other": True}})
     else:
-        other["metadata"]["ownerReferences"] = [{**controller_ref(want), "uid": "uid-other"}]  # type: ignore[dict-item]
-    client.objects[want["metadata"]["name"]] = {
-        **other,
-        "metadata": {**other["metadata"], "uid": "uid-squat"},
-    }
+        squat(client, want, owner_uid="uid-other")
 
-    created, cc = await create_revision(kube(client), "ns", want, 0)
+    created, cc = await create_revision(client, "ns", want, 0)
     assert cc == 1
     assert created["metadata"]["name"] == "ss-" + hash_revision_data(DATA, 1)
     assert created["metadata"]["labels"][HASH_LABEL] == hash_revision_data(DATA, 1)
     assert created["data"] == DATA
+    assert controller_ref(created) == controller_ref(want)
 
 
 async def test_create_revision_retries_the_same_name_when_the_clash_vanishes() -> None:
-    client = RevisionClient()
+    client = VanishingClient()
     want = new_revision(OWNER, API, "StormService", "ss", DATA, 1, 0)
     name = want["metadata"]["name"]
-    client.objects[name] = {"metadata": {"name": name, "uid": "gone"}, "data": {}}
-    client.vanish_on_get.add(name)
-    created, cc = await create_revision(kube(client), "ns", want, 0)
+    squat(client, want, data={"old": True})
+    client.vanish.add(name)
+    created, cc = await create_revision(client, "ns", want, 0)
     assert (created["metadata"]["name"], cc) == (name, 0)
+    assert created["data"] == DATA
 
 
 async def test_create_revision_gives_up_eventually() -> None:
-    class AlwaysTaken(RevisionClient):
-        async def create(self, resource: Resource, namespace: str | None, body: Obj) -> Obj:
-            self.objects[body["metadata"]["name"]] = {"metadata": {"uid": "x"}, "data": {"other": 1}}
-            return await super().create(resource, namespace, body)
-
     with pytest.raises(RevisionCollisionError):
         await create_revision(
-            kube(AlwaysTaken()), "ns", new_revision(OWNER, API, "StormService", "ss", DATA, 1, 0), 0
+            AlwaysTaken(), "ns", new_revision(OWNER, API, "StormService", "ss", DATA, 1, 0), 0
         )
 
 
@@ -261,48 +238,60 @@ async def test_create_revision_rejects_hand_made_names() -> None:
     want = new_revision(OWNER, API, "StormService", "ss", DATA, 1, 0)
     want["metadata"]["name"] = "handmade"
     with pytest.raises(ValueError):
-        await create_revision(kube(RevisionClient()), "ns", want, 0)
+        await create_revision(FakeClient(), "ns", want, 0)
 
 
 async def test_update_revision_number() -> None:
-    client = RevisionClient()
+    client = FakeClient()
     created, _ = await create_revision(
-        kube(client), "ns", new_revision(OWNER, API, "StormService", "ss", DATA, 1, 0), 0
+        client, "ns", new_revision(OWNER, API, "StormService", "ss", DATA, 1, 0), 0
     )
-    client.calls.clear()
-    same = await update_revision_number(kube(client), created, 1)
-    assert same == created and client.calls == []
-    updated = await update_revision_number(kube(client), created, 5)
+    client.clear_actions()
+    same = await update_revision_number(client, created, 1)
+    assert same == created and client.actions == []
+    updated = await update_revision_number(client, created, 5)
     assert updated["revision"] == 5
-    assert client.calls == [("patch", created["metadata"]["name"])]
+    assert client.writes() == [("patch", "controllerrevisions", "ns", created["metadata"]["name"])]
+
+
+async def test_update_revision_number_refuses_a_recreated_revision() -> None:
+    client = FakeClient()
+    want = new_revision(OWNER, API, "StormService", "ss", DATA, 1, 0)
+    created, _ = await create_revision(client, "ns", want, 0)
+    await client.delete(CONTROLLER_REVISIONS, "ns", created["metadata"]["name"])
+    await create_revision(client, "ns", want, 0)
+    with pytest.raises((Conflict, Invalid)):
+        await update_revision_number(client, created, 7)
 
 
 # --- RevisionHistory implementations ------------------------------------------------------------
 
 
 async def test_kube_revision_history() -> None:
-    client = RevisionClient()
-    cache: list[Obj] = []
-    history = KubeRevisionHistory(
-        kube(client), lambda ns: [r for r in cache if r["metadata"]["namespace"] == ns]
-    )
+    client = FakeClient()
+    history = KubeRevisionHistory(client, lambda ns: client.objects(CONTROLLER_REVISIONS, ns))
     created, _ = await history.create_revision(new_revision(OWNER, API, "StormService", "ss", DATA, 1, 0), 0)
-    orphan = {"metadata": {"name": "orphan", "namespace": "ns", "labels": {"name": "ss"}}, "data": {}}
-    theirs = new_revision(OTHER_OWNER, API, "StormService", "ss", {"x": 1}, 1, 0)
-    elsewhere = {"metadata": {"name": "else", "namespace": "other"}, "data": {}}
-    cache.extend([created, orphan, theirs, elsewhere])
-    assert [r["metadata"]["name"] for r in history.list_revisions(OWNER)] == [
-        created["metadata"]["name"],
+    client.seed(
+        CONTROLLER_REVISIONS,
+        {"metadata": {"name": "orphan", "namespace": "ns", "labels": {"name": "ss"}}, "data": {}},
+    )
+    client.seed(CONTROLLER_REVISIONS, new_revision(OTHER_OWNER, API, "StormService", "ss", {"x": 1}, 1, 0))
+    client.seed(CONTROLLER_REVISIONS, {"metadata": {"name": "else", "namespace": "other"}, "data": {}})
+    assert sorted(r["metadata"]["name"] for r in history.list_revisions(OWNER)) == [
         "orphan",
+        created["metadata"]["name"],
     ]
     only_labelled = history.list_revisions(
         OWNER, lambda r: r["metadata"].get("labels", {}).get("name") == "ss"
     )
     assert [r["metadata"]["name"] for r in only_labelled] == ["orphan"]
     assert (await history.update_revision(created, 2))["revision"] == 2
+    client.clear_actions()
     await history.delete_revision(created)
     await history.delete_revision(created)  # already gone: fine
-    assert client.objects == {}
+    assert client.writes() == [("delete", "controllerrevisions", "ns", created["metadata"]["name"])] * 2
+    assert client.requests[0].options["uid_precondition"] == created["metadata"]["uid"]
+    assert client.get_object(CONTROLLER_REVISIONS, "ns", created["metadata"]["name"]) is None
 
 
 async def test_fake_revision_history() -> None:
