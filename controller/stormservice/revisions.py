@@ -1,0 +1,159 @@
+"""StormService revisions: one ControllerRevision per distinct RoleSet template.
+
+A revision records `spec.template` with every role's `replicas` removed. Role replicas are a
+scaling dimension (an autoscaler moves them), not a version: changing them must not start a
+rollout that replaces whole RoleSets, so they are left out of the data and out of the hash, and
+applied to existing RoleSets in place (`role_replica_patch`).
+
+The data layout is the reference's: `{"spec": {"template": {..., "$patch": "replace"}}}`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from controller.stormservice.labels import RoleRevision
+from controller.stormservice.view import role_replicas
+
+Obj = dict[str, Any]
+
+PATCH_DIRECTIVE = "$patch"
+
+
+def revision_template(template: Mapping[str, Any]) -> Obj:
+    """The versioned part of `spec.template`: a deep copy without role replicas."""
+    out: Obj = copy.deepcopy(dict(template))
+    spec = out.get("spec")
+    if isinstance(spec, dict):
+        for role in spec.get("roles") or ():
+            if isinstance(role, dict):
+                role.pop("replicas", None)
+    return out
+
+
+def revision_data(template: Mapping[str, Any]) -> Obj:
+    """ControllerRevision `data` for a StormService template."""
+    return {"spec": {"template": {**revision_template(template), PATCH_DIRECTIVE: "replace"}}}
+
+
+def template_of(revision: Mapping[str, Any]) -> Obj:
+    """The template a ControllerRevision records (role replicas absent)."""
+    data = revision.get("data") or {}
+    template = dict((data.get("spec") or {}).get("template") or {})
+    template.pop(PATCH_DIRECTIVE, None)
+    return copy.deepcopy(template)
+
+
+def revision_number(revision: Mapping[str, Any]) -> int:
+    return int(revision.get("revision") or 0)
+
+
+def revision_name(revision: Mapping[str, Any]) -> str:
+    return str(revision["metadata"]["name"])
+
+
+def sorted_revisions(revisions: Sequence[Obj]) -> list[Obj]:
+    """By revision number, then creation time, then name (StatefulSet's history order)."""
+    return sorted(
+        revisions,
+        key=lambda r: (
+            revision_number(r),
+            r.get("metadata", {}).get("creationTimestamp") or "",
+            revision_name(r),
+        ),
+    )
+
+
+def with_role_replicas(
+    template: Mapping[str, Any], desired: Mapping[str, Any], fallback: Mapping[str, int] | None = None
+) -> Obj:
+    """`template` (from a revision) with role replicas filled in: from the roles of `desired`
+    (the StormService's template) by name, else from `fallback`, else the default of 1."""
+    out: Obj = copy.deepcopy(dict(template))
+    wanted = {r.get("name"): role_replicas(r) for r in ((desired.get("spec") or {}).get("roles") or ())}
+    for role in (out.get("spec") or {}).get("roles") or ():
+        name = role.get("name")
+        if name in wanted:
+            role["replicas"] = wanted[name]
+        elif fallback and name in fallback:
+            role["replicas"] = fallback[name]
+        else:
+            role.setdefault("replicas", 1)
+    return out
+
+
+# --- choosing the update revision ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRevisionChoice:
+    """`reuse`: the newest revision already records the template. `rollback`: an older revision
+    records it; renumber it to `number` (no new revision). `create`: none does."""
+
+    action: Literal["reuse", "rollback", "create"]
+    revision: Obj | None = None
+    number: int = 0
+
+
+def same_template(revision: Mapping[str, Any], data: Mapping[str, Any]) -> bool:
+    return (revision.get("data") or {}) == data
+
+
+def next_number(revisions: Sequence[Obj]) -> int:
+    return max((revision_number(r) for r in revisions), default=0) + 1
+
+
+def choose_update_revision(revisions: Sequence[Obj], data: Mapping[str, Any]) -> UpdateRevisionChoice:
+    """StatefulSet's rule. `revisions` in history order (see `sorted_revisions`)."""
+    equal = [r for r in revisions if same_template(r, data)]
+    if not equal:
+        return UpdateRevisionChoice("create", number=next_number(revisions))
+    newest_equal = equal[-1]
+    if newest_equal is revisions[-1]:
+        return UpdateRevisionChoice("reuse", newest_equal, revision_number(newest_equal))
+    return UpdateRevisionChoice("rollback", newest_equal, next_number(revisions))
+
+
+def choose_current_revision(revisions: Sequence[Obj], status_current: str | None, update: Obj) -> Obj:
+    """The revision named by `status.currentRevision`, else (new history) the update revision."""
+    for r in revisions:
+        if status_current and revision_name(r) == status_current:
+            return r
+    return update
+
+
+def history_to_delete(revisions: Sequence[Obj], live: set[str], limit: int) -> list[Obj]:
+    """The oldest revisions no RoleSet uses (and neither current nor update), beyond `limit`."""
+    history = [r for r in revisions if revision_name(r) not in live]
+    excess = len(history) - max(0, limit)
+    return history[:excess] if excess > 0 else []
+
+
+# --- per-role revisions ------------------------------------------------------------------------------
+
+
+def _roles(template: Mapping[str, Any]) -> dict[str, Obj]:
+    roles = (template.get("spec") or {}).get("roles") or ()
+    return {str(r.get("name")): r for r in roles if isinstance(r, dict)}
+
+
+def role_revisions(revisions: Sequence[Obj], update: Obj) -> dict[str, RoleRevision]:
+    """For each role of the update revision, the revision in which the role took its present form:
+    walking history back from the update revision while the role (replicas aside) is unchanged.
+    Pods carry it as `role-revision` labels, so a role untouched by a rollout keeps its value.
+    The reference compared against `status.currentRevision` only, so the value of an untouched
+    role changed with every rollout."""
+    ordered = sorted_revisions([r for r in revisions if revision_name(r) != revision_name(update)])
+    ordered.append(update)
+    templates = [_roles(template_of(r)) for r in ordered]
+    out: dict[str, RoleRevision] = {}
+    last = len(ordered) - 1
+    for name, role in templates[last].items():
+        i = last
+        while i > 0 and templates[i - 1].get(name) == role:
+            i -= 1
+        out[name] = RoleRevision(revision_number(ordered[i]), revision_name(ordered[i]))
+    return out

@@ -1,0 +1,65 @@
+"""The headless Service of a StormService: stable DNS names for its pods.
+
+Pods set `hostname` to their name and `subdomain` to the StormService name, so each pod resolves
+as `<pod>.<ss>.<namespace>.svc`; grouped pods find their leader that way (LEADER_ADDRESS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from apis.v1alpha1 import constants as c
+from controller.runtime.controllerref import is_controlled_by, new_controller_ref
+
+Obj = dict[str, Any]
+
+
+def desired_service(storm_service: Mapping[str, Any]) -> Obj:
+    meta = storm_service["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": {c.LABEL_STORM_SERVICE_NAME: meta["name"]},
+            "ownerReferences": [new_controller_ref(storm_service, c.API_VERSION, c.KIND_STORM_SERVICE)],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "selector": {c.LABEL_STORM_SERVICE_NAME: meta["name"]},
+            "publishNotReadyAddresses": True,
+        },
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAction:
+    """`create`; `patch` with a merge `patch`; `recreate` (clusterIP is immutable, so a Service
+    that lost headlessness must be deleted first); `conflict` (a Service of that name belongs to
+    someone else: left alone and reported); `none`."""
+
+    action: Literal["none", "create", "patch", "recreate", "conflict"]
+    patch: Obj | None = None
+
+
+def plan_service(storm_service: Mapping[str, Any], existing: Mapping[str, Any] | None) -> ServiceAction:
+    if existing is None:
+        return ServiceAction("create")
+    if existing.get("metadata", {}).get("deletionTimestamp"):
+        return ServiceAction("none")  # wait for it to go, then create
+    if not is_controlled_by(existing, storm_service["metadata"]["uid"]):
+        return ServiceAction("conflict")
+    want = desired_service(storm_service)["spec"]
+    have = existing.get("spec") or {}
+    if have.get("clusterIP") != "None":
+        return ServiceAction("recreate")
+    patch: Obj = {}
+    if have.get("selector") != want["selector"]:
+        # A merge patch merges maps: remove every selector key we do not want.
+        patch["selector"] = {**dict.fromkeys(have.get("selector") or {}), **want["selector"]}
+    if have.get("publishNotReadyAddresses") is not True:
+        patch["publishNotReadyAddresses"] = True
+    return ServiceAction("patch", {"spec": patch}) if patch else ServiceAction("none")
