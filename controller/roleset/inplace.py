@@ -1,0 +1,459 @@
+"""In-place image updates: pure eligibility diff, patches, and the completion state machine.
+
+States of a pod of an InPlaceIfPossible role (annotations on the pod):
+  (none)                          -> outdated: eligible? patch images, record state -> in flight
+  target=H, state={imageIDs...}   -> in flight: new images running and pod ready? -> complete:
+                                     label role-template-hash=H, drop the annotations
+  target=X != current hash        -> outdated again (template changed or reverted): re-patch
+A pod with readiness gate `P in-place-update-ready` has that condition False while in flight.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from controller.roleset import labels as L
+
+Obj = dict[str, Any]
+
+# Controller-managed metadata that differs between an outdated pod and its new template.
+# A group keeps its name (which carries the old hash) through an in-place update, so the group
+# name and what derives from it are the controller's too.
+_OWN_LABELS = frozenset(
+    {
+        L.ROLE_TEMPLATE_HASH_LABEL,
+        L.ROLE_REVISION_LABEL,
+        L.ROLE_REVISION_NAME_LABEL,
+        L.PODSET_NAME_LABEL,
+        L.COSCHEDULING_POD_GROUP_LABEL,
+        L.GODEL_POD_GROUP_ANNOTATION,
+        L.VOLCANO_POD_GROUP_ANNOTATION,
+    }
+)
+_OWN_ANNOTATIONS = frozenset(
+    {
+        L.INPLACE_TARGET_HASH_ANNOTATION,
+        L.INPLACE_STATE_ANNOTATION,
+        L.INPLACE_PENDING_REASON_ANNOTATION,
+        L.GODEL_POD_GROUP_ANNOTATION,
+        L.VOLCANO_POD_GROUP_ANNOTATION,
+    }
+)
+_OWN_ENV = frozenset({L.ENV_ROLE_TEMPLATE_HASH, L.ENV_PODSET_NAME, L.ENV_LEADER_ADDRESS})
+
+_POD_SPEC_DEFAULTS: dict[str, Any] = {
+    "schedulerName": "default-scheduler",
+    "restartPolicy": "Always",
+    "dnsPolicy": "ClusterFirst",
+    "terminationGracePeriodSeconds": 30,
+    "enableServiceLinks": True,
+    "serviceAccountName": "default",
+    "serviceAccount": "default",
+    "securityContext": {},
+    "priority": 0,
+    "preemptionPolicy": "PreemptLowerPriority",
+}
+_CONTAINER_DEFAULTS: dict[str, Any] = {
+    "terminationMessagePath": "/dev/termination-log",
+    "terminationMessagePolicy": "File",
+    "resources": {},
+}
+_PROBE_DEFAULTS: dict[str, Any] = {
+    "timeoutSeconds": 1,
+    "periodSeconds": 10,
+    "successThreshold": 1,
+    "failureThreshold": 3,
+}
+_VOLUME_SOURCE_DEFAULT_MODE = ("configMap", "secret", "projected", "downwardAPI")
+_DEFAULT_TOLERATION_KEYS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+
+
+def _has_tag_or_digest(image: str) -> bool:
+    return "@" in image or ":" in image.rsplit("/", 1)[-1]
+
+
+def default_pull_policy(image: str) -> str:
+    if "@" in image:
+        return "IfNotPresent"
+    if not _has_tag_or_digest(image) or image.rsplit(":", 1)[-1] == "latest":
+        return "Always"
+    return "IfNotPresent"
+
+
+def _image_candidates(spec_image: str) -> set[str]:
+    out = {spec_image}
+    if not _has_tag_or_digest(spec_image):
+        out.add(spec_image + ":latest")
+    first, _, _ = spec_image.partition("/")
+    if "/" not in spec_image:
+        full = "docker.io/library/" + spec_image
+    elif "." in first or ":" in first or first == "localhost":
+        full = spec_image
+    else:
+        full = "docker.io/" + spec_image
+    out.add(full)
+    if not _has_tag_or_digest(full):
+        out.add(full + ":latest")
+    return out
+
+
+def runtime_image_matches(runtime_image: str, spec_image: str) -> bool:
+    """Container runtimes report the image normalised (docker.io/library/..., :latest)."""
+    return runtime_image in _image_candidates(spec_image) or spec_image in _image_candidates(runtime_image)
+
+
+# ---------------------------------------------------------------------------------------------
+# Eligibility
+
+
+def _strip_defaults(obj: Obj, desired: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+    for key, value in defaults.items():
+        if key not in desired and obj.get(key) == value:
+            obj.pop(key, None)
+
+
+def _normalize_probe(probe: Any) -> None:
+    if not isinstance(probe, dict):
+        return
+    for key, value in _PROBE_DEFAULTS.items():
+        if probe.get(key) == value:
+            probe.pop(key)
+    http = probe.get("httpGet")
+    if isinstance(http, dict) and http.get("scheme") == "HTTP":
+        http.pop("scheme")
+
+
+def _normalize_container(c: Obj, *, image: str | None, drop_mounts: set[str], own_env: bool) -> None:
+    original_image = str(c.get("image", ""))
+    for key, value in _CONTAINER_DEFAULTS.items():
+        if c.get(key) == value:
+            c.pop(key)
+    if c.get("imagePullPolicy") == default_pull_policy(original_image):
+        c.pop("imagePullPolicy")
+    if image is not None:
+        c["image"] = image
+    for port in c.get("ports") or ():
+        if isinstance(port, dict) and port.get("protocol") == "TCP":
+            port.pop("protocol")
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        _normalize_probe(c.get(probe))
+    env = []
+    for e in c.get("env") or ():
+        e = dict(e)
+        if own_env and e.get("name") in _OWN_ENV:
+            e["value"] = ""
+        field_ref = (e.get("valueFrom") or {}).get("fieldRef")
+        if isinstance(field_ref, dict) and field_ref.get("apiVersion") == "v1":
+            field_ref.pop("apiVersion")
+        env.append(e)
+    if env:
+        c["env"] = env
+    if drop_mounts and c.get("volumeMounts"):
+        c["volumeMounts"] = [m for m in c["volumeMounts"] if m.get("name") not in drop_mounts]
+    for key in [k for k, v in c.items() if v in ([], {}, None, "")]:
+        c.pop(key)
+
+
+def _is_default_toleration(t: Mapping[str, Any]) -> bool:
+    return (
+        t.get("key") in _DEFAULT_TOLERATION_KEYS
+        and t.get("operator") == "Exists"
+        and t.get("effect") == "NoExecute"
+        and t.get("tolerationSeconds") == 300
+    )
+
+
+def _is_service_account_volume(v: Mapping[str, Any]) -> bool:
+    sources = (v.get("projected") or {}).get("sources") or ()
+    return str(v.get("name", "")).startswith("kube-api-access-") and any(
+        "serviceAccountToken" in s for s in sources
+    )
+
+
+def _drop_affinity_term(spec: Obj, term: Mapping[str, Any] | None) -> None:
+    """Topology terms are added to new pods only (existing pods are never touched), so an old
+    pod lacking the controller's term is not a reason to recreate it."""
+    if term is None:
+        return
+    pod_affinity = (spec.get("affinity") or {}).get("podAffinity")
+    if not isinstance(pod_affinity, dict):
+        return
+    for key in (
+        "requiredDuringSchedulingIgnoredDuringExecution",
+        "preferredDuringSchedulingIgnoredDuringExecution",
+    ):
+        terms = pod_affinity.get(key)
+        if isinstance(terms, list):
+            pod_affinity[key] = [t for t in terms if t != term]
+            if not pod_affinity[key]:
+                pod_affinity.pop(key)
+    if not pod_affinity:
+        spec["affinity"].pop("podAffinity")
+    if not spec["affinity"]:
+        spec.pop("affinity")
+
+
+def _normalize_spec(
+    spec: Obj,
+    desired: Mapping[str, Any],
+    images: Mapping[str, str] | None,
+    own_term: Mapping[str, Any] | None,
+) -> Obj:
+    spec = copy.deepcopy(spec)
+    _drop_affinity_term(spec, own_term)
+    _strip_defaults(spec, desired, _POD_SPEC_DEFAULTS)
+    if "priorityClassName" in desired:
+        spec.pop("priority", None)
+    if spec.get("serviceAccount") == spec.get("serviceAccountName"):
+        spec.pop("serviceAccount", None)
+    spec.pop("hostname", None)
+    if "nodeName" not in desired:
+        spec.pop("nodeName", None)
+    if spec.get("tolerations"):
+        spec["tolerations"] = [t for t in spec["tolerations"] if not _is_default_toleration(t)]
+    dropped: set[str] = set()
+    volumes = []
+    for v in spec.get("volumes") or ():
+        if _is_service_account_volume(v):
+            dropped.add(str(v.get("name")))
+            continue
+        v = copy.deepcopy(v)
+        for src in _VOLUME_SOURCE_DEFAULT_MODE:
+            if isinstance(v.get(src), dict) and v[src].get("defaultMode") == 420:
+                v[src].pop("defaultMode")
+        if isinstance(v.get("hostPath"), dict) and v["hostPath"].get("type") == "":
+            v["hostPath"].pop("type")
+        volumes.append(v)
+    spec["volumes"] = volumes
+    for c in spec.get("initContainers") or ():
+        _normalize_container(c, image=None, drop_mounts=dropped, own_env=True)
+    for c in spec.get("containers") or ():
+        name = c.get("name")
+        _normalize_container(
+            c,
+            image=images.get(name) if images is not None and name else None,
+            drop_mounts=dropped,
+            own_env=True,
+        )
+    for key in [k for k, v in spec.items() if v in ([], {}, None, "")]:
+        spec.pop(key)
+    return spec
+
+
+def _first_difference(a: Any, b: Any, path: str = "spec") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if key not in a or key not in b:
+                return f"{path}.{key}"
+            diff = _first_difference(a[key], b[key], f"{path}.{key}")
+            if diff:
+                return diff
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            diff = _first_difference(x, y, f"{path}[{i}]")
+            if diff:
+                return diff
+        return None
+    return None if a == b else path
+
+
+def container_images(spec: Mapping[str, Any], key: str = "containers") -> dict[str, str]:
+    return {str(c.get("name")): str(c.get("image", "")) for c in spec.get(key) or ()}
+
+
+def inplace_diff(
+    pod: Mapping[str, Any], desired: Mapping[str, Any], own_affinity_term: Mapping[str, Any] | None = None
+) -> str | None:
+    """None when `pod` can become `desired` by patching container images alone (API-server
+    defaults and the controller's own labels ignored); else why not."""
+    live_spec = pod.get("spec") or {}
+    want_spec = desired.get("spec") or {}
+    live_names = [c.get("name") for c in live_spec.get("containers") or ()]
+    want_names = [c.get("name") for c in want_spec.get("containers") or ()]
+    if live_names != want_names:
+        return "containers added, removed or reordered"
+    if container_images(live_spec, "initContainers") != container_images(want_spec, "initContainers"):
+        return "init container images changed"
+    want_images = container_images(want_spec)
+    a = _normalize_spec(dict(live_spec), want_spec, want_images, own_affinity_term)
+    b = _normalize_spec(dict(want_spec), want_spec, None, own_affinity_term)
+    diff = _first_difference(a, b)
+    if diff:
+        return f"{diff} changed"
+    live_labels = L.labels_of(pod)
+    for key, value in L.labels_of(desired).items():
+        if key not in _OWN_LABELS and live_labels.get(key) != value:
+            return f"label {key} changed"
+    live_ann = L.annotations_of(pod)
+    for key, value in L.annotations_of(desired).items():
+        if key not in _OWN_ANNOTATIONS and live_ann.get(key) != value:
+            return f"annotation {key} changed"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Patches
+
+
+def has_inplace_gate(pod: Mapping[str, Any]) -> bool:
+    return any(
+        g.get("conditionType") == L.INPLACE_READY_CONDITION
+        for g in (pod.get("spec") or {}).get("readinessGates") or ()
+    )
+
+
+def pod_condition(pod: Mapping[str, Any], type_: str) -> str | None:
+    for cond in (pod.get("status") or {}).get("conditions") or ():
+        if cond.get("type") == type_:
+            return str(cond.get("status"))
+    return None
+
+
+def _ts(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def gate_status_patch(status: str, now: datetime, *, also_not_ready: bool = False) -> Obj:
+    """Strategic-merge patch of pod status setting the in-place readiness gate condition."""
+    conds: list[Obj] = [
+        {
+            "type": L.INPLACE_READY_CONDITION,
+            "status": status,
+            "reason": "InPlaceUpdating" if status == "False" else "InPlaceUpdateReady",
+            "lastTransitionTime": _ts(now),
+        }
+    ]
+    if also_not_ready:
+        # Leave Service endpoints at once, before the kubelet restarts the containers.
+        conds.append(
+            {"type": "Ready", "status": "False", "reason": "InPlaceUpdating", "lastTransitionTime": _ts(now)}
+        )
+    return {"status": {"conditions": conds}}
+
+
+def start_patch(pod: Mapping[str, Any], desired: Mapping[str, Any], target_hash: str, now: datetime) -> Obj:
+    """Strategic-merge patch: new images, the target hash, and the runtime state to compare
+    against (imageID and image of every container whose image changes)."""
+    live_images = container_images(pod.get("spec") or {})
+    want_images = container_images(desired.get("spec") or {})
+    statuses = {s.get("name"): s for s in (pod.get("status") or {}).get("containerStatuses") or ()}
+    last: dict[str, dict[str, str]] = {}
+    containers: list[Obj] = []
+    for name, image in want_images.items():
+        if live_images.get(name) == image:
+            continue
+        containers.append({"name": name, "image": image})
+        st = statuses.get(name) or {}
+        last[name] = {
+            "imageID": str(st.get("imageID") or ""),
+            "image": str(st.get("image") or live_images.get(name, "")),
+        }
+    state = {"lastContainerStatuses": last, "updateTimestamp": _ts(now)}
+    patch: Obj = {
+        "metadata": {
+            "annotations": {
+                L.INPLACE_TARGET_HASH_ANNOTATION: target_hash,
+                L.INPLACE_STATE_ANNOTATION: orjson.dumps(state, option=orjson.OPT_SORT_KEYS).decode(),
+                L.INPLACE_PENDING_REASON_ANNOTATION: None,
+            }
+        }
+    }
+    if containers:
+        patch["spec"] = {"containers": containers}
+    return patch
+
+
+def complete_patch(target_hash: str, revision: str | None, revision_name: str | None) -> Obj:
+    lbls: dict[str, str | None] = {L.ROLE_TEMPLATE_HASH_LABEL: target_hash}
+    if revision is not None:
+        lbls[L.ROLE_REVISION_LABEL] = revision
+    if revision_name is not None:
+        lbls[L.ROLE_REVISION_NAME_LABEL] = revision_name
+    return {
+        "metadata": {
+            "labels": lbls,
+            "annotations": {
+                L.INPLACE_TARGET_HASH_ANNOTATION: None,
+                L.INPLACE_STATE_ANNOTATION: None,
+                L.INPLACE_PENDING_REASON_ANNOTATION: None,
+            },
+        }
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Completion
+
+
+@dataclass(frozen=True, slots=True)
+class InPlaceCheck:
+    done: bool
+    reason: str  # pending reason, "" when done
+    started: datetime | None
+    detail: str = ""
+
+
+def parse_state(pod: Mapping[str, Any]) -> tuple[dict[str, dict[str, str]], datetime | None]:
+    raw = L.annotations_of(pod).get(L.INPLACE_STATE_ANNOTATION)
+    if not raw:
+        return {}, None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}, None
+    if not isinstance(data, dict):
+        return {}, None
+    last = data.get("lastContainerStatuses")
+    started = None
+    ts = data.get("updateTimestamp")
+    if isinstance(ts, str):
+        try:
+            started = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        except ValueError:
+            started = None
+    return (last if isinstance(last, dict) else {}), started
+
+
+def check_completion(pod: Mapping[str, Any]) -> InPlaceCheck:
+    """Done when the pod is ready (its containers, if it carries the in-place gate, which holds
+    Ready False) and every patched container runs its new image: the runtime reports the spec
+    image and an imageID different from the one recorded at the start (unless the update went
+    back to the image that was running then)."""
+    last, started = parse_state(pod)
+    ready_type = "ContainersReady" if has_inplace_gate(pod) else "Ready"
+    if pod_condition(pod, ready_type) != "True":
+        return InPlaceCheck(False, "PodNotReady", started)
+    statuses = {s.get("name"): s for s in (pod.get("status") or {}).get("containerStatuses") or ()}
+    for c in (pod.get("spec") or {}).get("containers") or ():
+        name = c.get("name")
+        image = str(c.get("image", ""))
+        st = statuses.get(name)
+        if st is None:
+            return InPlaceCheck(False, "ContainerStatusMissing", started, str(name))
+        if not st.get("ready"):
+            return InPlaceCheck(False, "ContainerNotReady", started, str(name))
+        runtime_image = str(st.get("image") or "")
+        if runtime_image and not runtime_image_matches(runtime_image, image):
+            return InPlaceCheck(False, "RuntimeImageMismatch", started, f"{name}: {runtime_image}")
+        old = last.get(str(name))
+        if not old:
+            continue
+        old_image = old.get("image") or ""
+        if old_image and runtime_image_matches(old_image, image):
+            continue  # back to the image that was running: nothing has to restart
+        if old.get("imageID") and st.get("imageID") == old.get("imageID"):
+            return InPlaceCheck(False, "ImageIDUnchanged", started, str(name))
+    return InPlaceCheck(True, "", started)

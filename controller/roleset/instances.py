@@ -1,0 +1,226 @@
+"""Pure views over a role's pods: pods grouped into instances.
+
+An instance is what a role's `replicas` counts: one pod for `podGroupSize == 1`, a group of
+`podGroupSize` pods otherwise. Stateful roles and grouped roles are *slotted*: instance i lives
+in slot i. Stateless roles hold interchangeable instances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.roleset import labels as L
+
+
+@dataclass(frozen=True, slots=True)
+class PodInfo:
+    name: str
+    uid: str
+    hash: str
+    ready: bool
+    phase: str
+    terminating: bool
+    created: str
+    index: int | None
+    has_index: bool
+    group: str | None
+    member: int | None
+    group_size: int
+    inplace_target: str | None = None
+
+    @property
+    def terminated(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
+
+    @property
+    def active(self) -> bool:
+        return not self.terminated and not self.terminating
+
+
+def is_pod_ready(pod: Mapping[str, Any]) -> bool:
+    for cond in pod.get("status", {}).get("conditions") or ():
+        if cond.get("type") == "Ready":
+            return bool(cond.get("status") == "True")
+    return False
+
+
+def pod_info(pod: Mapping[str, Any]) -> PodInfo:
+    md = L.meta(pod)
+    lbl = L.labels_of(pod)
+    ann = L.annotations_of(pod)
+    raw_index = ann.get(L.ROLE_REPLICA_INDEX_ANNOTATION, lbl.get(L.ROLE_REPLICA_INDEX_LABEL))
+    group = lbl.get(L.PODSET_NAME_LABEL) or None
+    size = L.parse_index(ann.get(L.POD_GROUP_SIZE_ANNOTATION)) if group else 1
+    return PodInfo(
+        name=str(md.get("name", "")),
+        uid=str(md.get("uid", "")),
+        hash=lbl.get(L.ROLE_TEMPLATE_HASH_LABEL, ""),
+        ready=is_pod_ready(pod),
+        phase=str(pod.get("status", {}).get("phase") or "Pending"),
+        terminating=md.get("deletionTimestamp") is not None,
+        created=str(md.get("creationTimestamp") or ""),
+        index=L.parse_index(raw_index),
+        has_index=raw_index is not None,
+        group=group,
+        member=L.parse_index(lbl.get(L.POD_GROUP_INDEX_LABEL)) if group else None,
+        # A grouped pod without a readable size is treated as a group of unknown (0) size,
+        # which never matches the spec and so is replaced.
+        group_size=size if size is not None else 0,
+        inplace_target=ann.get(L.INPLACE_TARGET_HASH_ANNOTATION) or None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """Active pods of one instance. `key` is the pod name, or the group name."""
+
+    key: str
+    index: int | None
+    size: int
+    hash: str
+    pods: tuple[PodInfo, ...]
+    inplace_target: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return len(self.pods) == self.size and all(p.ready for p in self.pods) and self.inplace_target is None
+
+    @property
+    def created(self) -> str:
+        return min((p.created for p in self.pods), default="")
+
+    @property
+    def complete(self) -> bool:
+        return len(self.pods) == self.size
+
+    def updated(self, target_hash: str, group_size: int) -> bool:
+        """Runs the current template: hash and size match, and no in-place update is in flight
+        (an in-flight pod is not updated until it completes, whatever its labels say)."""
+        return self.hash == target_hash and self.size == group_size and self.inplace_target is None
+
+
+@dataclass(frozen=True, slots=True)
+class RoleParams:
+    """The spec of one role as the decision functions need it."""
+
+    name: str
+    replicas: int
+    group_size: int
+    stateful: bool
+    target_hash: str
+    surge: int
+    unavailable: int
+    recreate_group: bool = False  # recoveryPolicy Recreate
+
+    @property
+    def slotted(self) -> bool:
+        return self.stateful or self.group_size > 1
+
+
+@dataclass(slots=True)
+class RoleView:
+    """A role's pods sorted into instances and into what must go whatever happens next."""
+
+    instances: list[Instance] = field(default_factory=list)
+    # Pods to delete before anything else, with a reason each.
+    cleanup: list[tuple[PodInfo, str]] = field(default_factory=list)
+    # Missing members of otherwise good groups: (group key, index, member).
+    missing_members: list[tuple[Instance, int]] = field(default_factory=list)
+    terminating: int = 0
+    # (index, member) slots whose fixed pod name is still held by a pod on its way out: a
+    # successor with the same name can only be created once it is gone.
+    taken: set[tuple[int, int | None]] = field(default_factory=set)
+
+
+def _instance_of(pods: Sequence[PodInfo], key: str, index: int | None, size: int) -> Instance:
+    hashes = {p.hash for p in pods}
+    targets = {p.inplace_target for p in pods if p.inplace_target}
+    return Instance(
+        key=key,
+        index=index,
+        size=size,
+        hash=hashes.pop() if len(hashes) == 1 else "",
+        pods=tuple(sorted(pods, key=lambda p: (p.member if p.member is not None else -1, p.name))),
+        inplace_target=min(targets) if targets else None,
+    )
+
+
+def build_view(role: RoleParams, pods: Iterable[PodInfo]) -> RoleView:
+    """Group a role's pods into instances; collect pods that must be deleted regardless of the
+    rollout (terminated pods, pods with a bad index, broken groups)."""
+    view = RoleView()
+    groups: dict[str, list[PodInfo]] = {}
+    group_terminating: dict[str, list[PodInfo]] = {}
+    group_failed: dict[str, list[PodInfo]] = {}
+    pods = list(pods)
+    for p in pods:
+        if p.terminating:
+            view.terminating += 1
+            if p.group:
+                group_terminating.setdefault(p.group, []).append(p)
+            continue
+        if p.terminated:
+            if p.group:
+                group_failed.setdefault(p.group, []).append(p)
+            view.cleanup.append((p, "terminated"))
+            continue
+        if p.group:
+            groups.setdefault(p.group, []).append(p)
+            continue
+        if role.slotted and (p.index is None or p.index >= role.replicas):
+            view.cleanup.append((p, "bad-index" if p.index is None else "out-of-range"))
+            continue
+        view.instances.append(_instance_of([p], p.name, p.index if role.slotted else None, 1))
+
+    failed_keys = set(group_failed)
+    for key, members in sorted(groups.items()):
+        size = members[0].group_size
+        index = members[0].index
+        keep: dict[int, PodInfo] = {}
+        bad: list[tuple[PodInfo, str]] = []
+        for p in sorted(members, key=lambda p: (p.created, p.name)):
+            if p.group_size != size or p.index != index or p.member is None or p.member >= max(size, 1):
+                bad.append((p, "bad-member"))
+            elif p.member in keep:
+                bad.append((p, "duplicate-member"))
+            else:
+                keep[p.member] = p
+        inst = _instance_of(list(keep.values()), key, index, size)
+        # In a stateless role a group left over from a larger podGroupSize is just an outdated
+        # instance, rolled like any other, as a unit.
+        out_of_range = role.slotted and (index is None or index >= role.replicas)
+        incomplete = len(keep) < size or key in failed_keys or bad
+        if out_of_range or size < 1:
+            view.cleanup.extend((p, "out-of-range" if size >= 1 else "bad-group") for p in members)
+            continue
+        view.cleanup.extend(bad)
+        if incomplete:
+            reason = "group-recreate"
+            outdated = not inst.updated(role.target_hash, role.group_size)
+            if role.recreate_group or outdated or not keep:
+                # Recreate as a unit: an outdated group is never patched with members built from
+                # a different template, and a Recreate group never runs with a replaced member.
+                view.cleanup.extend((p, reason) for p in keep.values())
+                continue
+            pending = {p.member for p in group_terminating.get(key, ())}
+            pending |= {p.member for p in group_failed.get(key, ())}
+            pending |= {p.member for p, _ in bad}
+            for member in range(size):
+                if member not in keep and member not in pending:
+                    view.missing_members.append((inst, member))
+        view.instances.append(inst)
+    leaving = {p.name for p, _ in view.cleanup}
+    for p in pods:
+        if p.index is not None and p.hash == role.target_hash and (p.terminating or p.name in leaving):
+            view.taken.add((p.index, p.member))
+    return view
+
+
+def slot_map(role: RoleParams, instances: Iterable[Instance]) -> dict[int, list[Instance]]:
+    slots: dict[int, list[Instance]] = {i: [] for i in range(role.replicas)}
+    for inst in instances:
+        if inst.index is not None and inst.index in slots:
+            slots[inst.index].append(inst)
+    return slots

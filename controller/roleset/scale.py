@@ -1,0 +1,289 @@
+"""Pure per-role decisions: which instances to create, delete or update in place, in which order.
+
+One pass over a role does, in order:
+1. cleanup that never waits (terminated pods, bad indexes, broken groups), and missing members
+   of good groups;
+2. scaling: too few live instances -> create; too many -> delete outdated first, then not-ready,
+   then newest, never taking ready instances below `replicas - maxUnavailable`;
+3. when nothing was scaled and the cross-role gate allows it, one rollout step within the role's
+   surge/unavailable budget (and the Interleave cap on updated instances).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from controller.roleset.instances import Instance, PodInfo, RoleParams, RoleView, slot_map
+
+
+@dataclass(frozen=True, slots=True)
+class CreatePod:
+    index: int | None
+    member: int | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeletePod:
+    pod: PodInfo
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """What the cross-role planner lets a role do this pass."""
+
+    allowed: bool = True
+    max_updated: int | None = None  # Interleave: updated instances allowed so far
+
+
+@dataclass(slots=True)
+class RolePlan:
+    creates: list[CreatePod] = field(default_factory=list)
+    deletes: list[DeletePod] = field(default_factory=list)
+    inplace: list[Instance] = field(default_factory=list)
+    # Instances replaced by delete/create although the role asked for in-place updates.
+    fallback: list[Instance] = field(default_factory=list)
+    scaled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    live: int
+    ready: int
+    updated: int  # includes in-flight in-place updates to the current template
+    updated_ready: int
+    outdated: int
+
+    def done(self, replicas: int) -> bool:
+        return self.live == replicas and self.updated_ready == replicas and self.outdated == 0
+
+
+def classify(role: RoleParams, inst: Instance) -> str:
+    """'updated', 'inflight' (in-place update to the current template under way) or 'outdated'."""
+    if inst.updated(role.target_hash, role.group_size):
+        return "updated"
+    if inst.inplace_target == role.target_hash and inst.size == role.group_size:
+        return "inflight"
+    return "outdated"
+
+
+def progress(role: RoleParams, view: RoleView) -> Progress:
+    live = [
+        i for i in view.instances if not role.slotted or (i.index is not None and i.index < role.replicas)
+    ]
+    kinds = [classify(role, i) for i in live]
+    return Progress(
+        live=len(live),
+        ready=sum(1 for i in live if i.ready),
+        updated=sum(1 for k in kinds if k != "outdated"),
+        updated_ready=sum(1 for i, k in zip(live, kinds, strict=True) if k == "updated" and i.ready),
+        outdated=sum(1 for k in kinds if k == "outdated"),
+    )
+
+
+def _delete_instance(plan: RolePlan, inst: Instance, reason: str) -> None:
+    plan.deletes.extend(DeletePod(p, reason) for p in inst.pods)
+
+
+def _create_instance(
+    plan: RolePlan,
+    role: RoleParams,
+    index: int | None,
+    reason: str,
+    taken: set[tuple[int, int | None]] | None = None,
+) -> None:
+    if index is not None and taken:
+        members: list[int | None] = list(range(role.group_size)) if role.group_size > 1 else [None]
+        if any((index, m) in taken for m in members):
+            return  # the predecessor still holds the name; its deletion event brings us back
+    if role.group_size > 1:
+        plan.creates.extend(CreatePod(index, m, reason) for m in range(role.group_size))
+    else:
+        plan.creates.append(CreatePod(index, None, reason))
+
+
+def _removal_order(insts: Iterable[Instance]) -> list[Instance]:
+    """Not-ready first, then newest first (ReplicaSet's deletion preference)."""
+    by_newest = sorted(insts, key=lambda i: (i.created, i.key), reverse=True)
+    return sorted(by_newest, key=lambda i: i.ready)
+
+
+def plan_role(
+    role: RoleParams,
+    view: RoleView,
+    gate: Gate,
+    *,
+    inplace: bool = False,
+    inplace_eligible: frozenset[str] = frozenset(),
+) -> RolePlan:
+    plan = RolePlan()
+    for pod, reason in view.cleanup:
+        plan.deletes.append(DeletePod(pod, reason))
+    for inst, member in view.missing_members:
+        if inst.index is not None and (inst.index, member) not in view.taken:
+            plan.creates.append(CreatePod(inst.index, member, "missing-member"))
+    if role.slotted:
+        _plan_slotted(plan, role, view, gate, inplace, inplace_eligible)
+    else:
+        _plan_stateless(plan, role, view, gate, inplace, inplace_eligible)
+    return plan
+
+
+def _plan_stateless(
+    plan: RolePlan, role: RoleParams, view: RoleView, gate: Gate, inplace: bool, eligible: frozenset[str]
+) -> None:
+    n = role.replicas
+    live = list(view.instances)
+    kinds = {i.key: classify(role, i) for i in live}
+    outdated = [i for i in live if kinds[i.key] == "outdated"]
+    rolling = gate.allowed and bool(outdated)
+    max_live = n + (role.surge if rolling else 0)
+
+    if len(live) > max_live:
+        excess = len(live) - max_live
+        ready = sum(1 for i in live if i.ready)
+        min_ready = n - role.unavailable
+        order = sorted(
+            _removal_order(live),
+            key=lambda i: kinds[i.key] != "outdated",  # stable: outdated first, keeps the rest
+        )
+        for inst in order:
+            if excess == 0:
+                break
+            if inst.ready:
+                if ready - 1 < min_ready:
+                    continue
+                ready -= 1
+            _delete_instance(plan, inst, "scale-down")
+            excess -= 1
+        plan.scaled = True
+        return
+    if len(live) < n:
+        for _ in range(n - len(live)):
+            _create_instance(plan, role, None, "scale-up")
+        plan.scaled = True
+        return
+    if not rolling:
+        return
+
+    cap = n if gate.max_updated is None else min(gate.max_updated, n)
+    n_updated = len(live) - len(outdated)
+    budget = sum(1 for i in live if i.ready) - (n - role.unavailable)
+    removable = max(0, len(outdated) - (n - cap))
+    n_live = len(live)
+    for inst in _removal_order(outdated):
+        if removable == 0:
+            break
+        use_inplace = inplace and inst.key in eligible
+        if inst.ready:
+            if budget <= 0:
+                break
+            budget -= 1
+        if use_inplace:
+            plan.inplace.append(inst)
+            n_updated += 1
+        else:
+            _delete_instance(plan, inst, "rollout")
+            if inplace:
+                plan.fallback.append(inst)
+            n_live -= 1
+        removable -= 1
+    # In-place roles only refill what they deleted: surge pods would outnumber the pods being
+    # patched. With maxUnavailable 0 an in-place update can never start, so surge replacement
+    # (as for Recreate) is the only way forward.
+    surge = 0 if inplace and role.unavailable > 0 else role.surge
+    create = min(cap - n_updated, n + surge - n_live)
+    for _ in range(max(0, create)):
+        _create_instance(plan, role, None, "rollout")
+
+
+def _plan_slotted(
+    plan: RolePlan, role: RoleParams, view: RoleView, gate: Gate, inplace: bool, eligible: frozenset[str]
+) -> None:
+    n = role.replicas
+    slots = slot_map(role, view.instances)
+    kept: dict[int, list[Instance]] = {}
+    for i, insts in slots.items():
+        if not insts:
+            _create_instance(plan, role, i, "missing", view.taken)
+            plan.scaled = True
+            kept[i] = []
+            continue
+        kept[i] = _resolve_slot(plan, role, insts)
+    if plan.scaled or not gate.allowed:
+        return
+
+    cap = n if gate.max_updated is None else min(gate.max_updated, n)
+    n_updated = sum(1 for insts in kept.values() if any(classify(role, x) != "outdated" for x in insts))
+    ready_slots = sum(1 for insts in kept.values() if any(x.ready for x in insts))
+    budget = ready_slots - (n - role.unavailable)
+    total = sum(len(insts) for insts in kept.values())
+    candidates = [
+        (i, insts[0])
+        for i, insts in kept.items()
+        if len(insts) == 1 and classify(role, insts[0]) == "outdated"
+    ]
+    # Not-ready first; then from the highest index down, as StatefulSets roll.
+    candidates.sort(key=lambda c: (c[1].ready, -c[0]))
+    for i, inst in candidates:
+        if n_updated >= cap:
+            break
+        use_inplace = inplace and inst.key in eligible
+        if not inst.ready:
+            if use_inplace:
+                plan.inplace.append(inst)
+            else:
+                _replace(plan, role, i, inst, inplace)
+        elif use_inplace and budget > 0:
+            budget -= 1
+            plan.inplace.append(inst)
+        elif use_inplace and role.unavailable > 0:
+            break
+        elif budget > 0:
+            budget -= 1
+            _replace(plan, role, i, inst, inplace)
+        elif total < n + role.surge:
+            total += 1
+            _create_instance(plan, role, i, "rollout-surge")
+            if inplace:
+                plan.fallback.append(inst)
+        else:
+            break
+        n_updated += 1
+
+
+def _replace(plan: RolePlan, role: RoleParams, index: int, inst: Instance, inplace: bool) -> None:
+    """Delete an outdated instance and create its successor in the same slot. Names carry the
+    template hash, so the successor's name is free at once."""
+    _delete_instance(plan, inst, "rollout")
+    _create_instance(plan, role, index, "rollout")
+    if inplace:
+        plan.fallback.append(inst)
+
+
+def _resolve_slot(plan: RolePlan, role: RoleParams, insts: list[Instance]) -> list[Instance]:
+    """Keep at most one updated instance and, while it is not ready yet, one ready outdated one
+    (the surge pair); delete the rest."""
+    if len(insts) == 1:
+        return insts
+    by_age = sorted(insts, key=lambda x: (x.created, x.key))
+    upd = [x for x in by_age if classify(role, x) != "outdated"]
+    old = [x for x in by_age if classify(role, x) == "outdated"]
+    upd_ready = [x for x in upd if x.ready]
+    keep: list[Instance] = []
+    if upd_ready:
+        keep = [upd_ready[0]]
+    else:
+        if upd:
+            keep.append(max(upd, key=lambda x: (len(x.pods), x.created)))
+        old_ready = [x for x in old if x.ready]
+        if old_ready:
+            keep.append(old_ready[0])
+        elif not upd and old:
+            keep.append(old[0])
+    for x in insts:
+        if x not in keep:
+            _delete_instance(plan, x, "superseded")
+    return keep

@@ -1,0 +1,185 @@
+"""Pure construction of scheduling objects: topology affinity terms, scheduler PodGroups and the
+pod keys that point at them, and per-role PodDisruptionBudgets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from controller.roleset import labels as L
+from controller.roleset.naming import object_name
+from controller.runtime.resources import Resource
+
+Obj = dict[str, Any]
+
+COSCHEDULING = "coschedulingSchedulingStrategy"
+GODEL = "godelSchedulingStrategy"
+VOLCANO = "volcanoSchedulingStrategy"
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduler:
+    strategy_key: str
+    resource: Resource
+    label_keys: tuple[str, ...]
+    annotation_keys: tuple[str, ...]
+
+    @property
+    def crd_name(self) -> str:
+        return f"{self.resource.plural}.{self.resource.group}"
+
+
+SCHEDULERS: dict[str, Scheduler] = {
+    COSCHEDULING: Scheduler(
+        COSCHEDULING,
+        Resource("scheduling.x-k8s.io", "v1alpha1", "podgroups", "PodGroup"),
+        (L.COSCHEDULING_POD_GROUP_LABEL,),
+        (),
+    ),
+    GODEL: Scheduler(
+        GODEL,
+        Resource("scheduling.godel.kubewharf.io", "v1alpha1", "podgroups", "PodGroup"),
+        (L.GODEL_POD_GROUP_ANNOTATION,),
+        (L.GODEL_POD_GROUP_ANNOTATION,),
+    ),
+    VOLCANO: Scheduler(
+        VOLCANO,
+        Resource("scheduling.volcano.sh", "v1beta1", "podgroups", "PodGroup"),
+        (L.VOLCANO_POD_GROUP_ANNOTATION,),
+        (L.VOLCANO_POD_GROUP_ANNOTATION,),
+    ),
+}
+
+
+def chosen_scheduler(strategy: Mapping[str, Any] | None) -> tuple[Scheduler, Mapping[str, Any]] | None:
+    """The scheduler a schedulingStrategy names (at most one is allowed by the schema)."""
+    if not strategy:
+        return None
+    for key, sched in SCHEDULERS.items():
+        value = strategy.get(key)
+        if isinstance(value, Mapping):
+            return sched, value
+    return None
+
+
+def pod_group_keys(sched: Scheduler, group: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(labels, annotations) that put a pod into PodGroup `group`."""
+    return {k: group for k in sched.label_keys}, {k: group for k in sched.annotation_keys}
+
+
+def pod_group_spec(sched: Scheduler, strategy: Mapping[str, Any], default_min_member: int) -> Obj:
+    if sched.strategy_key == VOLCANO:
+        spec: Obj = {
+            k: strategy[k]
+            for k in ("minMember", "minTaskMember", "queue", "priorityClassName", "minResources")
+            if strategy.get(k) is not None
+        }
+    else:
+        spec = {k: v for k, v in strategy.items() if v is not None}
+    spec.setdefault("minMember", default_min_member)
+    return spec
+
+
+def pod_group_object(
+    sched: Scheduler,
+    *,
+    name: str,
+    namespace: str,
+    roleset: str,
+    owner_ref: Mapping[str, Any],
+    spec: Obj,
+    extra_labels: Mapping[str, str] | None = None,
+) -> Obj:
+    lbls = {L.ROLESET_NAME_LABEL: roleset, **(extra_labels or {})}
+    return {
+        "apiVersion": sched.resource.api_version,
+        "kind": sched.resource.kind,
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": lbls,
+            "ownerReferences": [dict(owner_ref)],
+        },
+        "spec": spec,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Topology
+
+
+def topology_term(
+    policy: Mapping[str, Any] | None, *, storm_service: str | None, roleset: str, role: str
+) -> tuple[str, Obj] | None:
+    """(affinity list key, list entry) for a topologyPolicy, or None when there is none."""
+    if not policy:
+        return None
+    scope = policy.get("scope") or "RoleSet"
+    if scope == "StormService" and storm_service:
+        selector = {L.STORM_SERVICE_NAME_LABEL: storm_service}
+    elif scope == "Role":
+        selector = {L.ROLESET_NAME_LABEL: roleset, L.ROLE_NAME_LABEL: role}
+    else:
+        selector = {L.ROLESET_NAME_LABEL: roleset}
+    term: Obj = {
+        "labelSelector": {"matchLabels": selector},
+        "topologyKey": policy.get("key") or "kubernetes.io/hostname",
+    }
+    if (policy.get("mode") or "Preferred") == "Required":
+        return "requiredDuringSchedulingIgnoredDuringExecution", term
+    return "preferredDuringSchedulingIgnoredDuringExecution", {"weight": 100, "podAffinityTerm": term}
+
+
+def add_affinity_term(spec: Obj, key: str, entry: Obj) -> None:
+    affinity = spec.setdefault("affinity", {})
+    pod_affinity = affinity.setdefault("podAffinity", {})
+    terms = pod_affinity.setdefault(key, [])
+    if entry not in terms:
+        terms.append(entry)
+
+
+def has_affinity_term(pod: Mapping[str, Any], key: str, entry: Mapping[str, Any]) -> bool:
+    terms = ((pod.get("spec") or {}).get("affinity") or {}).get("podAffinity", {}).get(key) or ()
+    return any(t == entry for t in terms)
+
+
+# ---------------------------------------------------------------------------------------------
+# PodDisruptionBudget
+
+
+def pdb_name(roleset: str, role: str) -> str:
+    return object_name(roleset, role)
+
+
+def scaled_max_unavailable(value: int | str, group_size: int) -> int | str:
+    """disruptionTolerance counts role instances; a PDB counts pods."""
+    if isinstance(value, int):
+        return value * max(1, group_size)
+    return value
+
+
+def pdb_object(
+    *,
+    roleset: str,
+    namespace: str,
+    role: str,
+    max_unavailable: int | str,
+    group_size: int,
+    owner_ref: Mapping[str, Any],
+) -> Obj:
+    selector = {L.ROLESET_NAME_LABEL: roleset, L.ROLE_NAME_LABEL: role}
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {
+            "name": pdb_name(roleset, role),
+            "namespace": namespace,
+            "labels": dict(selector),
+            "ownerReferences": [dict(owner_ref)],
+        },
+        "spec": {
+            "maxUnavailable": scaled_max_unavailable(max_unavailable, group_size),
+            "selector": {"matchLabels": selector},
+        },
+    }
