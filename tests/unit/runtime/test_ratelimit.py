@@ -79,7 +79,9 @@ def test_bucket_reservations_queue_up() -> None:
 
 def test_max_of_and_default_controller_limiter() -> None:
     clock = FakeClock()
-    limiter = MaxOfRateLimiter(ItemExponentialFailureRateLimiter(0.005, 1000.0), BucketRateLimiter(10.0, 100, clock))
+    limiter = MaxOfRateLimiter(
+        ItemExponentialFailureRateLimiter(0.005, 1000.0), BucketRateLimiter(10.0, 100, clock)
+    )
     # The first 100 failures fit the burst: the per-item backoff decides.
     assert [limiter.when(f"k{i}") for i in range(100)] == pytest.approx([0.005] * 100)
     # The 101st waits for the bucket (0.1 s) even though its own backoff is 5 ms.
@@ -90,7 +92,10 @@ def test_max_of_and_default_controller_limiter() -> None:
     assert limiter.num_requeues("k0") == 0
 
     default = default_controller_rate_limiter()
-    assert [type(x).__name__ for x in default.limiters] == ["ItemExponentialFailureRateLimiter", "BucketRateLimiter"]
+    assert [type(x).__name__ for x in default.limiters] == [
+        "ItemExponentialFailureRateLimiter",
+        "BucketRateLimiter",
+    ]
     assert default.when("a") == pytest.approx(0.005)
     assert default.when("a") == pytest.approx(0.01)
 

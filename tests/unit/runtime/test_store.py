@@ -104,7 +104,7 @@ def test_replace_rebuilds_indexes_and_returns_old() -> None:
 
 
 def test_strip_object_drops_managed_fields_only() -> None:
-    obj = {
+    obj: Obj = {
         "metadata": {
             "name": "a",
             "managedFields": [{"manager": "kubectl"}],
@@ -117,7 +117,7 @@ def test_strip_object_drops_managed_fields_only() -> None:
     assert slim["metadata"]["annotations"] == obj["metadata"]["annotations"]
     assert slim["spec"] is obj["spec"]
     assert "managedFields" in obj["metadata"]  # the input is untouched
-    plain = {"metadata": {"name": "b"}}
+    plain: Obj = {"metadata": {"name": "b"}}
     assert strip_object(plain) is plain
 
 
