@@ -1,0 +1,316 @@
+"""Valid and invalid manifests as data, shared by the model tests and usable by integration tests
+that apply them to a real API server (each invalid case names the CRD rule message it must hit).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from apis.v1alpha1 import rules as r
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+Obj = dict[str, Any]
+
+
+def load(name: str) -> Obj:
+    data = yaml.safe_load((FIXTURES / name).read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def fixture_names() -> list[str]:
+    return sorted(p.name for p in FIXTURES.glob("*.yaml"))
+
+
+def minimal_storm_service(name: str = "demo") -> Obj:
+    return {
+        "apiVersion": "orchestration.aibrix.ai/v1alpha1",
+        "kind": "StormService",
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": {"app": "demo"}},
+            "template": {
+                "metadata": {"labels": {"app": "demo"}},
+                "spec": {
+                    "roles": [
+                        {
+                            "name": "prefill",
+                            "template": {"spec": {"containers": [{"name": "c", "image": "nginx"}]}},
+                        },
+                        {
+                            "name": "decode",
+                            "template": {"spec": {"containers": [{"name": "c", "image": "nginx"}]}},
+                        },
+                    ]
+                },
+            },
+        },
+    }
+
+
+def minimal_role_set(name: str = "demo-roleset-abcde") -> Obj:
+    return {
+        "apiVersion": "orchestration.aibrix.ai/v1alpha1",
+        "kind": "RoleSet",
+        "metadata": {"name": name},
+        "spec": {
+            "roles": [
+                {"name": "worker", "template": {"spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
+            ]
+        },
+    }
+
+
+@dataclass(frozen=True)
+class Invalid:
+    id: str
+    kind: str  # "StormService" | "RoleSet"
+    mutate: Callable[[Obj], None]
+    #: The CRD message (CEL message, or for plain OpenAPI keywords the model's wording).
+    message: str
+    #: True when the API server reports this through a CEL rule with exactly `message`.
+    cel: bool = True
+
+    def build(self) -> Obj:
+        obj = minimal_storm_service() if self.kind == "StormService" else minimal_role_set()
+        obj = copy.deepcopy(obj)
+        self.mutate(obj)
+        return obj
+
+
+def _ss_roles(o: Obj) -> list[Obj]:
+    roles: list[Obj] = o["spec"]["template"]["spec"]["roles"]
+    return roles
+
+
+def _set(path: str, value: Any) -> Callable[[Obj], None]:
+    """Set a dotted path ("spec.replicas", "spec.template.spec.roles.0.name")."""
+
+    def mutate(o: Obj) -> None:
+        keys = path.split(".")
+        cur: Any = o
+        for k in keys[:-1]:
+            cur = cur[int(k)] if isinstance(cur, list) else cur.setdefault(k, {})
+        last = keys[-1]
+        if isinstance(cur, list):
+            cur[int(last)] = value
+        else:
+            cur[last] = value
+
+    return mutate
+
+
+def _dup_role(o: Obj) -> None:
+    _ss_roles(o)[1]["name"] = "prefill"
+
+
+ROLE0 = "spec.template.spec.roles.0"
+
+INVALID: list[Invalid] = [
+    # names
+    Invalid(
+        "ss-name-too-long", "StormService", _set("metadata.name", "a" * 50), r.MSG_STORM_SERVICE_NAME_LENGTH
+    ),
+    Invalid(
+        "ss-name-starts-with-digit",
+        "StormService",
+        _set("metadata.name", "1abc"),
+        r.MSG_STORM_SERVICE_NAME_DNS,
+    ),
+    Invalid("ss-name-with-dot", "StormService", _set("metadata.name", "a.b"), r.MSG_STORM_SERVICE_NAME_DNS),
+    Invalid("rs-name-too-long", "RoleSet", _set("metadata.name", "a" * 64), r.MSG_ROLE_SET_NAME_LENGTH),
+    Invalid("rs-name-with-dot", "RoleSet", _set("metadata.name", "a.b"), r.MSG_ROLE_SET_NAME_DNS),
+    Invalid("role-name-uppercase", "StormService", _set(f"{ROLE0}.name", "Prefill"), r.MSG_ROLE_NAME_DNS),
+    Invalid("role-name-underscore", "RoleSet", _set("spec.roles.0.name", "my_role"), r.MSG_ROLE_NAME_DNS),
+    Invalid("role-name-too-long", "StormService", _set(f"{ROLE0}.name", "r" * 45), r.MSG_ROLE_NAME_LENGTH),
+    Invalid("role-names-duplicate", "StormService", _dup_role, r.MSG_ROLE_NAMES_UNIQUE),
+    # numbers
+    Invalid("ss-replicas-negative", "StormService", _set("spec.replicas", -1), r.MSG_REPLICAS_MIN, cel=False),
+    Invalid(
+        "role-replicas-negative", "RoleSet", _set("spec.roles.0.replicas", -1), r.MSG_REPLICAS_MIN, cel=False
+    ),
+    Invalid(
+        "pod-group-size-0",
+        "StormService",
+        _set(f"{ROLE0}.podGroupSize", 0),
+        r.MSG_POD_GROUP_SIZE_RANGE,
+        cel=False,
+    ),
+    Invalid(
+        "pod-group-size-101",
+        "StormService",
+        _set(f"{ROLE0}.podGroupSize", 101),
+        r.MSG_POD_GROUP_SIZE_RANGE,
+        cel=False,
+    ),
+    Invalid(
+        "upgrade-order-0", "RoleSet", _set("spec.roles.0.upgradeOrder", 0), r.MSG_UPGRADE_ORDER_MIN, cel=False
+    ),
+    Invalid(
+        "revision-history-negative",
+        "StormService",
+        _set("spec.revisionHistoryLimit", -1),
+        r.MSG_REVISION_HISTORY_LIMIT_MIN,
+        cel=False,
+    ),
+    # int-or-percent
+    Invalid(
+        "ss-max-surge-no-percent",
+        "StormService",
+        _set("spec.updateStrategy.maxSurge", "50"),
+        r.MSG_INT_OR_PERCENT,
+    ),
+    Invalid(
+        "ss-max-unavailable-negative",
+        "StormService",
+        _set("spec.updateStrategy.maxUnavailable", -1),
+        r.MSG_INT_OR_PERCENT,
+    ),
+    Invalid(
+        "ss-max-unavailable-fraction",
+        "StormService",
+        _set("spec.updateStrategy.maxUnavailable", "2.5%"),
+        r.MSG_INT_OR_PERCENT,
+    ),
+    Invalid(
+        "role-max-surge-word",
+        "RoleSet",
+        _set("spec.roles.0.updateStrategy.maxSurge", "half"),
+        r.MSG_INT_OR_PERCENT,
+    ),
+    Invalid(
+        "role-disruption-no-percent",
+        "StormService",
+        _set(f"{ROLE0}.disruptionTolerance.maxUnavailable", "10"),
+        r.MSG_INT_OR_PERCENT,
+    ),
+    Invalid(
+        "ss-disruption-negative-percent",
+        "StormService",
+        _set("spec.disruptionTolerance.maxUnavailable", "-5%"),
+        r.MSG_INT_OR_PERCENT,
+    ),
+    # scheduling
+    Invalid(
+        "two-scheduling-strategies",
+        "RoleSet",
+        _set(
+            "spec.schedulingStrategy",
+            {"godelSchedulingStrategy": {"minMember": 2}, "volcanoSchedulingStrategy": {"minMember": 2}},
+        ),
+        r.MSG_ONE_SCHEDULING_STRATEGY,
+    ),
+    Invalid(
+        "two-role-scheduling-strategies",
+        "StormService",
+        _set(
+            f"{ROLE0}.schedulingStrategy",
+            {
+                "coschedulingSchedulingStrategy": {"minMember": 2},
+                "volcanoSchedulingStrategy": {"minMember": 2},
+            },
+        ),
+        r.MSG_ONE_SCHEDULING_STRATEGY,
+    ),
+    # selector
+    Invalid("selector-empty", "StormService", _set("spec.selector", {}), r.MSG_SELECTOR_EMPTY),
+    Invalid(
+        "selector-label-mismatch",
+        "StormService",
+        _set("spec.selector.matchLabels", {"app": "other"}),
+        r.MSG_SELECTOR_MISMATCH,
+    ),
+    Invalid(
+        "selector-label-missing-in-template",
+        "StormService",
+        _set("spec.selector.matchLabels", {"app": "demo", "tier": "gpu"}),
+        r.MSG_SELECTOR_MISMATCH,
+    ),
+    Invalid(
+        "selector-template-without-labels",
+        "StormService",
+        _set("spec.template.metadata", {}),
+        r.MSG_SELECTOR_MISMATCH,
+    ),
+    Invalid(
+        "selector-in-not-satisfied",
+        "StormService",
+        _set("spec.selector.matchExpressions", [{"key": "app", "operator": "In", "values": ["x", "y"]}]),
+        r.MSG_SELECTOR_MISMATCH,
+    ),
+    Invalid(
+        "selector-notin-violated",
+        "StormService",
+        _set("spec.selector.matchExpressions", [{"key": "app", "operator": "NotIn", "values": ["demo"]}]),
+        r.MSG_SELECTOR_MISMATCH,
+    ),
+    Invalid(
+        "selector-exists-violated",
+        "StormService",
+        _set("spec.selector.matchExpressions", [{"key": "tier", "operator": "Exists"}]),
+        r.MSG_SELECTOR_MISMATCH,
+    ),
+    Invalid(
+        "selector-doesnotexist-violated",
+        "StormService",
+        _set("spec.selector.matchExpressions", [{"key": "app", "operator": "DoesNotExist"}]),
+        r.MSG_SELECTOR_MISMATCH,
+    ),
+    Invalid(
+        "selector-in-without-values",
+        "StormService",
+        _set("spec.selector.matchExpressions", [{"key": "app", "operator": "In"}]),
+        r.MSG_SELECTOR_REQUIREMENT_VALUES,
+    ),
+    Invalid(
+        "selector-exists-with-values",
+        "StormService",
+        _set("spec.selector.matchExpressions", [{"key": "app", "operator": "Exists", "values": ["demo"]}]),
+        r.MSG_SELECTOR_REQUIREMENT_VALUES,
+    ),
+    # topology
+    Invalid(
+        "topology-key-invalid",
+        "RoleSet",
+        _set("spec.topologyPolicy", {"scope": "RoleSet", "key": "not a key"}),
+        r.MSG_TOPOLOGY_KEY,
+        cel=False,
+    ),
+]
+
+
+VALID_MUTATIONS: list[tuple[str, str, Callable[[Obj], None]]] = [
+    ("ss-name-49", "StormService", _set("metadata.name", "a" * 49)),
+    ("rs-name-63", "RoleSet", _set("metadata.name", "a" * 63)),
+    ("role-name-44", "StormService", _set(f"{ROLE0}.name", "r" * 44)),
+    ("role-name-digits", "RoleSet", _set("spec.roles.0.name", "0")),
+    ("percent-0", "StormService", _set("spec.updateStrategy.maxSurge", "0%")),
+    ("percent-over-100", "StormService", _set("spec.updateStrategy.maxSurge", "200%")),
+    ("int-0", "RoleSet", _set("spec.roles.0.updateStrategy.maxUnavailable", 0)),
+    ("pod-group-size-100", "StormService", _set(f"{ROLE0}.podGroupSize", 100)),
+    ("replicas-0", "StormService", _set("spec.replicas", 0)),
+    ("upgrade-order-1", "RoleSet", _set("spec.roles.0.upgradeOrder", 1)),
+    (
+        "selector-notin-absent-key",
+        "StormService",
+        _set("spec.selector.matchExpressions", [{"key": "x", "operator": "NotIn", "values": ["y"]}]),
+    ),
+    (
+        "selector-subset-of-labels",
+        "StormService",
+        _set("spec.template.metadata.labels", {"app": "demo", "extra": "1"}),
+    ),
+    (
+        "one-scheduling-strategy",
+        "RoleSet",
+        _set("spec.schedulingStrategy", {"volcanoSchedulingStrategy": {"queue": "q"}}),
+    ),
+    ("no-roles", "RoleSet", _set("spec.roles", [])),
+]
