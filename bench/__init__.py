@@ -1,0 +1,1 @@
+"""Benchmarks of the runtime hot paths (`make bench`)."""
