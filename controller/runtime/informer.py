@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import structlog
 
 from controller.runtime.client import KubeClient, Obj, api_error_from_status, is_expired, list_all, object_key
-from controller.runtime.errors import ApiError, ServerError, TooManyRequests
+from controller.runtime.errors import ApiError
 from controller.runtime.resources import Resource
 from controller.runtime.store import Store, strip_object
 
@@ -186,7 +186,7 @@ class Informer:
                     if expired_streak > 1:
                         # Expired again right after a relist: do not hammer the server with lists.
                         await self._sleep_backoff("watch expired again", err)
-                elif isinstance(err, ServerError | TooManyRequests):
+                elif err.code == 0 or err.code == 429 or err.code >= 500:
                     await self._sleep_backoff("watch failed, resuming", err)
                 else:
                     need_list = True
