@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from controller.runtime.options import Options, default_leader_elect_namespace, parse_args, parse_bind_address
+
+NO_SA = Path("/nonexistent/serviceaccount/namespace")
+FLAGS = [
+    "--kubeconfig",
+    "--namespace",
+    "--stormservice-workers",
+    "--roleset-workers",
+    "--leader-elect",
+    "--leader-elect-namespace",
+    "--leader-elect-id",
+    "--metrics-bind-address",
+    "--health-probe-bind-address",
+    "--kube-api-qps",
+    "--kube-api-burst",
+    "--log-level",
+    "--log-format",
+]
+
+
+def parse(*argv: str, env: dict[str, str] | None = None, sa: Path = NO_SA) -> Options:
+    return parse_args(list(argv), env=env or {}, service_account_file=sa)
+
+
+def test_defaults() -> None:
+    assert parse() == Options(
+        kubeconfig=None,
+        namespace=None,
+        stormservice_workers=5,
+        roleset_workers=5,
+        leader_elect=True,
+        leader_elect_namespace="default",
+        leader_elect_id="stormservice-controller",
+        metrics_bind_address=":8080",
+        health_probe_bind_address=":8081",
+        kube_api_qps=50.0,
+        kube_api_burst=100,
+        log_level="info",
+        log_format="json",
+    )
+
+
+def test_every_flag() -> None:
+    opts = parse(
+        "--kubeconfig=/tmp/kc",
+        "--namespace=team-a",
+        "--stormservice-workers=2",
+        "--roleset-workers=8",
+        "--leader-elect=false",
+        "--leader-elect-namespace=ops",
+        "--leader-elect-id=my-lease",
+        "--metrics-bind-address=127.0.0.1:0",
+        "--health-probe-bind-address=0",
+        "--kube-api-qps=20.5",
+        "--kube-api-burst=40",
+        "--log-level=debug",
+        "--log-format=console",
+    )
+    assert opts == Options(
+        kubeconfig="/tmp/kc",
+        namespace="team-a",
+        stormservice_workers=2,
+        roleset_workers=8,
+        leader_elect=False,
+        leader_elect_namespace="ops",
+        leader_elect_id="my-lease",
+        metrics_bind_address="127.0.0.1:0",
+        health_probe_bind_address="0",
+        kube_api_qps=20.5,
+        kube_api_burst=40,
+        log_level="debug",
+        log_format="console",
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], True),
+        (["--leader-elect"], True),
+        (["--leader-elect=true"], True),
+        (["--leader-elect", "false"], False),
+        (["--leader-elect=False"], False),
+        (["--leader-elect=0"], False),
+    ],
+)
+def test_leader_elect_forms(argv: list[str], expected: bool) -> None:
+    assert parse(*argv).leader_elect is expected
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--leader-elect=maybe"],
+        ["--roleset-workers=0"],
+        ["--stormservice-workers=x"],
+        ["--kube-api-qps=0"],
+        ["--kube-api-burst=-1"],
+        ["--metrics-bind-address=localhost"],
+        ["--health-probe-bind-address=:99999"],
+        ["--log-level=verbose"],
+        ["--log-format=xml"],
+        ["--leader-elect-id="],
+    ],
+)
+def test_invalid_flags_exit(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        parse(*argv)
+    assert info.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_leader_elect_namespace_default(tmp_path: Path) -> None:
+    sa = tmp_path / "namespace"
+    assert default_leader_elect_namespace({}, sa) == "default"
+    sa.write_text("stormservice-system\n")
+    assert default_leader_elect_namespace({}, sa) == "stormservice-system"
+    assert default_leader_elect_namespace({"POD_NAMESPACE": "from-env"}, sa) == "from-env"
+    assert parse(sa=sa).leader_elect_namespace == "stormservice-system"
+    assert parse("--leader-elect-namespace=x", sa=sa).leader_elect_namespace == "x"
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        (":8080", ("", 8080)),
+        ("0.0.0.0:8081", ("0.0.0.0", 8081)),
+        ("127.0.0.1:0", ("127.0.0.1", 0)),
+        ("[::1]:9090", ("::1", 9090)),
+        ("0", None),
+        ("", None),
+    ],
+)
+def test_parse_bind_address(address: str, expected: tuple[str, int] | None) -> None:
+    assert parse_bind_address(address) == expected
+
+
+@pytest.mark.parametrize("address", ["8080", "host:port", ":70000"])
+def test_parse_bind_address_rejects(address: str) -> None:
+    with pytest.raises(ValueError):
+        parse_bind_address(address)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [str(Path(sys.executable).parent / "stormservice-controller"), "--help"],
+        [sys.executable, "-m", "controller", "--help"],
+    ],
+    ids=["console-script", "python-m"],
+)
+def test_help_lists_every_flag(command: list[str]) -> None:
+    if not Path(command[0]).exists():
+        pytest.skip("console script not installed in this environment")
+    out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.startswith("usage: stormservice-controller")
+    for flag in FLAGS:
+        assert flag in out, flag
