@@ -1,0 +1,606 @@
+"""ApiClient against a local aiohttp server that answers like the API server (Status bodies,
+chunked watch streams)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from kubernetes_asyncio.client.configuration import Configuration
+
+from controller.runtime import metrics
+from controller.runtime.client import ApiClient, KubeClient, Obj, create_client
+from controller.runtime.errors import (
+    AlreadyExists,
+    ApiError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    MethodNotAllowed,
+    NotFound,
+    ServerError,
+    TooManyRequests,
+    Unauthorized,
+)
+from controller.runtime.ratelimit import FakeClock, TokenBucket
+from controller.runtime.resources import PODS, STORMSERVICES
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class FakeApiServer:
+    """Routes (method, path) to handlers; records every request."""
+
+    routes: dict[tuple[str, str], Handler] = field(default_factory=dict)
+    seen: list[Seen] = field(default_factory=list)
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.seen.append(Seen(request.method, request.path, dict(request.query), dict(request.headers), body))
+        handler = self.routes.get((request.method, request.path))
+        if handler is None:
+            return status_response(404, "NotFound", f"no route {request.method} {request.path}")
+        return await handler(request)
+
+    def on(self, method: str, path: str, handler: Handler) -> None:
+        self.routes[(method, path)] = handler
+
+    def reply(
+        self, method: str, path: str, status: int, body: Any, headers: dict[str, str] | None = None
+    ) -> None:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            raw = body if isinstance(body, bytes) else orjson.dumps(body)
+            return web.Response(status=status, body=raw, headers=headers, content_type="application/json")
+
+        self.on(method, path, handler)
+
+
+def status_body(code: int, reason: str, message: str = "", **details: Any) -> Obj:
+    body: Obj = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+    }
+    if details:
+        body["details"] = details
+    return body
+
+
+def status_response(code: int, reason: str, message: str = "") -> web.Response:
+    return web.Response(
+        status=code, body=orjson.dumps(status_body(code, reason, message)), content_type="application/json"
+    )
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[FakeApiServer, TestServer]]:
+    api = FakeApiServer()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", api.dispatch)
+    test_server = TestServer(app)
+    await test_server.start_server()
+    try:
+        yield api, test_server
+    finally:
+        await test_server.close()
+
+
+def base_url(test_server: TestServer) -> str:
+    return str(test_server.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+async def api(server: tuple[FakeApiServer, TestServer]) -> AsyncIterator[FakeApiServer]:
+    yield server[0]
+
+
+@pytest.fixture
+async def client(server: tuple[FakeApiServer, TestServer]) -> AsyncIterator[ApiClient]:
+    configuration = Configuration(host=base_url(server[1]))
+    configuration.api_key = {"BearerToken": "Bearer s3cret"}
+    api_client = ApiClient(configuration, qps=1000, burst=1000, request_timeout=2)
+    try:
+        yield api_client
+    finally:
+        await api_client.close()
+
+
+POD_PATH = "/api/v1/namespaces/ns/pods/p"
+
+
+def test_implements_protocol() -> None:
+    def check(client: KubeClient) -> None: ...
+
+    check(ApiClient.__new__(ApiClient))
+
+
+# --- errors -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "expected", "reason"),
+    [
+        (400, status_body(400, "BadRequest", "bad"), None, BadRequest, "BadRequest"),
+        (401, status_body(401, "Unauthorized"), None, Unauthorized, "Unauthorized"),
+        (403, status_body(403, "Forbidden", "no"), None, Forbidden, "Forbidden"),
+        (404, status_body(404, "NotFound", 'pods "p" not found'), None, NotFound, "NotFound"),
+        (405, status_body(405, "MethodNotAllowed"), None, MethodNotAllowed, "MethodNotAllowed"),
+        (409, status_body(409, "AlreadyExists", "exists"), None, AlreadyExists, "AlreadyExists"),
+        (409, status_body(409, "Conflict", "the object has been modified"), None, Conflict, "Conflict"),
+        (410, status_body(410, "Expired", "too old resource version"), None, Gone, "Expired"),
+        (415, status_body(415, "UnsupportedMediaType"), None, ApiError, "UnsupportedMediaType"),
+        (429, status_body(429, "TooManyRequests"), {"Retry-After": "3"}, TooManyRequests, "TooManyRequests"),
+        (500, status_body(500, "InternalError", "boom"), None, ServerError, "InternalError"),
+        (503, status_body(503, "ServiceUnavailable"), None, ServerError, "ServiceUnavailable"),
+        (502, b"<html>bad gateway</html>", None, ServerError, ""),
+    ],
+)
+async def test_status_codes_map_to_typed_errors(
+    api: FakeApiServer,
+    client: ApiClient,
+    status: int,
+    body: Any,
+    headers: dict[str, str] | None,
+    expected: type[ApiError],
+    reason: str,
+) -> None:
+    api.reply("GET", POD_PATH, status, body, headers)
+    with pytest.raises(ApiError) as err:
+        await client.get(PODS, "ns", "p")
+    assert type(err.value) is expected
+    assert err.value.code == status
+    if reason:
+        assert err.value.reason == reason
+    if status == 429:
+        assert err.value.retry_after_seconds == 3.0
+    if status == 502:
+        assert "bad gateway" in err.value.message
+
+
+async def test_invalid_carries_causes(api: FakeApiServer, client: ApiClient) -> None:
+    causes = [
+        {"reason": "FieldValueInvalid", "message": "must be >= 0", "field": "spec.replicas"},
+        {"reason": "FieldValueRequired", "message": "Required value", "field": "spec.template"},
+    ]
+    api.reply("POST", "/apis/orchestration.aibrix.ai/v1alpha1/namespaces/ns/stormservices", 422,
+              status_body(422, "Invalid", "StormService is invalid", causes=causes, name="s"))  # fmt: skip
+    with pytest.raises(Invalid) as err:
+        await client.create(STORMSERVICES, "ns", {"metadata": {"name": "s"}})
+    assert [(c.field, c.reason) for c in err.value.causes] == [
+        ("spec.replicas", "FieldValueInvalid"),
+        ("spec.template", "FieldValueRequired"),
+    ]
+    assert "spec.replicas: must be >= 0" in str(err.value)
+
+
+async def test_transport_errors_are_server_error_code_0() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    api_client = ApiClient(Configuration(host=f"http://127.0.0.1:{port}"), request_timeout=2)
+    try:
+        with pytest.raises(ServerError) as err:
+            await api_client.get(PODS, "ns", "p")
+        assert err.value.code == 0
+        with pytest.raises(ServerError) as err:
+            await anext(aiter(api_client.watch(PODS, "ns")))
+        assert err.value.code == 0
+    finally:
+        await api_client.close()
+
+
+async def test_request_timeout(server: tuple[FakeApiServer, TestServer]) -> None:
+    api, test_server = server
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(5)
+        return web.Response(text="{}")
+
+    api.on("GET", POD_PATH, slow)
+    api_client = ApiClient(Configuration(host=base_url(test_server)), request_timeout=0.1)
+    try:
+        with pytest.raises(ServerError) as err:
+            await api_client.get(PODS, "ns", "p")
+        assert (err.value.code, err.value.reason) == (0, "Timeout")
+    finally:
+        await api_client.close()
+
+
+# --- request shapes ---------------------------------------------------------------------------------
+
+
+async def test_get_sends_auth_and_user_agent(api: FakeApiServer, client: ApiClient) -> None:
+    api.reply("GET", POD_PATH, 200, {"metadata": {"name": "p"}})
+    assert await client.get(PODS, "ns", "p") == {"metadata": {"name": "p"}}
+    seen = api.seen[-1]
+    assert seen.headers["Authorization"] == "Bearer s3cret"
+    assert seen.headers["User-Agent"] == "stormservice-controller"
+    with pytest.raises(ValueError):
+        await client.get(PODS, None, "p")  # namespaced resources need a namespace
+
+
+async def test_list_query_and_item_kinds(api: FakeApiServer, client: ApiClient) -> None:
+    api.reply("GET", "/api/v1/namespaces/ns/pods", 200,
+              {"metadata": {"resourceVersion": "7", "continue": "c2"}, "items": [{"metadata": {"name": "p"}}]})  # fmt: skip
+    page = await client.list(
+        PODS,
+        "ns",
+        label_selector="a in (x,y),!b",
+        field_selector="status.phase=Running",
+        limit=10,
+        continue_token="c1",
+    )
+    assert api.seen[-1].query == {
+        "labelSelector": "a in (x,y),!b",
+        "fieldSelector": "status.phase=Running",
+        "limit": "10",
+        "continue": "c1",
+    }
+    assert page["metadata"]["continue"] == "c2"
+    assert page["items"] == [{"metadata": {"name": "p"}, "apiVersion": "v1", "kind": "Pod"}]
+    api.reply("GET", "/api/v1/pods", 200, {"metadata": {"resourceVersion": "8"}, "items": None})
+    assert (await client.list(PODS))["items"] == []  # all namespaces; null items normalised
+
+
+async def test_list_all_follows_continue_and_falls_back_on_410(api: FakeApiServer, client: ApiClient) -> None:
+    pages = {
+        None: {
+            "metadata": {"resourceVersion": "5", "continue": "t1"},
+            "items": [{"metadata": {"name": "a"}}],
+        },
+        "t1": {
+            "metadata": {"resourceVersion": "5", "continue": "t2"},
+            "items": [{"metadata": {"name": "b"}}],
+        },
+        "t2": {"metadata": {"resourceVersion": "5"}, "items": [{"metadata": {"name": "c"}}]},
+    }
+    expire_t2 = False
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        token = request.query.get("continue")
+        if token == "t2" and expire_t2:
+            return status_response(410, "Expired", "The provided continue parameter is too old")
+        if "limit" not in request.query:
+            full = {
+                "metadata": {"resourceVersion": "9"},
+                "items": [{"metadata": {"name": n}} for n in "abcd"],
+            }
+            return web.json_response(full)
+        return web.json_response(pages[token])
+
+    api.on("GET", "/api/v1/namespaces/ns/pods", handler)
+    items, rv = await client.list_all(PODS, "ns", page_size=1)
+    assert ([i["metadata"]["name"] for i in items], rv) == (["a", "b", "c"], "5")
+    assert [s.query.get("limit") for s in api.seen] == ["1", "1", "1"]
+    expire_t2 = True
+    items, rv = await client.list_all(PODS, "ns", page_size=1)
+    assert ([i["metadata"]["name"] for i in items], rv) == (["a", "b", "c", "d"], "9")
+
+
+async def test_writes_paths_bodies_and_write_metric(api: FakeApiServer, client: ApiClient) -> None:
+    base = "/apis/orchestration.aibrix.ai/v1alpha1/namespaces/ns/stormservices"
+    api.reply("POST", base, 201, {"metadata": {"name": "s"}})
+    api.reply("PUT", f"{base}/s", 200, {"metadata": {"name": "s"}})
+    api.reply("PUT", f"{base}/s/status", 200, {"metadata": {"name": "s"}})
+    api.reply("DELETE", f"{base}/s", 200, status_body(200, "", "") | {"status": "Success"})
+
+    def writes(verb: str, resource: str) -> float:
+        return (
+            metrics.sample_value("stormservice_api_writes_total", {"verb": verb, "resource": resource}) or 0.0
+        )
+
+    before = (
+        writes("create", "stormservices"),
+        writes("update", "stormservices/status"),
+        writes("delete", "stormservices"),
+    )
+    await client.create(STORMSERVICES, "ns", {"metadata": {"name": "s"}, "spec": {"replicas": 1}})
+    assert orjson.loads(api.seen[-1].body) == {"metadata": {"name": "s"}, "spec": {"replicas": 1}}
+    assert api.seen[-1].headers["Content-Type"] == "application/json"
+    await client.replace(STORMSERVICES, "ns", "s", {"metadata": {"name": "s"}})
+    await client.replace(
+        STORMSERVICES, "ns", "s", {"metadata": {"name": "s"}, "status": {}}, subresource="status"
+    )
+    assert api.seen[-1].path == f"{base}/s/status"
+    await client.delete(
+        STORMSERVICES,
+        "ns",
+        "s",
+        uid_precondition="u-1",
+        resource_version_precondition="42",
+        propagation_policy="Foreground",
+        grace_period_seconds=0,
+    )
+    assert orjson.loads(api.seen[-1].body) == {
+        "kind": "DeleteOptions",
+        "apiVersion": "v1",
+        "preconditions": {"uid": "u-1", "resourceVersion": "42"},
+        "propagationPolicy": "Foreground",
+        "gracePeriodSeconds": 0,
+    }
+    after = (
+        writes("create", "stormservices"),
+        writes("update", "stormservices/status"),
+        writes("delete", "stormservices"),
+    )
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1.0, 1.0, 1.0]
+    host = client.host
+    assert (
+        metrics.sample_value("rest_client_requests_total", {"code": "201", "method": "POST", "host": host})
+        or 0
+    ) >= 1
+    assert (
+        metrics.sample_value("rest_client_request_duration_seconds_count", {"verb": "PUT", "host": host}) or 0
+    ) >= 2
+
+
+async def test_delete_not_found_raises(api: FakeApiServer, client: ApiClient) -> None:
+    with pytest.raises(NotFound):
+        await client.delete(PODS, "ns", "p")
+
+
+@pytest.mark.parametrize(
+    ("patch_type", "content_type", "query"),
+    [
+        ("merge", "application/merge-patch+json", {}),
+        ("json", "application/json-patch+json", {}),
+        ("strategic", "application/strategic-merge-patch+json", {}),
+        (
+            "apply",
+            "application/apply-patch+yaml",
+            {"fieldManager": "stormservice-controller", "force": "true"},
+        ),
+    ],
+)
+async def test_patch_content_types(
+    api: FakeApiServer, client: ApiClient, patch_type: Any, content_type: str, query: dict[str, str]
+) -> None:
+    api.reply("PATCH", POD_PATH, 200, {"metadata": {"name": "p"}})
+    body: Any = (
+        [{"op": "remove", "path": "/x"}] if patch_type == "json" else {"metadata": {"labels": {"a": "b"}}}
+    )
+    await client.patch(PODS, "ns", "p", body, patch_type=patch_type, force=True)
+    seen = api.seen[-1]
+    assert seen.headers["Content-Type"] == content_type
+    assert seen.query == query
+    assert orjson.loads(seen.body) == body
+
+
+async def test_apply_with_field_manager_on_subresource(api: FakeApiServer, client: ApiClient) -> None:
+    api.reply("PATCH", f"{POD_PATH}/status", 200, {"metadata": {"name": "p"}})
+    await client.patch(
+        PODS, "ns", "p", {"status": {}}, patch_type="apply", field_manager="mine", subresource="status"
+    )
+    assert api.seen[-1].query == {"fieldManager": "mine"}
+
+
+async def test_unauthorized_refreshes_credentials_once(server: tuple[FakeApiServer, TestServer]) -> None:
+    api, test_server = server
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") != "Bearer fresh":
+            return status_response(401, "Unauthorized")
+        return web.json_response({"ok": True})
+
+    api.on("GET", POD_PATH, handler)
+
+    class Loader:
+        calls = 0
+
+        async def load_and_set(self, configuration: Any) -> None:
+            Loader.calls += 1
+            configuration.api_key["BearerToken"] = "Bearer fresh"
+
+    configuration = Configuration(host=base_url(test_server))
+    configuration.api_key = {"BearerToken": "Bearer stale"}
+    api_client = ApiClient(configuration, loader=Loader())
+    try:
+        assert await api_client.get(PODS, "ns", "p") == {"ok": True}
+        assert Loader.calls == 1
+    finally:
+        await api_client.close()
+
+
+# --- watch ------------------------------------------------------------------------------------------
+
+
+def watch_handler(chunks: list[bytes], delay: float = 0.0) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for chunk in chunks:
+            await response.write(chunk)
+            if delay:
+                await asyncio.sleep(delay)
+        await response.write_eof()
+        return response
+
+    return handler
+
+
+def line(event: Obj) -> bytes:
+    return orjson.dumps(event) + b"\n"
+
+
+async def collect(stream: AsyncIterator[Obj]) -> list[Obj]:
+    return [event async for event in stream]
+
+
+async def test_watch_streams_split_lines_and_large_objects(api: FakeApiServer, client: ApiClient) -> None:
+    big = {
+        "type": "ADDED",
+        "object": {"metadata": {"name": "big", "resourceVersion": "11"}, "data": "x" * 300_000},
+    }
+    raw = (
+        line({"type": "ADDED", "object": {"metadata": {"name": "a", "resourceVersion": "10"}}})
+        + line(big)
+        + line({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}})
+        + orjson.dumps({"type": "DELETED", "object": {"metadata": {"name": "a", "resourceVersion": "13"}}})
+    )  # the last event has no trailing newline
+    chunks = [raw[i : i + 7000] for i in range(0, len(raw), 7000)]
+    api.on("GET", "/api/v1/namespaces/ns/pods", watch_handler(chunks))
+    events = await collect(
+        client.watch(PODS, "ns", resource_version="9", timeout_seconds=290, label_selector="a=b")
+    )
+    assert [(e["type"], e["object"]["metadata"]["resourceVersion"]) for e in events] == [
+        ("ADDED", "10"),
+        ("ADDED", "11"),
+        ("BOOKMARK", "12"),
+        ("DELETED", "13"),
+    ]
+    assert len(events[1]["object"]["data"]) == 300_000
+    assert api.seen[-1].query == {
+        "watch": "true",
+        "resourceVersion": "9",
+        "allowWatchBookmarks": "true",
+        "timeoutSeconds": "290",
+        "labelSelector": "a=b",
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (status_body(410, "Expired", "too old resource version: 1 (5)"), Gone),
+        (status_body(500, "InternalError", "etcd unhappy"), ServerError),
+        (status_body(403, "Forbidden", "no"), Forbidden),
+    ],
+)
+async def test_watch_error_events_raise(
+    api: FakeApiServer, client: ApiClient, status: Obj, expected: type[ApiError]
+) -> None:
+    chunks = [
+        line({"type": "ADDED", "object": {"metadata": {"name": "a", "resourceVersion": "10"}}}),
+        line({"type": "ERROR", "object": status}),
+        line({"type": "ADDED", "object": {"metadata": {"name": "never", "resourceVersion": "11"}}}),
+    ]
+    api.on("GET", "/api/v1/namespaces/ns/pods", watch_handler(chunks))
+    seen: list[Obj] = []
+    with pytest.raises(ApiError) as err:
+        async for event in client.watch(PODS, "ns", resource_version="9"):
+            seen.append(event)
+    assert type(err.value) is expected
+    assert [e["object"]["metadata"]["name"] for e in seen] == ["a"]
+
+
+async def test_watch_refused_at_start(api: FakeApiServer, client: ApiClient) -> None:
+    api.reply("GET", "/api/v1/namespaces/ns/pods", 403, status_body(403, "Forbidden", "rbac"))
+    with pytest.raises(Forbidden):
+        await collect(client.watch(PODS, "ns"))
+
+
+async def test_watch_closed_early_by_consumer(api: FakeApiServer, client: ApiClient) -> None:
+    chunks = [line({"type": "ADDED", "object": {"metadata": {"name": f"p{i}"}}}) for i in range(50)]
+    api.on("GET", "/api/v1/namespaces/ns/pods", watch_handler(chunks, delay=0.001))
+    stream = client.watch(PODS, "ns")
+    assert (await anext(aiter(stream)))["type"] == "ADDED"
+    await stream.aclose()  # type: ignore[attr-defined]
+    api.reply("GET", POD_PATH, 200, {"metadata": {"name": "p"}})
+    assert await client.get(PODS, "ns", "p") == {"metadata": {"name": "p"}}  # the session still works
+
+
+# --- rate limiting ----------------------------------------------------------------------------------
+
+
+async def test_qps_limit_applies_to_requests_not_watches(api: FakeApiServer, client: ApiClient) -> None:
+    api.reply("GET", POD_PATH, 200, {})
+    api.on("GET", "/api/v1/namespaces/ns/pods", watch_handler([line({"type": "BOOKMARK", "object": {}})]))
+    clock = FakeClock()
+    client.limiter = TokenBucket(1.0, 1, clock=clock)
+    await client.get(PODS, "ns", "p")  # takes the only token
+    assert not client.limiter.try_accept()
+    # A watch does not wait for a token (it would sleep a whole second here).
+    events = await asyncio.wait_for(collect(client.watch(PODS, "ns")), 0.5)
+    assert events[0]["type"] == "BOOKMARK"
+    # Another request must wait for the bucket.
+    get = asyncio.create_task(client.get(PODS, "ns", "p"))
+    await asyncio.sleep(0.05)
+    assert not get.done()
+    get.cancel()
+
+
+async def test_real_limiter_spaces_requests(server: tuple[FakeApiServer, TestServer]) -> None:
+    api, test_server = server
+    api.reply("GET", POD_PATH, 200, {})
+    api_client = ApiClient(Configuration(host=base_url(test_server)), qps=40, burst=1)
+    try:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for _ in range(3):
+            await api_client.get(PODS, "ns", "p")
+        assert loop.time() - start >= 0.045  # two waits of 25 ms
+    finally:
+        await api_client.close()
+
+
+# --- configuration ----------------------------------------------------------------------------------
+
+
+def write_kubeconfig(path: Path, server_url: str, token: str) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "local", "cluster": {"server": server_url}},
+            {"name": "other", "cluster": {"server": "http://127.0.0.1:1"}},
+        ],
+        "users": [{"name": "me", "user": {"token": token}}],
+        "contexts": [
+            {"name": "good", "context": {"cluster": "local", "user": "me"}},
+            {"name": "bad", "context": {"cluster": "other", "user": "me"}},
+        ],
+        "current-context": "bad",
+    }
+    path.write_text(orjson.dumps(config).decode())
+
+
+async def test_create_client_from_kubeconfig_and_env(
+    server: tuple[FakeApiServer, TestServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api, test_server = server
+    api.reply("GET", POD_PATH, 200, {"metadata": {"name": "p"}})
+    kubeconfig = tmp_path / "config"
+    write_kubeconfig(kubeconfig, base_url(test_server), "tok-1")
+    original = kubeconfig.read_text()
+
+    api_client = await create_client(str(kubeconfig), context="good", user_agent="tests/1.0")
+    try:
+        assert await api_client.get(PODS, "ns", "p") == {"metadata": {"name": "p"}}
+        assert api.seen[-1].headers["Authorization"] == "Bearer tok-1"
+        assert api.seen[-1].headers["User-Agent"] == "tests/1.0"
+    finally:
+        await api_client.close()
+
+    # kubeconfig None, not in a cluster: $KUBECONFIG.
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_PORT", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    api_client = await create_client(context="good")
+    try:
+        assert await api_client.get(PODS, "ns", "p") == {"metadata": {"name": "p"}}
+    finally:
+        await api_client.close()
+    assert kubeconfig.read_text() == original  # never rewritten

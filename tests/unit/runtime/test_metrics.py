@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import pytest
+
+from controller.runtime import metrics
+
+EXPECTED = {
+    # client-go workqueue
+    "workqueue_depth": "gauge",
+    "workqueue_adds": "counter",
+    "workqueue_queue_duration_seconds": "histogram",
+    "workqueue_work_duration_seconds": "histogram",
+    "workqueue_unfinished_work_seconds": "gauge",
+    "workqueue_longest_running_processor_seconds": "gauge",
+    "workqueue_retries": "counter",
+    # client-go rest client
+    "rest_client_requests": "counter",
+    "rest_client_request_duration_seconds": "histogram",
+    # controller-runtime reconcile
+    "controller_runtime_reconcile": "counter",
+    "controller_runtime_reconcile_errors": "counter",
+    "controller_runtime_reconcile_time_seconds": "histogram",
+    "controller_runtime_active_workers": "gauge",
+    "controller_runtime_max_concurrent_reconciles": "gauge",
+    # ours
+    "stormservice_api_writes": "counter",
+}
+
+
+def test_registry_has_the_agreed_metrics() -> None:
+    families = {m.name: m.type for m in metrics.REGISTRY.collect()}
+    for name, kind in EXPECTED.items():
+        assert families.get(name) == kind, name
+
+
+@pytest.mark.parametrize(
+    ("metric", "labels"),
+    [
+        (metrics.WORKQUEUE_DEPTH, {"name": "q"}),
+        (metrics.REST_CLIENT_REQUESTS, {"code": "200", "method": "GET", "host": "h"}),
+        (metrics.REST_CLIENT_REQUEST_DURATION, {"verb": "GET", "host": "h"}),
+        (metrics.API_WRITES, {"verb": "create", "resource": "pods"}),
+        (metrics.RECONCILE_TOTAL, {"controller": "c", "result": "success"}),
+        (metrics.RECONCILE_ERRORS, {"controller": "c"}),
+        (metrics.RECONCILE_TIME, {"controller": "c"}),
+        (metrics.ACTIVE_WORKERS, {"controller": "c"}),
+        (metrics.MAX_CONCURRENT_RECONCILES, {"controller": "c"}),
+    ],
+)
+def test_label_names(metric: object, labels: dict[str, str]) -> None:
+    metric.labels(**labels)  # type: ignore[attr-defined]  # raises on wrong label names
+
+
+def test_render_latest_exposes_text_format() -> None:
+    metrics.RECONCILE_TOTAL.labels(controller="render-test", result="requeue").inc()
+    metrics.API_WRITES.labels(verb="patch", resource="render-test").inc(2)
+    text = metrics.render_latest().decode()
+    assert 'controller_runtime_reconcile_total{controller="render-test",result="requeue"} 1.0' in text
+    assert 'stormservice_api_writes_total{resource="render-test",verb="patch"} 2.0' in text
+    assert "# TYPE workqueue_depth gauge" in text
+    assert "process_" in text or "python_info" in text
+    assert metrics.CONTENT_TYPE.startswith("text/plain")
+    assert (
+        metrics.sample_value("stormservice_api_writes_total", {"verb": "patch", "resource": "render-test"})
+        == 2.0
+    )
+    assert metrics.sample_value("no_such_metric") is None
