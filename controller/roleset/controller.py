@@ -1,0 +1,221 @@
+"""Wiring of the RoleSet controller: informers, event handlers -> RoleSet keys, expectations.
+
+Handlers only map an object to the key of the RoleSet that controls it (its controller
+ownerReference) and record what the expectations wait for; the reconcile is in sync.py.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from apis.v1alpha1.constants import API_VERSION, KIND_ROLE_SET
+from controller.roleset import labels as L
+from controller.roleset.podcontrol import KubeObjectControl, ObjectControl
+from controller.roleset.scheduling import SCHEDULERS
+from controller.roleset.sync import Recorder, RoleSetSync, SyncConfig
+from controller.runtime.client import KubeClient, Obj, object_key
+from controller.runtime.controllerref import controller_ref
+from controller.runtime.expectations import ControllerExpectations
+from controller.runtime.informer import DeletedFinalStateUnknown, FuncHandler, Informer, InformerFactory
+from controller.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS, POD_DISRUPTION_BUDGETS, PODS, ROLESETS
+from controller.runtime.workqueue import RateLimitingQueue
+
+CONTROLLER_NAME = "roleset"
+DEADLINE_ENV = "STORMSERVICE_INPLACE_UPDATE_DEADLINE_SECONDS"
+_POD_GROUP_CRDS = frozenset(s.crd_name for s in SCHEDULERS.values())
+
+
+class _Manager(Protocol):
+    """What the controller needs of controller.runtime's Manager."""
+
+    @property
+    def informers(self) -> InformerFactory: ...
+
+    @property
+    def recorder(self) -> Recorder: ...
+
+    @property
+    def client(self) -> KubeClient: ...
+
+    @property
+    def options(self) -> Any: ...
+
+
+def _unwrap(obj: Obj | DeletedFinalStateUnknown) -> Obj:
+    return obj.obj if isinstance(obj, DeletedFinalStateUnknown) else obj
+
+
+def _rv(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+class RoleSetController:
+    """The Reconciler of RoleSets: `name`, `queue`, `sync(key)`."""
+
+    def __init__(
+        self,
+        *,
+        informers: InformerFactory,
+        control: ObjectControl,
+        recorder: Recorder,
+        config: SyncConfig | None = None,
+        queue: RateLimitingQueue | None = None,
+        expectations: ControllerExpectations | None = None,
+    ) -> None:
+        self._name = CONTROLLER_NAME
+        self._queue = queue or RateLimitingQueue(CONTROLLER_NAME)
+        self.expectations = expectations or ControllerExpectations()
+        self.rolesets: Informer = informers.informer(ROLESETS)
+        # Only pods carrying our label: the cache stays small in clusters with many other pods.
+        self.pods: Informer = informers.informer(PODS, label_selector=L.ROLESET_NAME_LABEL)
+        self.pdbs: Informer = informers.informer(POD_DISRUPTION_BUDGETS)
+        self.crds: Informer = informers.informer(CUSTOM_RESOURCE_DEFINITIONS)
+        self.syncer = RoleSetSync(
+            rolesets=self.rolesets.store,
+            pods=self.pods.store,
+            pdbs=self.pdbs.store,
+            crds=self.crds.store,
+            control=control,
+            recorder=recorder,
+            expectations=self.expectations,
+            config=config,
+        )
+        self.rolesets.add_event_handler(
+            FuncHandler(
+                on_add=self._roleset_added, on_update=self._roleset_updated, on_delete=self._roleset_deleted
+            )
+        )
+        self.pods.add_event_handler(
+            FuncHandler(on_add=self._pod_added, on_update=self._pod_updated, on_delete=self._pod_deleted)
+        )
+        self.pdbs.add_event_handler(
+            FuncHandler(
+                on_add=self._owned_changed, on_update=self._owned_updated, on_delete=self._owned_deleted
+            )
+        )
+        self.crds.add_event_handler(
+            FuncHandler(on_add=self._crd_changed, on_update=self._crd_updated, on_delete=self._crd_deleted)
+        )
+
+    # --- Reconciler -----------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def queue(self) -> RateLimitingQueue:
+        return self._queue
+
+    async def sync(self, key: str) -> float | None:
+        return await self.syncer.sync(key)
+
+    # --- RoleSets ---------------------------------------------------------------------------------
+
+    def _roleset_added(self, obj: Obj) -> None:
+        self._queue.add(object_key(obj))
+
+    def _roleset_updated(self, old: Obj, new: Obj) -> None:
+        if _rv(old) == _rv(new):
+            return  # a resync: nothing changed
+        self._queue.add(object_key(new))
+
+    def _roleset_deleted(self, obj: Obj | DeletedFinalStateUnknown) -> None:
+        key = obj.key if isinstance(obj, DeletedFinalStateUnknown) else object_key(obj)
+        self.expectations.delete_expectations(key)
+        self._queue.add(key)
+
+    # --- pods -------------------------------------------------------------------------------------
+
+    def _owner_key(self, obj: Mapping[str, Any]) -> str | None:
+        """The key of the RoleSet controlling `obj`, if that RoleSet is the one in the cache (a
+        RoleSet deleted and re-created under the same name does not inherit its pods)."""
+        ref = controller_ref(obj)
+        if ref is None or ref.get("kind") != KIND_ROLE_SET or ref.get("apiVersion") != API_VERSION:
+            return None
+        namespace = (obj.get("metadata") or {}).get("namespace")
+        key = f"{namespace}/{ref.get('name')}"
+        rs = self.rolesets.store.get(key)
+        if rs is None or rs["metadata"].get("uid") != ref.get("uid"):
+            return None
+        return key
+
+    def _pod_added(self, pod: Obj) -> None:
+        if pod["metadata"].get("deletionTimestamp"):
+            # Seen for the first time already terminating (e.g. after a restart): a deletion.
+            self._pod_deleted(pod)
+            return
+        key = self._owner_key(pod)
+        if key is not None:
+            self.expectations.creation_observed(key)
+            self._queue.add(key)
+
+    def _pod_updated(self, old: Obj, new: Obj) -> None:
+        if _rv(old) == _rv(new):
+            return
+        key = self._owner_key(new)
+        started_deleting = new["metadata"].get("deletionTimestamp") and not old["metadata"].get(
+            "deletionTimestamp"
+        )
+        if started_deleting and key is not None:
+            self.expectations.deletion_observed(key, object_key(new))
+        old_key = self._owner_key(old)
+        if old_key is not None and old_key != key:
+            self._queue.add(old_key)
+        if key is not None:
+            self._queue.add(key)
+
+    def _pod_deleted(self, obj: Obj | DeletedFinalStateUnknown) -> None:
+        pod = _unwrap(obj)
+        key = self._owner_key(pod)
+        if key is not None:
+            self.expectations.deletion_observed(key, object_key(pod))
+            self._queue.add(key)
+
+    # --- PDBs and CRDs ------------------------------------------------------------------------------
+
+    def _owned_changed(self, obj: Obj) -> None:
+        key = self._owner_key(obj)
+        if key is not None:
+            self._queue.add(key)
+
+    def _owned_updated(self, old: Obj, new: Obj) -> None:
+        if _rv(old) != _rv(new):
+            self._owned_changed(new)
+
+    def _owned_deleted(self, obj: Obj | DeletedFinalStateUnknown) -> None:
+        self._owned_changed(_unwrap(obj))
+
+    def _crd_changed(self, obj: Obj) -> None:
+        if (obj.get("metadata") or {}).get("name") in _POD_GROUP_CRDS:
+            # Rare: a scheduler was installed or removed; every RoleSet may care.
+            for key in self.rolesets.store.keys():  # noqa: SIM118 (Store is not a dict)
+                self._queue.add(key)
+
+    def _crd_updated(self, old: Obj, new: Obj) -> None:
+        pass  # only presence matters
+
+    def _crd_deleted(self, obj: Obj | DeletedFinalStateUnknown) -> None:
+        self._crd_changed(_unwrap(obj))
+
+
+def _deadline(options: Any) -> float:
+    value = getattr(options, "inplace_update_deadline_seconds", None)
+    if value is None:
+        value = os.environ.get(DEADLINE_ENV)
+    try:
+        return float(value) if value is not None else SyncConfig().inplace_deadline_seconds
+    except ValueError:
+        return SyncConfig().inplace_deadline_seconds
+
+
+def new_roleset_controller(manager: _Manager) -> RoleSetController:
+    """The RoleSet Reconciler on the manager's shared informers, client and event recorder."""
+    return RoleSetController(
+        informers=manager.informers,
+        control=KubeObjectControl(manager.client),
+        recorder=manager.recorder,
+        config=SyncConfig(inplace_deadline_seconds=_deadline(manager.options)),
+    )

@@ -1,0 +1,858 @@
+"""The RoleSet reconcile: read the cache, decide with the pure functions, act, write status.
+
+Reads only the informer caches (RoleSets, pods, PodDisruptionBudgets, CRDs), never lists the API
+server. Acts only when the expectations for the RoleSet are satisfied and the cache has caught up
+with the pod patches of earlier passes; always recomputes status from what it observes, and
+writes it only when it changed. API errors are reported in the ReplicaFailure condition and then
+raised, so the work queue backs off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+import structlog
+
+from apis.v1alpha1.intstr import resolve_fenceposts
+from apis.v1alpha1.types import LENIENT, RoleSet, RoleSpec
+from controller.roleset import inplace as ip
+from controller.roleset import labels as L
+from controller.roleset import metrics as M
+from controller.roleset import naming
+from controller.roleset.instances import Instance, PodInfo, RoleParams, RoleView, build_view, pod_info
+from controller.roleset.podcontrol import ObjectControl
+from controller.roleset.pods import PodSpecInputs, RoleSetInfo, render_pod
+from controller.roleset.rollout import RoleRollout, plan_gates
+from controller.roleset.scale import CreatePod, DeletePod, RolePlan, classify, plan_role, progress
+from controller.roleset.scheduling import (
+    Scheduler,
+    chosen_scheduler,
+    has_affinity_term,
+    pdb_object,
+    pod_group_keys,
+    pod_group_object,
+    pod_group_spec,
+    topology_term,
+)
+from controller.roleset.status import (
+    CondSpec,
+    Observations,
+    RoleCounts,
+    compute_status,
+    condition,
+    status_changed,
+)
+from controller.runtime.client import Obj
+from controller.runtime.errors import AlreadyExists, ApiError, Conflict, NotFound, ServerError
+from controller.runtime.expectations import ControllerExpectations
+from controller.runtime.resources import POD_DISRUPTION_BUDGETS, PODS, ROLESETS
+from controller.runtime.revision import hash_revision_data
+from controller.runtime.store import INDEX_CONTROLLER_UID, Store
+
+log = structlog.get_logger(__name__)
+
+WARNING = "Warning"
+NORMAL = "Normal"
+# A pod patch whose result the cache has not shown after this long is assumed lost.
+WRITE_SETTLE_SECONDS = 60.0
+
+
+class Recorder(Protocol):
+    def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
+
+
+class SyncError(Exception):
+    """API errors of one pass, raised after the status was written so the queue backs off."""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncConfig:
+    burst: int = 500  # creations (and deletions) per pass, as kube-controller-manager's burstReplicas
+    initial_batch: int = 1  # slow start: 1, 2, 4, ...
+    inplace_deadline_seconds: float = 600.0
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _rfc3339(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def template_hash(template: Mapping[str, Any]) -> str:
+    """The role template hash: the runtime's pinned revision hash of the raw template."""
+    return hash_revision_data(template, None)
+
+
+async def slow_start(
+    n: int, initial: int, op: Callable[[int], Awaitable[None]]
+) -> tuple[int, list[BaseException]]:
+    """Run op(0..n-1) in batches of 1, 2, 4, ...; stop after the first batch with a failure.
+    Returns (successes, errors); ops never started count as neither."""
+    done = 0
+    batch = min(n, max(1, initial))
+    errors: list[BaseException] = []
+    pos = 0
+    while batch > 0:
+        results = await asyncio.gather(*(op(i) for i in range(pos, pos + batch)), return_exceptions=True)
+        errs = [r for r in results if isinstance(r, BaseException)]
+        done += batch - len(errs)
+        pos += batch
+        if errs:
+            errors.extend(errs)
+            break
+        batch = min(2 * batch, n - pos)
+    return done, errors
+
+
+@dataclass(slots=True)
+class RoleCtx:
+    spec: RoleSpec
+    position: int
+    params: RoleParams
+    view: RoleView
+    pods: dict[str, Obj]  # name -> pod (active or not)
+    inputs: PodSpecInputs
+    role_sched: tuple[Scheduler, Mapping[str, Any]] | None = None
+    plan: RolePlan = field(default_factory=RolePlan)
+    ineligible: dict[str, str] = field(default_factory=dict)  # instance key -> why not in place
+
+
+class RoleSetSync:
+    def __init__(
+        self,
+        *,
+        rolesets: Store,
+        pods: Store,
+        pdbs: Store | None,
+        crds: Store | None,
+        control: ObjectControl,
+        recorder: Recorder,
+        expectations: ControllerExpectations,
+        config: SyncConfig | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.rolesets = rolesets
+        self.pods = pods
+        self.pdbs = pdbs
+        self.crds = crds
+        self.control = control
+        self.recorder = recorder
+        self.expectations = expectations
+        self.config = config or SyncConfig()
+        self.clock = clock
+        # pod uid -> (resourceVersion of our last write, monotonic time of it)
+        self._written: dict[str, tuple[int, float]] = {}
+        # RoleSet key -> PodGroup name -> canonical spec last applied
+        self._pod_groups: dict[str, dict[str, tuple[Scheduler, bytes]]] = {}
+
+    # --- entry point ------------------------------------------------------------------------
+
+    async def sync(self, key: str) -> float | None:
+        obj = self.rolesets.get(key)
+        if obj is None:
+            self.expectations.delete_expectations(key)
+            self._pod_groups.pop(key, None)
+            return None
+        meta = obj["metadata"]
+        if meta.get("deletionTimestamp"):
+            await self._remove_legacy_finalizers(obj)
+            return None
+        try:
+            rs = RoleSet.model_validate(obj, context={LENIENT: True})
+        except ValueError as err:
+            self.recorder.event(obj, WARNING, "InvalidSpec", str(err)[:1024])
+            return None
+
+        info = RoleSetInfo(
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta["uid"],
+            labels=dict(meta.get("labels") or {}),
+            annotations=dict(meta.get("annotations") or {}),
+        )
+        owned = self.pods.by_index(INDEX_CONTROLLER_UID, info.uid)
+        by_role: dict[str, list[Obj]] = {}
+        for pod in owned:
+            by_role.setdefault(L.labels_of(pod).get(L.ROLE_NAME_LABEL, ""), []).append(pod)
+
+        rs_sched = chosen_scheduler(self._dump(rs.spec.scheduling_strategy))
+        topo = self._dump(rs.spec.topology_policy)
+        roles: list[RoleCtx] = []
+        for pos, role in enumerate(rs.spec.roles):
+            roles.append(self._role_ctx(info, role, pos, by_role.get(role.name, []), rs_sched, topo))
+        spec_roles = {r.spec.name for r in roles}
+        removed = [p for name, ps in by_role.items() if name not in spec_roles for p in ps]
+
+        obs = Observations()
+        if topo:
+            obs.topology_missing = self._topology_missing(roles)
+        requeue: float | None = None
+        if self.expectations.satisfied(key) and not self._stale(owned):
+            requeue = await self._act(key, obj, info, rs, roles, removed, rs_sched, obs)
+        else:
+            log.debug("waiting for the cache", pending=self.expectations.pending(key))
+            obs.pod_group = self._stored_condition(obj, L.COND_POD_GROUP_SYNCED)
+            requeue = self._inflight_requeue(roles, obs, act=False)
+
+        counts = [RoleCounts(r.spec.name, r.params.replicas, progress(r.params, r.view)) for r in roles]
+        new_status = compute_status(
+            counts,
+            obs,
+            generation=int(meta.get("generation") or 0),
+            old_status=obj.get("status"),
+            now=_rfc3339(self.clock()),
+        )
+        if status_changed(obj.get("status"), new_status):
+            try:
+                await self.control.patch(
+                    ROLESETS, info.namespace, info.name, {"status": new_status}, subresource="status"
+                )
+            except NotFound:
+                return None
+        if obs.failures:
+            raise SyncError("; ".join(f"{r}: {m}" for r, m in obs.failures))
+        return requeue
+
+    # --- observation --------------------------------------------------------------------------
+
+    @staticmethod
+    def _dump(model: Any) -> dict[str, Any] | None:
+        if model is None:
+            return None
+        out: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return out
+
+    def _role_ctx(
+        self,
+        info: RoleSetInfo,
+        role: RoleSpec,
+        pos: int,
+        pods: list[Obj],
+        rs_sched: tuple[Scheduler, Mapping[str, Any]] | None,
+        topo: Mapping[str, Any] | None,
+    ) -> RoleCtx:
+        h = template_hash(role.template)
+        surge, unavailable = resolve_fenceposts(
+            role.update_strategy.max_surge, role.update_strategy.max_unavailable, role.replicas
+        )
+        params = RoleParams(
+            name=role.name,
+            replicas=role.replicas,
+            group_size=role.pod_group_size,
+            stateful=role.stateful,
+            target_hash=h,
+            surge=surge,
+            unavailable=min(unavailable, max(role.replicas, 1)),
+            recreate_group=role.recovery_policy == "Recreate",
+        )
+        role_sched = None
+        if role.pod_group_size > 1:
+            role_sched = chosen_scheduler(self._dump(role.scheduling_strategy))
+        sched_labels: dict[str, str] = {}
+        sched_anns: dict[str, str] = {}
+        if role_sched is None and rs_sched is not None:
+            sched_labels, sched_anns = pod_group_keys(rs_sched[0], info.name)
+        affinity = topology_term(
+            topo, storm_service=info.storm_service or None, roleset=info.name, role=role.name
+        )
+        inputs = PodSpecInputs(
+            role=role.name,
+            template=role.template,
+            template_hash=h,
+            group_size=role.pod_group_size,
+            stateful=role.stateful,
+            scheduler_labels=sched_labels,
+            scheduler_annotations=sched_anns,
+            affinity=affinity,
+        )
+        view = build_view(params, [pod_info(p) for p in pods])
+        return RoleCtx(
+            spec=role,
+            position=pos,
+            params=params,
+            view=view,
+            pods={p["metadata"]["name"]: p for p in pods},
+            inputs=inputs,
+            role_sched=role_sched,
+        )
+
+    def _inputs_for(self, info: RoleSetInfo, ctx: RoleCtx, index: int | None) -> PodSpecInputs:
+        if ctx.role_sched is None or index is None:
+            return ctx.inputs
+        group = naming.group_name(info.name, ctx.spec.name, ctx.params.target_hash, index)
+        lbls, anns = pod_group_keys(ctx.role_sched[0], group)
+        return PodSpecInputs(
+            role=ctx.inputs.role,
+            template=ctx.inputs.template,
+            template_hash=ctx.inputs.template_hash,
+            group_size=ctx.inputs.group_size,
+            stateful=ctx.inputs.stateful,
+            scheduler_labels=lbls,
+            scheduler_annotations=anns,
+            affinity=ctx.inputs.affinity,
+        )
+
+    def _stale(self, owned: Iterable[Obj]) -> bool:
+        """Whether the cache still lacks one of our own recent pod patches."""
+        now = time.monotonic()
+        for uid, (_, at) in list(self._written.items()):
+            if now - at > WRITE_SETTLE_SECONDS:
+                del self._written[uid]
+        stale = False
+        for pod in owned:
+            meta = pod["metadata"]
+            entry = self._written.get(meta.get("uid", ""))
+            if entry is None:
+                continue
+            try:
+                rv = int(meta.get("resourceVersion") or 0)
+            except ValueError:
+                rv = entry[0]
+            if rv >= entry[0]:
+                del self._written[meta["uid"]]
+            else:
+                stale = True
+        return stale
+
+    def _note_write(self, result: Obj) -> None:
+        meta = result.get("metadata") or {}
+        with contextlib.suppress(KeyError, ValueError, TypeError):
+            self._written[str(meta["uid"])] = (int(meta["resourceVersion"]), time.monotonic())
+
+    @staticmethod
+    def _topology_missing(roles: Sequence[RoleCtx]) -> list[str]:
+        missing: list[str] = []
+        for ctx in roles:
+            if ctx.inputs.affinity is None:
+                continue
+            key, entry = ctx.inputs.affinity
+            for name, pod in ctx.pods.items():
+                if pod["metadata"].get("deletionTimestamp"):
+                    continue
+                if not has_affinity_term(pod, key, entry):
+                    missing.append(name)
+        return missing
+
+    @staticmethod
+    def _stored_condition(obj: Mapping[str, Any], type_: str) -> CondSpec | None:
+        c = condition(obj.get("status"), type_)
+        if c is None:
+            return None
+        return CondSpec(type_, str(c.get("status")), str(c.get("reason") or ""), str(c.get("message") or ""))
+
+    # --- acting ---------------------------------------------------------------------------------
+
+    async def _act(
+        self,
+        key: str,
+        obj: Obj,
+        info: RoleSetInfo,
+        rs: RoleSet,
+        roles: list[RoleCtx],
+        removed: list[Obj],
+        rs_sched: tuple[Scheduler, Mapping[str, Any]] | None,
+        obs: Observations,
+    ) -> float | None:
+        deletes: list[tuple[str, DeletePod]] = []
+        for pod in removed:
+            if not pod["metadata"].get("deletionTimestamp"):
+                deletes.append(
+                    (L.labels_of(pod).get(L.ROLE_NAME_LABEL, ""), DeletePod(pod_info(pod), "role-removed"))
+                )
+
+        # In-flight in-place updates: complete them, or report them stuck.
+        await self._advance_inplace(obj, info, roles, obs)
+        requeue = self._inflight_requeue(roles, obs, act=True)
+
+        gates = plan_gates(
+            rs.spec.update_strategy,
+            [
+                RoleRollout(
+                    name=c.spec.name,
+                    position=c.position,
+                    upgrade_order=c.spec.upgrade_order,
+                    replicas=c.params.replicas,
+                    surge=c.params.surge,
+                    unavailable=c.params.unavailable,
+                    updated_ready=(p := progress(c.params, c.view)).updated_ready,
+                    done=p.done(c.params.replicas),
+                )
+                for c in roles
+            ],
+        )
+        creates: list[tuple[RoleCtx, CreatePod]] = []
+        starts: list[tuple[RoleCtx, Instance]] = []
+        for ctx in roles:
+            use_inplace = ctx.spec.update_strategy.type == "InPlaceIfPossible"
+            eligible = self._eligibility(info, ctx) if use_inplace else frozenset()
+            ctx.plan = plan_role(
+                ctx.params, ctx.view, gates[ctx.spec.name], inplace=use_inplace, inplace_eligible=eligible
+            )
+            deletes.extend((ctx.spec.name, d) for d in ctx.plan.deletes)
+            creates.extend((ctx, c) for c in ctx.plan.creates)
+            starts.extend((ctx, inst) for inst in ctx.plan.inplace)
+            for inst in ctx.plan.fallback:
+                why = ctx.ineligible.get(inst.key, "in-place update not possible")
+                self.recorder.event(
+                    obj,
+                    NORMAL,
+                    L.EVENT_INPLACE_FALLBACK,
+                    f"role {ctx.spec.name}: recreating {inst.key}: {why}",
+                )
+                M.INPLACE_UPDATES.labels(result="fallback").inc()
+
+        await self._delete_pods(key, obj, info, deletes[: self.config.burst], obs)
+        await self._create_pods(key, obj, info, _cut_at_instance(creates, self.config.burst), obs)
+        for ctx, inst in starts:
+            await self._start_inplace(obj, info, ctx, inst, obs)
+        if any(c.plan.creates or c.plan.deletes or c.plan.inplace for c in roles) or deletes:
+            obs.acted = True
+
+        await self._sync_pod_groups(key, obj, info, roles, rs_sched, obs)
+        await self._sync_pdbs(obj, info, roles, obs)
+        return requeue
+
+    def _eligibility(self, info: RoleSetInfo, ctx: RoleCtx) -> frozenset[str]:
+        eligible: set[str] = set()
+        for inst in ctx.view.instances:
+            if classify(ctx.params, inst) != "outdated" or inst.size != ctx.params.group_size:
+                if inst.size != ctx.params.group_size:
+                    ctx.ineligible[inst.key] = "podGroupSize changed"
+                continue
+            reason = None
+            for p in inst.pods:
+                pod = ctx.pods[p.name]
+                desired = render_pod(info, self._inputs_for(info, ctx, p.index), p.index, p.member)
+                term = ctx.inputs.affinity[1] if ctx.inputs.affinity else None
+                reason = ip.inplace_diff(pod, desired, term)
+                if reason:
+                    break
+            if reason is None:
+                eligible.add(inst.key)
+            else:
+                ctx.ineligible[inst.key] = reason
+        return frozenset(eligible)
+
+    async def _delete_pods(
+        self, key: str, obj: Obj, info: RoleSetInfo, deletes: list[tuple[str, DeletePod]], obs: Observations
+    ) -> None:
+        if not deletes:
+            return
+        keys = [f"{info.namespace}/{d.pod.name}" for _, d in deletes]
+        self.expectations.expect_deletions(key, keys)
+
+        async def one(i: int) -> None:
+            role, d = deletes[i]
+            try:
+                await self.control.delete(PODS, info.namespace, d.pod.name, uid=d.pod.uid)
+            except (NotFound, Conflict):
+                self.expectations.deletion_observed(key, keys[i])
+                return
+            except ApiError as err:
+                self.expectations.deletion_observed(key, keys[i])
+                self.recorder.event(obj, WARNING, L.EVENT_FAILED_DELETE, f"delete pod {d.pod.name}: {err}")
+                raise
+            M.PODS_DELETED.labels(role=role, reason=d.reason).inc()
+            self.recorder.event(
+                obj, NORMAL, L.EVENT_SUCCESSFUL_DELETE, f"Deleted pod: {d.pod.name} ({d.reason})"
+            )
+
+        results = await asyncio.gather(*(one(i) for i in range(len(deletes))), return_exceptions=True)
+        for r in results:
+            if isinstance(r, ApiError):
+                obs.failures.append((L.EVENT_FAILED_DELETE, str(r)))
+            elif isinstance(r, BaseException):
+                raise r
+
+    async def _create_pods(
+        self,
+        key: str,
+        obj: Obj,
+        info: RoleSetInfo,
+        creates: list[tuple[RoleCtx, CreatePod]],
+        obs: Observations,
+    ) -> None:
+        if not creates:
+            return
+        self.expectations.expect_creations(key, len(creates))
+
+        async def one(i: int) -> None:
+            ctx, c = creates[i]
+            body = render_pod(info, self._inputs_for(info, ctx, c.index), c.index, c.member)
+            try:
+                await self.control.create(PODS, info.namespace, body)
+            except AlreadyExists:
+                # Someone (an earlier pass whose pod is still leaving) holds the name; its
+                # deletion event brings us back.
+                self.expectations.lower_expectations(key, adds=1)
+                return
+            except ServerError as err:
+                if err.code not in (0, 504):
+                    # A timeout may still have created it: keep expecting it (it expires).
+                    self.expectations.lower_expectations(key, adds=1)
+                self.recorder.event(
+                    obj, WARNING, L.EVENT_FAILED_CREATE, f"create pod for role {ctx.spec.name}: {err}"
+                )
+                raise
+            except ApiError as err:
+                self.expectations.lower_expectations(key, adds=1)
+                self.recorder.event(
+                    obj, WARNING, L.EVENT_FAILED_CREATE, f"create pod for role {ctx.spec.name}: {err}"
+                )
+                raise
+            M.PODS_CREATED.labels(role=ctx.spec.name, reason=c.reason).inc()
+
+        done, errors = await slow_start(len(creates), self.config.initial_batch, one)
+        skipped = len(creates) - done - len(errors)
+        if skipped > 0:
+            self.expectations.lower_expectations(key, adds=skipped)
+        if done:
+            self.recorder.event(obj, NORMAL, L.EVENT_SUCCESSFUL_CREATE, f"Created {done} pods")
+        for err in errors:
+            if isinstance(err, ApiError):
+                obs.failures.append((L.EVENT_FAILED_CREATE, str(err)))
+            else:
+                raise err
+
+    # --- in place -------------------------------------------------------------------------------
+
+    async def _patch_pod(
+        self, info: RoleSetInfo, name: str, patch: Obj, *, status: bool = False, obs: Observations
+    ) -> bool:
+        try:
+            result = await self.control.patch(
+                PODS,
+                info.namespace,
+                name,
+                patch,
+                patch_type="strategic",
+                subresource="status" if status else None,
+            )
+        except NotFound:
+            return False
+        except ApiError as err:
+            obs.failures.append((L.EVENT_FAILED_UPDATE, f"patch pod {name}: {err}"))
+            return False
+        self._note_write(result)
+        return True
+
+    async def _start_inplace(
+        self, obj: Obj, info: RoleSetInfo, ctx: RoleCtx, inst: Instance, obs: Observations
+    ) -> None:
+        now = self.clock()
+        h = ctx.params.target_hash
+        for p in inst.pods:
+            pod = ctx.pods[p.name]
+            desired = render_pod(info, self._inputs_for(info, ctx, p.index), p.index, p.member)
+            if ip.has_inplace_gate(pod) and not await self._patch_pod(
+                info, p.name, ip.gate_status_patch("False", now, also_not_ready=True), status=True, obs=obs
+            ):
+                return
+            if not await self._patch_pod(info, p.name, ip.start_patch(pod, desired, h, now), obs=obs):
+                M.INPLACE_UPDATES.labels(result="failed").inc()
+                return
+            images = ", ".join(f"{n}={i}" for n, i in ip.container_images(desired.get("spec") or {}).items())
+            self.recorder.event(
+                obj,
+                NORMAL,
+                L.EVENT_INPLACE_STARTED,
+                f"pod {p.name}: updating images in place to {images} ({h})",
+            )
+            M.INPLACE_UPDATES.labels(result="started").inc()
+
+    def _inflight(self, ctx: RoleCtx) -> Iterable[tuple[PodInfo, Obj]]:
+        for inst in ctx.view.instances:
+            for p in inst.pods:
+                if p.inplace_target == ctx.params.target_hash:
+                    yield p, ctx.pods[p.name]
+
+    def _inflight_requeue(self, roles: Sequence[RoleCtx], obs: Observations, *, act: bool) -> float | None:
+        """Seconds until the earliest in-flight in-place update reaches its deadline (a timer,
+        not polling: completion itself arrives as a pod event); records stuck ones."""
+        deadline = self.config.inplace_deadline_seconds
+        now = self.clock()
+        soonest: float | None = None
+        for ctx in roles:
+            for p, pod in self._inflight(ctx):
+                check = ip.check_completion(pod)
+                if check.done or check.started is None:
+                    continue
+                elapsed = (now - check.started).total_seconds()
+                if elapsed >= deadline:
+                    if p.name not in obs.stuck:
+                        obs.stuck.append(p.name)
+                else:
+                    remaining = deadline - elapsed + 1.0
+                    soonest = remaining if soonest is None else min(soonest, remaining)
+        return soonest
+
+    async def _advance_inplace(
+        self, obj: Obj, info: RoleSetInfo, roles: Sequence[RoleCtx], obs: Observations
+    ) -> None:
+        now = self.clock()
+        for ctx in roles:
+            revision = info.annotations.get(L.role_revision_annotation(ctx.spec.name))
+            revision_name = info.annotations.get(L.role_revision_name_annotation(ctx.spec.name))
+            for name, pod in ctx.pods.items():
+                if pod["metadata"].get("deletionTimestamp"):
+                    continue
+                target = L.annotations_of(pod).get(L.INPLACE_TARGET_HASH_ANNOTATION)
+                gate = ip.has_inplace_gate(pod)
+                if not target:
+                    # A pod with the in-place gate is never Ready until someone sets it: that is us.
+                    if gate and ip.pod_condition(pod, L.INPLACE_READY_CONDITION) != "True":
+                        await self._patch_pod(
+                            info, name, ip.gate_status_patch("True", now), status=True, obs=obs
+                        )
+                    continue
+                if target != ctx.params.target_hash:
+                    continue  # outdated again: the planner re-targets it
+                check = ip.check_completion(pod)
+                if not check.done:
+                    if L.annotations_of(pod).get(L.INPLACE_PENDING_REASON_ANNOTATION) != check.reason:
+                        await self._patch_pod(
+                            info,
+                            name,
+                            {
+                                "metadata": {
+                                    "annotations": {L.INPLACE_PENDING_REASON_ANNOTATION: check.reason}
+                                }
+                            },
+                            obs=obs,
+                        )
+                    started = check.started
+                    overdue = started is not None and (
+                        (now - started).total_seconds() >= self.config.inplace_deadline_seconds
+                    )
+                    reported = (condition(obj.get("status"), L.COND_PROGRESSING) or {}).get(
+                        "reason"
+                    ) == "InPlaceUpdateStuck"
+                    if overdue and not reported:
+                        # Once, when it becomes stuck; the condition carries it from then on.
+                        self.recorder.event(
+                            obj,
+                            WARNING,
+                            L.EVENT_INPLACE_STUCK,
+                            f"pod {name}: in-place update to {target} not complete after "
+                            f"{int(self.config.inplace_deadline_seconds)}s ({check.reason} {check.detail})".strip(),
+                        )
+                        M.INPLACE_UPDATES.labels(result="stuck").inc()
+                    continue
+                if (
+                    gate
+                    and ip.pod_condition(pod, L.INPLACE_READY_CONDITION) != "True"
+                    and not await self._patch_pod(
+                        info, name, ip.gate_status_patch("True", now), status=True, obs=obs
+                    )
+                ):
+                    continue
+                if await self._patch_pod(
+                    info, name, ip.complete_patch(target, revision, revision_name), obs=obs
+                ):
+                    self.recorder.event(
+                        obj,
+                        NORMAL,
+                        L.EVENT_INPLACE_COMPLETED,
+                        f"pod {name}: in-place update to {target} complete",
+                    )
+                    M.INPLACE_UPDATES.labels(result="completed").inc()
+
+    # --- PodGroups, PDBs, finalizers ------------------------------------------------------------------
+
+    async def _sync_pod_groups(
+        self,
+        key: str,
+        obj: Obj,
+        info: RoleSetInfo,
+        roles: Sequence[RoleCtx],
+        rs_sched: tuple[Scheduler, Mapping[str, Any]] | None,
+        obs: Observations,
+    ) -> None:
+        desired: dict[str, tuple[Scheduler, Obj]] = {}
+        if rs_sched is not None:
+            total = sum(c.params.replicas * c.params.group_size for c in roles if c.role_sched is None)
+            desired[info.name] = (rs_sched[0], pod_group_spec(rs_sched[0], rs_sched[1], max(total, 1)))
+        for ctx in roles:
+            if ctx.role_sched is None:
+                continue
+            sched, strategy = ctx.role_sched
+            spec = pod_group_spec(sched, strategy, ctx.params.group_size)
+            names = {
+                naming.group_name(info.name, ctx.spec.name, ctx.params.target_hash, i)
+                for i in range(ctx.params.replicas)
+            }
+            names |= {inst.key for inst in ctx.view.instances if inst.size > 1}
+            for name in names:
+                desired[name] = (sched, spec)
+        memo = self._pod_groups.setdefault(key, {})
+        if not desired and not memo:
+            return
+        missing = sorted(
+            {
+                s.crd_name
+                for s, _ in desired.values()
+                if self.crds is not None and self.crds.get(s.crd_name) is None
+            }
+        )
+        if missing:
+            prev = condition(obj.get("status"), L.COND_POD_GROUP_SYNCED)
+            msg = f"CRD {', '.join(missing)} not installed: pods are created without gang scheduling"
+            if prev is None or prev.get("reason") != "PodGroupCRDMissing":
+                self.recorder.event(obj, WARNING, L.EVENT_POD_GROUP_CRD_MISSING, msg)
+            obs.pod_group = CondSpec(L.COND_POD_GROUP_SYNCED, "False", "PodGroupCRDMissing", msg)
+            return
+        owner = info.owner_ref()
+        errors: list[str] = []
+        for name, (sched, spec) in sorted(desired.items()):
+            canonical = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)
+            if memo.get(name) == (sched, canonical):
+                continue
+            body = pod_group_object(
+                sched, name=name, namespace=info.namespace, roleset=info.name, owner_ref=owner, spec=spec
+            )
+            try:
+                try:
+                    current = await self.control.get(sched.resource, info.namespace, name)
+                except NotFound:
+                    await self.control.create(sched.resource, info.namespace, body)
+                else:
+                    ref = next(
+                        (r for r in current["metadata"].get("ownerReferences") or () if r.get("controller")),
+                        None,
+                    )
+                    if ref is None or ref.get("uid") != info.uid:
+                        errors.append(f"PodGroup {name} exists and is not controlled by this RoleSet")
+                        continue
+                    if orjson.dumps(current.get("spec") or {}, option=orjson.OPT_SORT_KEYS) != canonical:
+                        await self.control.patch(sched.resource, info.namespace, name, {"spec": spec})
+            except ApiError as err:
+                errors.append(f"PodGroup {name}: {err}")
+                continue
+            memo[name] = (sched, canonical)
+        for name in sorted(set(memo) - set(desired)):
+            sched = memo[name][0]
+            try:
+                await self.control.delete(sched.resource, info.namespace, name)
+            except NotFound:
+                pass
+            except ApiError as err:
+                errors.append(f"PodGroup {name}: {err}")
+                continue
+            del memo[name]
+        if errors:
+            obs.pod_group = CondSpec(
+                L.COND_POD_GROUP_SYNCED, "False", "PodGroupSyncFailed", "; ".join(errors[:3])
+            )
+            obs.failures.append(("PodGroupSyncFailed", errors[0]))
+        elif desired:
+            kinds = sorted({s.resource.group for s, _ in desired.values()})
+            obs.pod_group = CondSpec(
+                L.COND_POD_GROUP_SYNCED,
+                "True",
+                "PodGroupSynced",
+                f"{len(desired)} PodGroups ({', '.join(kinds)})",
+            )
+
+    async def _sync_pdbs(
+        self, obj: Obj, info: RoleSetInfo, roles: Sequence[RoleCtx], obs: Observations
+    ) -> None:
+        if self.pdbs is None:
+            return
+        existing = {p["metadata"]["name"]: p for p in self.pdbs.by_index(INDEX_CONTROLLER_UID, info.uid)}
+        desired: dict[str, Obj] = {}
+        for ctx in roles:
+            tol = ctx.spec.disruption_tolerance
+            if tol is None or tol.max_unavailable is None:
+                continue
+            body = pdb_object(
+                roleset=info.name,
+                namespace=info.namespace,
+                role=ctx.spec.name,
+                max_unavailable=tol.max_unavailable,
+                group_size=ctx.params.group_size,
+                owner_ref=info.owner_ref(),
+            )
+            desired[body["metadata"]["name"]] = body
+        for name, body in sorted(desired.items()):
+            current = existing.get(name)
+            try:
+                if current is None:
+                    other = self.pdbs.get(f"{info.namespace}/{name}")
+                    if other is not None:
+                        obs.failures.append(
+                            (
+                                "PodDisruptionBudgetConflict",
+                                f"PodDisruptionBudget {name} is owned by another object",
+                            )
+                        )
+                        continue
+                    await self.control.create(POD_DISRUPTION_BUDGETS, info.namespace, body)
+                elif {k: (current.get("spec") or {}).get(k) for k in ("maxUnavailable", "selector")} != body[
+                    "spec"
+                ]:
+                    await self.control.patch(
+                        POD_DISRUPTION_BUDGETS,
+                        info.namespace,
+                        name,
+                        {
+                            "spec": {
+                                "maxUnavailable": body["spec"]["maxUnavailable"],
+                                "minAvailable": None,
+                                "selector": body["spec"]["selector"],
+                            }
+                        },
+                    )
+            except AlreadyExists:
+                continue
+            except ApiError as err:
+                obs.failures.append(("FailedPodDisruptionBudget", f"PodDisruptionBudget {name}: {err}"))
+        for name, current in sorted(existing.items()):
+            if name in desired:
+                continue
+            try:
+                await self.control.delete(
+                    POD_DISRUPTION_BUDGETS, info.namespace, name, uid=current["metadata"].get("uid")
+                )
+            except (NotFound, Conflict):
+                pass
+            except ApiError as err:
+                obs.failures.append(("FailedPodDisruptionBudget", f"PodDisruptionBudget {name}: {err}"))
+
+    async def _remove_legacy_finalizers(self, obj: Obj) -> None:
+        meta = obj["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        keep = [f for f in finalizers if f not in L.LEGACY_FINALIZERS]
+        if keep == finalizers:
+            return
+        try:
+            await self.control.patch(
+                ROLESETS,
+                meta["namespace"],
+                meta["name"],
+                {"metadata": {"finalizers": keep or None, "resourceVersion": meta.get("resourceVersion")}},
+            )
+        except NotFound:
+            return
+
+
+def _cut_at_instance(creates: list[tuple[RoleCtx, CreatePod]], burst: int) -> list[tuple[RoleCtx, CreatePod]]:
+    """At most `burst` creations, but never part of a new group: a group is created as a unit."""
+    if len(creates) <= burst:
+        return creates
+    out = creates[:burst]
+    last_ctx, last = out[-1]
+    for ctx, c in creates[burst:]:
+        if ctx is last_ctx and c.index == last.index and c.member is not None and c.reason == last.reason:
+            out.append((ctx, c))
+        else:
+            break
+    return out

@@ -1,0 +1,329 @@
+"""The RoleSet reconcile on a FakeClient with real informers: what it writes, and what it does not."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from controller.roleset import labels as L
+from controller.roleset.sync import SyncConfig, SyncError, template_hash
+from controller.runtime.errors import ServerError
+from controller.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS, POD_DISRUPTION_BUDGETS, PODS
+from tests.unit.roleset.harness import NS, Harness, role, roleset
+
+
+@pytest.fixture
+async def h() -> AsyncIterator[Harness]:
+    harness = Harness()
+    await harness.start()
+    yield harness
+    await harness.stop()
+
+
+def creates(h: Harness, resource: str = "pods") -> int:
+    return sum(1 for a in h.client.writes() if a.verb == "create" and a.resource == resource)
+
+
+async def test_creates_pods_once_despite_overlapping_syncs(h: Harness) -> None:
+    h.create(roleset(roles=[role("worker", replicas=3)]))
+    await h.sync()
+    assert creates(h) == 3  # slow start: batches of 1 then 2
+    assert len(h.pods()) == 3
+    # The cache has not seen the pods yet: a second pass must not create again.
+    await h.ctrl.sync(f"{NS}/rs")
+    assert len(h.pods()) == 3
+    await h.sync()
+    assert len(h.pods()) == 3
+
+
+async def test_status_is_written_only_when_it_changes(h: Harness) -> None:
+    h.create(roleset(roles=[role("worker", replicas=2)]))
+    await h.converge()
+    status = h.get()["status"]
+    assert status["observedGeneration"] == 1
+    assert status["roles"] == [
+        {
+            "name": "worker",
+            "replicas": 2,
+            "readyReplicas": 2,
+            "notReadyReplicas": 0,
+            "updatedReplicas": 2,
+            "updatedReadyReplicas": 2,
+        }
+    ]
+    ready = h.condition("Ready")
+    assert ready is not None and ready["status"] == "True"
+    h.client.clear_actions()
+    for _ in range(3):
+        await h.sync()
+    assert h.client.writes() == []
+
+
+async def test_ready_condition_flips_with_transition_time(h: Harness) -> None:
+    h.create(roleset(roles=[role("worker", replicas=1)]))
+    await h.sync()
+    await h.sync()
+    first = h.condition("Ready")
+    assert first is not None and first["status"] == "False"
+    await h.converge()
+    second = h.condition("Ready")
+    assert second is not None and second["status"] == "True"
+    progressing = h.condition("Progressing")
+    assert progressing is not None and progressing["reason"] == "RolloutComplete"
+
+
+async def test_pod_labels_env_and_owner(h: Harness) -> None:
+    h.create(roleset(roles=[role("decode", replicas=1, stateful=True)]))
+    await h.sync()
+    (pod,) = h.pods()
+    rs = h.get()
+    h_ = template_hash(rs["spec"]["roles"][0]["template"])
+    assert pod["metadata"]["name"] == f"rs-decode-{h_}-0"
+    assert pod["metadata"]["labels"][L.ROLE_TEMPLATE_HASH_LABEL] == h_
+    assert pod["metadata"]["ownerReferences"][0]["uid"] == rs["metadata"]["uid"]
+    env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+    assert env["ROLE_REPLICA_INDEX"] == "0" and env["ROLESET_NAME"] == "rs"
+
+
+async def test_deleted_stateful_pod_comes_back_with_the_same_name(h: Harness) -> None:
+    h.create(roleset(roles=[role("decode", replicas=2, stateful=True)]))
+    await h.converge()
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in h.pods()}
+    victim = sorted(before)[0]
+    await h.client.delete(PODS, NS, victim)
+    await h.converge()
+    after = {p["metadata"]["name"]: p["metadata"]["uid"] for p in h.pods()}
+    assert set(after) == set(before)
+    assert after[victim] != before[victim]
+
+
+async def test_other_owners_pods_are_never_touched(h: Harness) -> None:
+    h.create(roleset(roles=[role("worker", replicas=1)]))
+    foreign = {
+        "metadata": {
+            "name": "foreign",
+            "namespace": NS,
+            "labels": {L.ROLESET_NAME_LABEL: "rs", L.ROLE_NAME_LABEL: "worker"},
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": "x",
+                    "uid": "other",
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {"containers": [{"name": "c", "image": "i"}]},
+    }
+    h.client.seed(PODS, foreign)
+    await h.converge()
+    assert h.client.get_object(PODS, NS, "foreign") is not None
+    assert not [a for a in h.client.writes() if a.name == "foreign"]
+
+
+async def test_removed_role_pods_are_deleted(h: Harness) -> None:
+    h.create(roleset(roles=[role("a", replicas=1), role("b", replicas=2)]))
+    await h.converge()
+    h.update_spec(lambda s: s.__setitem__("roles", [s["roles"][0]]))
+    await h.converge()
+    assert {L.labels_of(p)[L.ROLE_NAME_LABEL] for p in h.pods()} == {"a"}
+    assert [r["name"] for r in h.get()["status"]["roles"]] == ["a"]
+
+
+async def test_sequential_rollout_waits_for_earlier_roles(h: Harness) -> None:
+    h.create(roleset(roles=[role("a", replicas=2, upgradeOrder=2), role("b", replicas=2, upgradeOrder=1)]))
+    await h.converge()
+    old = {p["metadata"]["name"] for p in h.pods()}
+
+    def bump(spec: dict[str, Any]) -> None:
+        for r in spec["roles"]:
+            r["template"]["spec"]["containers"][0]["image"] = "img:2"
+
+    h.update_spec(bump)
+    await h.sync()  # b rolls first (upgradeOrder 1); no new pod is ready yet
+    await h.sync()
+    a_changed = [p for p in h.pods("a") if p["metadata"]["name"] not in old]
+    b_changed = [p for p in h.pods("b") if p["metadata"]["name"] not in old]
+    assert b_changed and not a_changed
+    await h.converge()
+    assert all(p["spec"]["containers"][0]["image"] == "img:2" for p in h.pods())
+    assert len(h.pods()) == 4
+
+
+async def test_api_errors_are_reported_and_raised(h: Harness) -> None:
+    h.create(roleset(roles=[role("worker", replicas=2)]))
+    h.client.inject_error("create", "pods", ServerError(500, "InternalError", "boom"), times=1)
+    with pytest.raises(SyncError):
+        await h.sync()
+    failure = h.condition("ReplicaFailure")
+    assert failure is not None and failure["status"] == "True" and failure["reason"] == "FailedCreate"
+    # Slow start: the first batch (one pod) failed, the rest were never tried.
+    assert sum(1 for a in h.client.actions if a.verb == "create" and a.resource == "pods") == 1
+    await h.converge()
+    assert h.condition("ReplicaFailure") is None
+    assert len(h.pods()) == 2
+
+
+async def test_in_place_image_update_keeps_name_and_uid(h: Harness) -> None:
+    h.create(
+        roleset(
+            roles=[
+                role("worker", replicas=2, updateStrategy={"type": "InPlaceIfPossible", "maxUnavailable": 1})
+            ]
+        )
+    )
+    await h.converge()
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in h.pods()}
+    h.update_spec(lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("image", "img:2"))
+    await h.sync()
+    patched = [p for p in h.pods() if p["metadata"]["annotations"].get(L.INPLACE_TARGET_HASH_ANNOTATION)]
+    assert len(patched) == 1
+    pod = patched[0]
+    assert pod["spec"]["containers"][0]["image"] == "img:2"
+    assert "InPlaceUpdateStarted" in h.recorder.reasons()
+    name = pod["metadata"]["name"]
+
+    def pending() -> str | None:
+        fresh = h.client.get_object(PODS, NS, name)
+        assert fresh is not None
+        value = fresh["metadata"]["annotations"].get(L.INPLACE_PENDING_REASON_ANNOTATION)
+        return None if value is None else str(value)
+
+    # The runtime still reports the old image: not complete.
+    await h.sync()
+    assert pending() == "RuntimeImageMismatch"
+    # New image reported, but the same imageID (the container did not restart): not complete.
+    fresh = h.client.get_object(PODS, NS, name)
+    assert fresh is not None
+    h.set_ready(fresh)
+    await h.sync()
+    assert pending() == "ImageIDUnchanged"
+    assert (
+        h.pods()[0]["metadata"]["annotations"].get(L.INPLACE_TARGET_HASH_ANNOTATION) is None
+        or len([p for p in h.pods() if p["metadata"]["annotations"].get(L.INPLACE_TARGET_HASH_ANNOTATION)])
+        == 1
+    ), "maxUnavailable 1: the second pod waits"
+    fresh = h.client.get_object(PODS, NS, name)
+    assert fresh is not None
+    h.set_ready(fresh, image_id="id-new")
+    for _ in range(10):
+        await h.sync()
+        for p in h.pods():
+            if (
+                p["metadata"]["annotations"].get(L.INPLACE_TARGET_HASH_ANNOTATION)
+                and p["spec"]["containers"][0]["image"] == "img:2"
+            ):
+                h.set_ready(p, image_id="id-new-" + p["metadata"]["name"])
+    after = {p["metadata"]["name"]: p["metadata"]["uid"] for p in h.pods()}
+    assert after == before
+    new_hash = template_hash(h.get()["spec"]["roles"][0]["template"])
+    for p in h.pods():
+        assert p["metadata"]["labels"][L.ROLE_TEMPLATE_HASH_LABEL] == new_hash
+        assert L.INPLACE_TARGET_HASH_ANNOTATION not in p["metadata"]["annotations"]
+        assert L.INPLACE_STATE_ANNOTATION not in p["metadata"]["annotations"]
+    assert "InPlaceUpdateCompleted" in h.recorder.reasons()
+
+
+async def test_in_place_falls_back_to_recreate(h: Harness) -> None:
+    h.create(roleset(roles=[role("worker", replicas=1, updateStrategy={"type": "InPlaceIfPossible"})]))
+    await h.converge()
+    (before,) = h.pods()
+
+    def change(spec: dict[str, Any]) -> None:
+        c = spec["roles"][0]["template"]["spec"]["containers"][0]
+        c["image"] = "img:2"
+        c["env"] = [{"name": "NEW", "value": "1"}]
+
+    h.update_spec(change)
+    await h.converge()
+    (after,) = h.pods()
+    assert after["metadata"]["uid"] != before["metadata"]["uid"]
+    assert "InPlaceFallback" in h.recorder.reasons()
+
+
+async def test_stuck_in_place_update_is_reported() -> None:
+    h = Harness(SyncConfig(inplace_deadline_seconds=0))
+    await h.start()
+    try:
+        h.create(roleset(roles=[role("worker", replicas=1, updateStrategy={"type": "InPlaceIfPossible"})]))
+        await h.converge()
+        h.update_spec(
+            lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("image", "img:2")
+        )
+        await h.sync()
+        await h.sync()
+        await h.sync()
+        cond = h.condition("Progressing")
+        assert cond is not None and (cond["status"], cond["reason"]) == ("False", "InPlaceUpdateStuck")
+        assert h.recorder.reasons().count("InPlaceUpdateStuck") == 1
+        # Reverting the template reverts the pod.
+        h.update_spec(
+            lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("image", "img:1")
+        )
+        await h.converge()
+        (pod,) = h.pods()
+        assert pod["spec"]["containers"][0]["image"] == "img:1"
+        assert L.INPLACE_TARGET_HASH_ANNOTATION not in pod["metadata"]["annotations"]
+        cond = h.condition("Progressing")
+        assert cond is not None and cond["status"] == "True"
+    finally:
+        await h.stop()
+
+
+async def test_pod_group_crd_missing_then_present(h: Harness) -> None:
+    h.create(
+        roleset(
+            roles=[role("worker", replicas=2)],
+            schedulingStrategy={"coschedulingSchedulingStrategy": {"scheduleTimeoutSeconds": 30}},
+        )
+    )
+    await h.converge()
+    cond = h.condition("PodGroupSynced")
+    assert cond is not None and cond["reason"] == "PodGroupCRDMissing"
+    assert h.recorder.reasons().count("PodGroupCRDMissing") == 1
+    assert all(p["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == "rs" for p in h.pods())
+    h.client.seed(CUSTOM_RESOURCE_DEFINITIONS, {"metadata": {"name": "podgroups.scheduling.x-k8s.io"}})
+    await h.until(lambda: h.ctrl.crds.store.get("podgroups.scheduling.x-k8s.io") is not None)
+    await h.converge()
+    from controller.roleset.scheduling import SCHEDULERS
+
+    pgs = h.client.objects(SCHEDULERS["coschedulingSchedulingStrategy"].resource, NS)
+    assert [pg["metadata"]["name"] for pg in pgs] == ["rs"]
+    assert pgs[0]["spec"] == {"scheduleTimeoutSeconds": 30, "minMember": 2}
+    cond = h.condition("PodGroupSynced")
+    assert cond is not None and cond["status"] == "True"
+
+
+async def test_pdb_per_role(h: Harness) -> None:
+    h.create(
+        roleset(roles=[role("worker", replicas=4, podGroupSize=2, disruptionTolerance={"maxUnavailable": 1})])
+    )
+    await h.converge()
+    (pdb,) = h.client.objects(POD_DISRUPTION_BUDGETS, NS)
+    assert pdb["metadata"]["name"] == "rs-worker"
+    assert pdb["spec"] == {
+        "maxUnavailable": 2,
+        "selector": {"matchLabels": {"roleset-name": "rs", "role-name": "worker"}},
+    }
+    h.update_spec(lambda s: s["roles"][0].pop("disruptionTolerance"))
+    await h.converge()
+    assert h.client.objects(POD_DISRUPTION_BUDGETS, NS) == []
+
+
+async def test_grouped_role_creates_whole_groups(h: Harness) -> None:
+    h.create(roleset(roles=[role("worker", replicas=2, podGroupSize=3)]))
+    await h.converge()
+    pods = h.pods()
+    assert len(pods) == 6
+    groups = {p["metadata"]["labels"][L.PODSET_NAME_LABEL] for p in pods}
+    assert len(groups) == 2
+    status = h.get()["status"]["roles"][0]
+    assert (status["replicas"], status["readyReplicas"]) == (2, 2)
+    # One member not ready: that instance is not ready.
+    h.set_ready(pods[0], ready=False)
+    await h.sync()
+    status = h.get()["status"]["roles"][0]
+    assert (status["replicas"], status["readyReplicas"]) == (2, 1)
