@@ -310,6 +310,8 @@ def controller_argv(kubeconfig: str, *extra: str) -> list[str]:
         kubeconfig,
         "--leader-elect=false",
         "--metrics-bind-address=127.0.0.1:0",
+        # Its default (:8081) is every interface, and a second controller would collide on it.
+        "--health-probe-bind-address=127.0.0.1:0",
         *extra,
     ]
 

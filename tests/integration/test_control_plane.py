@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from controller.runtime.errors import NotFound
+from controller.runtime.resources import Resource
 from tests.integration.conftest import ClusterHandle, Kubectl, wait_until
 
 pytestmark = pytest.mark.integration
@@ -142,6 +144,32 @@ def test_deleting_owner_garbage_collects_dependents(kubectl: Kubectl, namespace:
         "the garbage collector to delete the owner's dependents",
     )
     assert kubectl.exists("-n", namespace, "configmap/bystander")
+
+
+# ---------------------------------------------------------------------------------------------
+# the project's own client and process fixtures, against the same server
+
+CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
+
+
+async def test_kube_fixture_talks_to_the_cluster(kube: Any, namespace: str) -> None:
+    body = {"metadata": {"name": "via-client", "labels": {"fixture": "kube"}}, "data": {"a": "1"}}
+    created = await kube.create(CONFIGMAPS, namespace, body)
+    assert created["metadata"]["uid"]
+    page = await kube.list(CONFIGMAPS, namespace, label_selector="fixture=kube")
+    assert [o["metadata"]["name"] for o in page["items"]] == ["via-client"]
+    await kube.patch(CONFIGMAPS, namespace, "via-client", {"data": {"a": "2"}})
+    assert (await kube.get(CONFIGMAPS, namespace, "via-client"))["data"] == {"a": "2"}
+    await kube.delete(CONFIGMAPS, namespace, "via-client")
+    with pytest.raises(NotFound):
+        await kube.get(CONFIGMAPS, namespace, "via-client")
+
+
+def test_run_controller_starts_and_stops_gracefully(crds: list[str], run_controller: Any) -> None:
+    ctrl = run_controller()
+    ctrl.wait_for_log("caches synced", timeout=60)
+    assert ctrl.alive()
+    assert ctrl.stop() == 0, ctrl.log_text()[-3000:]
 
 
 # ---------------------------------------------------------------------------------------------
