@@ -404,6 +404,13 @@ class Api:
             return status, raw.decode(errors="replace")
 
 
+def _api_ok(api: Api, path: str) -> bool:
+    try:
+        return api.request("GET", path, timeout=2)[0] == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def _http_ok(url: str, ctx: ssl.SSLContext | None = None, timeout: float = 2) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout, context=ctx) as resp:
@@ -558,9 +565,7 @@ class LocalCluster:
 
             self._start(state, "kube-apiserver", self._apiserver_argv(ports))
             api = Api(server, self.pki)
-            self._wait(
-                state, "kube-apiserver", deadline, lambda: api.request("GET", "/readyz", timeout=2)[0] == 200
-            )
+            self._wait(state, "kube-apiserver", deadline, lambda: _api_ok(api, "/readyz"))
 
             self._start(state, "kube-controller-manager", self._controller_manager_argv(ports))
             self._start(state, "kube-scheduler", self._scheduler_argv(ports))
@@ -595,13 +600,15 @@ class LocalCluster:
 
     def healthy(self) -> bool:
         try:
-            api = Api(self.server, self.pki)
-            return api.request("GET", "/readyz", timeout=2)[0] == 200
-        except (ClusterError, OSError, ssl.SSLError):
+            return _api_ok(Api(self.server, self.pki), "/readyz")
+        except (ClusterError, OSError):
             return False
 
     def _ready_nodes(self, api: Api) -> int:
-        status, body = api.request("GET", "/api/v1/nodes?labelSelector=type%3Dkwok", timeout=5)
+        try:
+            status, body = api.request("GET", "/api/v1/nodes?labelSelector=type%3Dkwok", timeout=5)
+        except (urllib.error.URLError, OSError):
+            return 0
         if status != 200:
             return 0
         ready = 0
