@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from controller.runtime.revision import find_equal_revisions, next_revision_number, sort_revisions
 from controller.stormservice.labels import RoleRevision
 from controller.stormservice.view import role_replicas
 
@@ -55,18 +56,6 @@ def revision_name(revision: Mapping[str, Any]) -> str:
     return str(revision["metadata"]["name"])
 
 
-def sorted_revisions(revisions: Sequence[Obj]) -> list[Obj]:
-    """By revision number, then creation time, then name (StatefulSet's history order)."""
-    return sorted(
-        revisions,
-        key=lambda r: (
-            revision_number(r),
-            r.get("metadata", {}).get("creationTimestamp") or "",
-            revision_name(r),
-        ),
-    )
-
-
 def with_role_replicas(
     template: Mapping[str, Any], desired: Mapping[str, Any], fallback: Mapping[str, int] | None = None
 ) -> Obj:
@@ -98,23 +87,15 @@ class UpdateRevisionChoice:
     number: int = 0
 
 
-def same_template(revision: Mapping[str, Any], data: Mapping[str, Any]) -> bool:
-    return (revision.get("data") or {}) == data
-
-
-def next_number(revisions: Sequence[Obj]) -> int:
-    return max((revision_number(r) for r in revisions), default=0) + 1
-
-
 def choose_update_revision(revisions: Sequence[Obj], data: Mapping[str, Any]) -> UpdateRevisionChoice:
-    """StatefulSet's rule. `revisions` in history order (see `sorted_revisions`)."""
-    equal = [r for r in revisions if same_template(r, data)]
+    """StatefulSet's rule. `revisions` in history order (`sort_revisions`)."""
+    equal = find_equal_revisions(revisions, {"data": data})
     if not equal:
-        return UpdateRevisionChoice("create", number=next_number(revisions))
+        return UpdateRevisionChoice("create", number=next_revision_number(revisions))
     newest_equal = equal[-1]
     if newest_equal is revisions[-1]:
         return UpdateRevisionChoice("reuse", newest_equal, revision_number(newest_equal))
-    return UpdateRevisionChoice("rollback", newest_equal, next_number(revisions))
+    return UpdateRevisionChoice("rollback", newest_equal, next_revision_number(revisions))
 
 
 def choose_current_revision(revisions: Sequence[Obj], status_current: str | None, update: Obj) -> Obj:
@@ -140,14 +121,17 @@ def _roles(template: Mapping[str, Any]) -> dict[str, Obj]:
     return {str(r.get("name")): r for r in roles if isinstance(r, dict)}
 
 
-def role_revisions(revisions: Sequence[Obj], update: Obj) -> dict[str, RoleRevision]:
-    """For each role of the update revision, the revision in which the role took its present form:
-    walking history back from the update revision while the role (replicas aside) is unchanged.
-    Pods carry it as `role-revision` labels, so a role untouched by a rollout keeps its value.
-    The reference compared against `status.currentRevision` only, so the value of an untouched
-    role changed with every rollout."""
-    ordered = sorted_revisions([r for r in revisions if revision_name(r) != revision_name(update)])
-    ordered.append(update)
+def role_revisions(revisions: Sequence[Obj], target: Obj) -> dict[str, RoleRevision]:
+    """For each role of the `target` revision, the revision in which the role took its present
+    form: walking history back from `target` while the role (replicas aside) is unchanged. Pods
+    carry it as `role-revision` labels, so a role untouched by a rollout keeps its value. (The
+    reference compared against `status.currentRevision` only, so the value of an untouched role
+    changed with every rollout.)"""
+    number, name = revision_number(target), revision_name(target)
+    ordered = sort_revisions(
+        [r for r in revisions if revision_number(r) < number and revision_name(r) != name]
+    )
+    ordered.append(target)
     templates = [_roles(template_of(r)) for r in ordered]
     out: dict[str, RoleRevision] = {}
     last = len(ordered) - 1

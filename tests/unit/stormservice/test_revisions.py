@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from controller.runtime.revision import sort_revisions
 from controller.stormservice.labels import RoleRevision
 from controller.stormservice.revisions import (
     choose_current_revision,
@@ -15,7 +16,6 @@ from controller.stormservice.revisions import (
     revision_data,
     revision_template,
     role_revisions,
-    sorted_revisions,
     template_of,
     with_role_replicas,
 )
@@ -140,7 +140,7 @@ T3 = template(role("p", "v3"))
 def test_choose_update_revision(
     history: list[dict[str, Any]], want: dict[str, Any], action: str, name: str | None, number: int
 ) -> None:
-    choice = choose_update_revision(sorted_revisions(history), revision_data(want))
+    choice = choose_update_revision(sort_revisions(history), revision_data(want))
     assert choice.action == action
     assert choice.number == number
     assert (choice.revision["metadata"]["name"] if choice.revision else None) == name
@@ -151,13 +151,6 @@ def test_choose_current_revision() -> None:
     assert choose_current_revision([a, b], "a", b) is a
     assert choose_current_revision([a, b], None, b) is b
     assert choose_current_revision([a, b], "gone", b) is b
-
-
-def test_sorted_revisions_tiebreaks() -> None:
-    a = cr("a", 1, T1, "2024-01-02T00:00:00Z")
-    b = cr("b", 1, T1, "2024-01-01T00:00:00Z")
-    c = cr("c", 0, T1)
-    assert [r["metadata"]["name"] for r in sorted_revisions([a, b, c])] == ["c", "b", "a"]
 
 
 @pytest.mark.parametrize(
@@ -210,3 +203,13 @@ def test_role_revisions_ignore_role_replicas() -> None:
     r1 = cr("ss-1", 1, template(role("prefill", "p1", 1)))
     r2 = cr("ss-2", 2, template(role("prefill", "p1", 5), labels={"app": "other"}))
     assert role_revisions([r1, r2], r2) == {"prefill": RoleRevision(1, "ss-1")}
+
+
+def test_role_revisions_of_an_older_target_ignore_newer_history() -> None:
+    # paused with ss-1 current: RoleSets created for ss-1 must not see ss-2
+    r1 = cr("ss-1", 1, template(role("prefill", "p1"), role("decode", "d1")))
+    r2 = cr("ss-2", 2, template(role("prefill", "p2"), role("decode", "d1")))
+    assert role_revisions([r1, r2], r1) == {
+        "prefill": RoleRevision(1, "ss-1"),
+        "decode": RoleRevision(1, "ss-1"),
+    }

@@ -1,0 +1,629 @@
+"""The StormService reconcile: read the cache, decide (pure functions), act, write status.
+
+Order of one pass:
+1. the StormService is gone or being deleted: forget it / remove the reference's finalizers;
+2. claim RoleSets and ControllerRevisions (ours by controller reference; orphans that carry our
+   name label and match the selector are adopted; nothing is ever released, so a selector change
+   cannot orphan RoleSets), remove reference finalizers from our terminating RoleSets;
+3. find or create the update revision (rollback renumbers an old one);
+4. repair the headless Service;
+5. only when the cache has seen our earlier writes (expectations, write fence): apply role
+   replicas in place, then scale, or roll out (RollingUpdate / InPlaceUpdate) when not paused
+   and no scaling was needed;
+6. status, recomputed from the cache, written only when it changed, with a ReplicaFailure
+   condition when a write of this pass failed;
+7. truncate the revision history.
+An API error is returned to the work queue (raised) after the status is written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from apis.v1alpha1 import constants as c
+from apis.v1alpha1.types import LENIENT, LabelSelector
+from controller.runtime.client import KubeClient, Obj, object_key
+from controller.runtime.controllerref import (
+    ControllerRefManager,
+    controller_ref,
+    is_controlled_by,
+    recheck_deletion_timestamp,
+)
+from controller.runtime.errors import AlreadyExists, ApiError, NotFound
+from controller.runtime.expectations import ControllerExpectations
+from controller.runtime.resources import CONTROLLER_REVISIONS, ROLESETS, SERVICES, STORMSERVICES
+from controller.runtime.revision import RevisionHistory, new_revision, sort_revisions
+from controller.runtime.store import INDEX_CONTROLLER_UID, INDEX_NAMESPACE, Store
+from controller.stormservice.inplace import rewrite_patch
+from controller.stormservice.labels import render_roleset
+from controller.stormservice.metrics import RoleSetGauge, RolloutTimer
+from controller.stormservice.naming import lowest_free_indexes
+from controller.stormservice.plan import plan_pass
+from controller.stormservice.revisions import (
+    choose_current_revision,
+    choose_update_revision,
+    history_to_delete,
+    revision_data,
+    revision_name,
+    role_revisions,
+    template_of,
+    with_role_replicas,
+)
+from controller.stormservice.rolesetcontrol import RoleSetControl, slow_start
+from controller.stormservice.scale import budget_for, role_replica_patch
+from controller.stormservice.service import desired_service, plan_service
+from controller.stormservice.status import Failure, advance_current_revision, compute_status, status_patch
+from controller.stormservice.view import RoleSetView, view_of
+
+log = structlog.get_logger(__name__)
+
+#: RoleSets without a controller, by "<namespace>/<storm-service-name label>": adoption candidates.
+INDEX_ORPHAN_BY_STORM_SERVICE = "stormservice-orphan"
+
+# Event reasons.
+EVENT_CREATED = "SuccessfulCreate"
+EVENT_DELETED = "SuccessfulDelete"
+EVENT_UPDATED = "SuccessfulUpdate"
+EVENT_SCALED_ROLES = "ScaledRoles"
+EVENT_FAILED_CREATE = "FailedCreate"
+EVENT_FAILED_DELETE = "FailedDelete"
+EVENT_FAILED_UPDATE = "FailedUpdate"
+EVENT_ROLLOUT_STARTED = "RolloutStarted"
+EVENT_ROLLOUT_COMPLETED = "RolloutCompleted"
+EVENT_SERVICE_CREATED = "HeadlessServiceCreated"
+EVENT_SERVICE_REPAIRED = "HeadlessServiceRepaired"
+EVENT_SERVICE_CONFLICT = "HeadlessServiceConflict"
+EVENT_SELECTOR_MISMATCH = "SelectorMismatch"
+EVENT_LEGACY_FINALIZER = "RemovedLegacyFinalizer"
+
+NORMAL, WARNING = "Normal", "Warning"
+
+
+def orphan_index(obj: Obj) -> list[str]:
+    meta = obj.get("metadata", {})
+    name = (meta.get("labels") or {}).get(c.LABEL_STORM_SERVICE_NAME)
+    if not name or controller_ref(obj) is not None:
+        return []
+    return [f"{meta.get('namespace') or ''}/{name}"]
+
+
+class Recorder(Protocol):
+    def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
+
+
+class ReconcileFailure(Exception):
+    """An API write of this pass failed: `reason` goes to the ReplicaFailure condition, `cause`
+    back to the work queue."""
+
+    def __init__(self, reason: str, cause: ApiError) -> None:
+        super().__init__(f"{reason}: {cause}")
+        self.reason = reason
+        self.cause = cause
+
+
+class WriteFence:
+    """Objects this controller has patched whose new version the cache has not shown yet.
+
+    Creations and deletions are covered by expectations; updates are not. Acting on the old
+    version of a RoleSet we just rewrote would rewrite it again from a stale base (the API server
+    refuses: 409) or patch role replicas again. Keyed by uid, holding the resourceVersion we
+    wrote over: while the cache still shows that version, the StormService waits for the event.
+    """
+
+    def __init__(self) -> None:
+        self._superseded: dict[str, str] = {}
+
+    def wrote(self, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
+        old_rv = before.get("metadata", {}).get("resourceVersion")
+        new_rv = after.get("metadata", {}).get("resourceVersion")
+        uid = before.get("metadata", {}).get("uid")
+        if uid and old_rv and new_rv != old_rv:  # a no-op patch changes nothing: nothing to wait for
+            self._superseded[uid] = old_rv
+
+    def is_stale(self, obj: Mapping[str, Any]) -> bool:
+        meta = obj.get("metadata", {})
+        uid = meta.get("uid")
+        old_rv = self._superseded.get(uid) if uid else None
+        if old_rv is None:
+            return False
+        if meta.get("resourceVersion") == old_rv:
+            return True
+        del self._superseded[uid]
+        return False
+
+    def forget(self, uid: str) -> None:
+        self._superseded.pop(uid, None)
+
+    def __len__(self) -> int:
+        return len(self._superseded)
+
+
+def legacy_finalizer_patch(obj: Mapping[str, Any]) -> Obj | None:
+    """Merge patch removing the reference's finalizers from an object being deleted (the
+    reference is not running to remove them, so they would keep it forever). The
+    resourceVersion makes a concurrent change of the list fail the patch instead of being lost."""
+    meta = obj.get("metadata", {})
+    finalizers = list(meta.get("finalizers") or ())
+    if not meta.get("deletionTimestamp") or not any(f in c.LEGACY_FINALIZERS for f in finalizers):
+        return None
+    keep = [f for f in finalizers if f not in c.LEGACY_FINALIZERS]
+    return {"metadata": {"finalizers": keep or None, "resourceVersion": meta.get("resourceVersion")}}
+
+
+@dataclass
+class Revisions:
+    all: list[Obj]
+    current: Obj
+    update: Obj
+    collision_count: int
+    rolled_back: bool = False
+
+
+class StormServiceSync:
+    def __init__(
+        self,
+        *,
+        client: KubeClient,
+        stormservices: Store,
+        rolesets: Store,
+        services: Store,
+        history: RevisionHistory,
+        control: RoleSetControl,
+        recorder: Recorder,
+        expectations: ControllerExpectations,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.stormservices = stormservices
+        self.rolesets = rolesets
+        self.services = services
+        self.history = history
+        self.control = control
+        self.recorder = recorder
+        self.expectations = expectations
+        self.fence = WriteFence()
+        self.gauge = RoleSetGauge()
+        self.timer = RolloutTimer()
+        self.clock = clock
+        self._service_conflicts: set[str] = set()
+
+    # --- entry -----------------------------------------------------------------------------------
+
+    async def sync(self, key: str) -> float | None:
+        obj = self.stormservices.get(key)
+        if obj is None:
+            self.forget(key)
+            await self._release_legacy_rolesets(key)
+            return None
+        if obj.get("metadata", {}).get("deletionTimestamp"):
+            await self._finalize(obj)
+            return None
+        await self._reconcile(key, obj)
+        return None
+
+    def forget(self, key: str) -> None:
+        self.expectations.delete_expectations(key)
+        self.gauge.forget(key)
+        self.timer.forget(key)
+        self._service_conflicts.discard(key)
+
+    # --- deletion ----------------------------------------------------------------------------------
+
+    async def _finalize(self, obj: Obj) -> None:
+        """Owner references and the garbage collector remove everything; only the reference's
+        finalizers (ours is being deleted, and so may our RoleSets be) need help."""
+        patch = legacy_finalizer_patch(obj)
+        if patch is not None:
+            meta = obj["metadata"]
+            await self.client.patch(STORMSERVICES, meta["namespace"], meta["name"], patch, patch_type="merge")
+            self.recorder.event(
+                obj, NORMAL, EVENT_LEGACY_FINALIZER, f"removed finalizer {c.FINALIZER_STORM_SERVICE}"
+            )
+        await self._drop_legacy_finalizers(self._owned_rolesets(obj))
+
+    async def _release_legacy_rolesets(self, key: str) -> None:
+        """The StormService is gone; the garbage collector deletes its RoleSets, and any that carry
+        the reference's finalizer would stay terminating forever."""
+        namespace, _, name = key.partition("/")
+        stuck = [
+            rs
+            for rs in self.rolesets.by_index(INDEX_NAMESPACE, namespace)
+            if legacy_finalizer_patch(rs) is not None
+            and (ref := controller_ref(rs)) is not None
+            and ref.get("kind") == c.KIND_STORM_SERVICE
+            and ref.get("name") == name
+        ]
+        await self._drop_legacy_finalizers(stuck)
+
+    async def _drop_legacy_finalizers(self, rolesets: Iterable[Obj]) -> None:
+        for rs in rolesets:
+            patch = legacy_finalizer_patch(rs)
+            if patch is not None:
+                try:
+                    await self.control.patch(rs, patch, "merge")
+                except NotFound:
+                    continue
+                log.info("removed the reference's finalizers", roleset=object_key(rs))
+
+    # --- claims --------------------------------------------------------------------------------------
+
+    def _owned_rolesets(self, obj: Obj) -> list[Obj]:
+        meta = obj["metadata"]
+        return [
+            rs
+            for rs in self.rolesets.by_index(INDEX_CONTROLLER_UID, meta["uid"])
+            if rs.get("metadata", {}).get("namespace") == meta["namespace"]
+        ]
+
+    def _can_adopt(self, obj: Obj) -> Callable[[], Any]:
+        meta = obj["metadata"]
+
+        async def fresh() -> Obj:
+            return await self.client.get(STORMSERVICES, meta["namespace"], meta["name"])
+
+        return recheck_deletion_timestamp(fresh, meta["uid"])
+
+    async def _claim_rolesets(self, obj: Obj, selector: LabelSelector) -> list[Obj]:
+        meta = obj["metadata"]
+        owned = self._owned_rolesets(obj)
+        orphans = [
+            rs
+            for rs in self.rolesets.by_index(
+                INDEX_ORPHAN_BY_STORM_SERVICE, f"{meta['namespace']}/{meta['name']}"
+            )
+            if selector.matches(rs.get("metadata", {}).get("labels") or {})
+        ]
+        if orphans:
+            manager = ControllerRefManager.for_resource(
+                self.client,
+                ROLESETS,
+                obj,
+                api_version=c.API_VERSION,
+                kind=c.KIND_STORM_SERVICE,
+                match=lambda _: True,
+                can_adopt=self._can_adopt(obj),
+            )
+            owned.extend(await manager.claim(orphans))
+        return owned
+
+    async def _claim_revisions(self, obj: Obj) -> list[Obj]:
+        meta = obj["metadata"]
+        uid, name = meta["uid"], meta["name"]
+
+        def ours(rev: Obj) -> bool:
+            return (
+                is_controlled_by(rev, uid)
+                or (rev.get("metadata", {}).get("labels") or {}).get(c.LABEL_CONTROLLER_REVISION_NAME) == name
+            )
+
+        candidates = self.history.list_revisions(obj, match=ours)
+        owned = [r for r in candidates if is_controlled_by(r, uid)]
+        orphans = [r for r in candidates if controller_ref(r) is None]
+        if orphans:
+            manager = ControllerRefManager.for_resource(
+                self.client,
+                CONTROLLER_REVISIONS,
+                obj,
+                api_version=c.API_VERSION,
+                kind=c.KIND_STORM_SERVICE,
+                match=lambda _: True,
+                can_adopt=self._can_adopt(obj),
+            )
+            owned.extend(await manager.claim(orphans))
+        return owned
+
+    # --- revisions ---------------------------------------------------------------------------------
+
+    async def _sync_revisions(self, obj: Obj, revisions: list[Obj]) -> Revisions:
+        meta = obj["metadata"]
+        spec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        collision_count = int(status.get("collisionCount") or 0)
+        history = sort_revisions(revisions)
+        data = revision_data(spec.get("template") or {})
+        choice = choose_update_revision(history, data)
+        rolled_back = False
+        if choice.action == "reuse":
+            assert choice.revision is not None
+            update = choice.revision
+        elif choice.action == "rollback":
+            assert choice.revision is not None
+            update = await self.history.update_revision(choice.revision, choice.number)
+            history = [update if revision_name(r) == revision_name(update) else r for r in history]
+            rolled_back = True
+        else:
+            candidate = new_revision(
+                obj,
+                c.API_VERSION,
+                c.KIND_STORM_SERVICE,
+                meta["name"],
+                data,
+                choice.number,
+                collision_count,
+                labels={c.LABEL_CONTROLLER_REVISION_NAME: meta["name"]},
+            )
+            update, collision_count = await self.history.create_revision(candidate, collision_count)
+            history.append(update)
+        current = choose_current_revision(history, status.get("currentRevision"), update)
+        return Revisions(sort_revisions(history), current, update, collision_count, rolled_back)
+
+    async def _truncate_history(self, obj: Obj, revs: Revisions, views: list[RoleSetView]) -> None:
+        limit = (obj.get("spec") or {}).get("revisionHistoryLimit")
+        live = {revision_name(revs.current), revision_name(revs.update)} | {v.revision for v in views}
+        for rev in history_to_delete(revs.all, live, 10 if limit is None else int(limit)):
+            await self.history.delete_revision(rev)
+
+    # --- headless Service ---------------------------------------------------------------------------
+
+    async def _sync_service(self, key: str, obj: Obj) -> None:
+        meta = obj["metadata"]
+        existing = self.services.get(f"{meta['namespace']}/{meta['name']}")
+        action = plan_service(obj, existing)
+        if action.action != "conflict":
+            self._service_conflicts.discard(key)
+        try:
+            if action.action == "create":
+                try:
+                    await self.client.create(SERVICES, meta["namespace"], desired_service(obj))
+                except AlreadyExists:
+                    return  # the cache is behind; the next pass sees it
+                self.recorder.event(
+                    obj, NORMAL, EVENT_SERVICE_CREATED, f"Created headless Service {meta['name']}"
+                )
+            elif action.action == "patch":
+                assert action.patch is not None
+                await self.client.patch(
+                    SERVICES, meta["namespace"], meta["name"], action.patch, patch_type="merge"
+                )
+                self.recorder.event(
+                    obj, NORMAL, EVENT_SERVICE_REPAIRED, f"Repaired headless Service {meta['name']}"
+                )
+            elif action.action == "recreate":
+                assert existing is not None
+                # clusterIP is immutable: delete, and create it again when the deletion is seen.
+                await self.client.delete(
+                    SERVICES,
+                    meta["namespace"],
+                    meta["name"],
+                    uid_precondition=existing["metadata"].get("uid"),
+                )
+                self.recorder.event(
+                    obj,
+                    NORMAL,
+                    EVENT_SERVICE_REPAIRED,
+                    f"Deleted Service {meta['name']} to recreate it headless",
+                )
+            elif action.action == "conflict" and key not in self._service_conflicts:
+                self._service_conflicts.add(key)
+                self.recorder.event(
+                    obj,
+                    WARNING,
+                    EVENT_SERVICE_CONFLICT,
+                    f"Service {meta['name']} exists and is not controlled by this StormService; pods will not "
+                    "get DNS names until it is removed",
+                )
+        except NotFound:
+            return
+        except ApiError as err:
+            raise ReconcileFailure("FailedServiceSync", err) from err
+
+    # --- the pass -------------------------------------------------------------------------------------
+
+    async def _reconcile(self, key: str, obj: Obj) -> None:
+        meta = obj["metadata"]
+        spec = obj.get("spec") or {}
+        template = spec.get("template") or {}
+        selector = LabelSelector.model_validate(spec.get("selector") or {}, context={LENIENT: True})
+
+        owned = await self._claim_rolesets(obj, selector)
+        await self._drop_legacy_finalizers(owned)
+        revs = await self._sync_revisions(obj, await self._claim_revisions(obj))
+        update_name, current_name = revision_name(revs.update), revision_name(revs.current)
+        views = [view_of(rs) for rs in owned]
+
+        failure: Failure | None = None
+        error: ApiError | None = None
+        try:
+            await self._sync_service(key, obj)
+            stale = [v.name for v in views if self.fence.is_stale(v.obj)]
+            if not self.expectations.satisfied(key) or stale:
+                log.debug("waiting for the cache", pending=self.expectations.pending(key), stale=stale)
+            elif not selector.matches(dict((template.get("metadata") or {}).get("labels") or {})):
+                failure = Failure(
+                    EVENT_SELECTOR_MISMATCH, "spec.selector does not match spec.template.metadata.labels"
+                )
+                self.recorder.event(obj, WARNING, EVENT_SELECTOR_MISMATCH, failure.message)
+            else:
+                await self._manage(key, obj, views, revs)
+        except ReconcileFailure as f:
+            failure, error = Failure(f.reason, str(f.cause)), f.cause
+
+        old_status = obj.get("status") or {}
+        if old_status.get("updateRevision") and old_status.get("updateRevision") != update_name:
+            how = " (rollback)" if revs.rolled_back else ""
+            self.recorder.event(
+                obj, NORMAL, EVENT_ROLLOUT_STARTED, f"Rolling out revision {update_name}{how}"
+            )
+        current_name = advance_current_revision(views, current_name, update_name)
+        status = compute_status(
+            obj,
+            views,
+            current_revision=current_name,
+            update_revision=update_name,
+            collision_count=revs.collision_count,
+            failure=failure,
+        )
+        patch = status_patch(old_status, status)
+        if patch is not None:
+            await self.client.patch(
+                STORMSERVICES,
+                meta["namespace"],
+                meta["name"],
+                patch,
+                patch_type="merge",
+                subresource="status",
+            )
+        self.gauge.observe(key, views)
+        duration = self.timer.observe(key, old_status, status, self.clock())
+        if duration is not None:
+            self.recorder.event(
+                obj, NORMAL, EVENT_ROLLOUT_COMPLETED, f"Revision {update_name} rolled out in {duration:.0f}s"
+            )
+        await self._truncate_history(obj, revs, views)
+        if error is not None:
+            raise error
+
+    async def _manage(self, key: str, obj: Obj, views: list[RoleSetView], revs: Revisions) -> None:
+        spec = obj.get("spec") or {}
+        template = spec.get("template") or {}
+        update_name = revision_name(revs.update)
+
+        await self._scale_roles(obj, views, template)
+
+        strategy = (spec.get("updateStrategy") or {}).get("type") or "RollingUpdate"
+        plan = plan_pass(
+            views, budget_for(spec), update_name, paused=bool(spec.get("paused")), strategy=strategy
+        )
+        if plan.phase == "none":
+            return
+        await self._delete(key, obj, plan.changes.delete)
+        to_create = plan.changes.create_updated + plan.changes.create_current
+        if to_create:
+            indexes = lowest_free_indexes((v.index for v in views), to_create)
+            bodies = [
+                render_roleset(obj, template, update_name, role_revisions(revs.all, revs.update), i)
+                for i in indexes[: plan.changes.create_updated]
+            ]
+            if plan.changes.create_current:
+                current_template = self._current_template(revs.current, template, views)
+                current_roles = role_revisions(revs.all, revs.current)
+                bodies += [
+                    render_roleset(obj, current_template, revision_name(revs.current), current_roles, i)
+                    for i in indexes[plan.changes.create_updated :]
+                ]
+            await self._create(key, obj, bodies)
+        if plan.rewrite:
+            target = render_roleset(obj, template, update_name, role_revisions(revs.all, revs.update), None)
+            await self._rewrite(obj, plan.rewrite, target)
+
+    @staticmethod
+    def _current_template(current: Obj, desired: Mapping[str, Any], views: list[RoleSetView]) -> Obj:
+        """The current revision's template, with role replicas from the StormService (a role it no
+        longer has keeps the replicas an existing RoleSet of that revision has)."""
+        fallback: dict[str, int] = {}
+        for v in views:
+            if v.revision == revision_name(current):
+                for role in (v.obj.get("spec") or {}).get("roles") or ():
+                    if role.get("name") and role.get("replicas") is not None:
+                        fallback.setdefault(role["name"], int(role["replicas"]))
+        return with_role_replicas(template_of(current), desired, fallback)
+
+    # --- writes -------------------------------------------------------------------------------------
+
+    async def _scale_roles(self, obj: Obj, views: list[RoleSetView], template: Mapping[str, Any]) -> None:
+        """A role's replicas changed in the StormService: set them on every live RoleSet. The
+        RoleSet controller adds or removes instances of that role; no other pod is touched."""
+        for v in views:
+            if v.terminating:
+                continue
+            ops = role_replica_patch(v.obj, template)
+            if not ops:
+                continue
+            try:
+                after = await self.control.patch(v.obj, ops, "json")
+            except NotFound:
+                continue
+            except ApiError as err:
+                self.recorder.event(
+                    obj, WARNING, EVENT_FAILED_UPDATE, f"Error scaling roles of RoleSet {v.name}: {err}"
+                )
+                raise ReconcileFailure(EVENT_FAILED_UPDATE, err) from err
+            self.fence.wrote(v.obj, after)
+            scaled = ", ".join(
+                f"{test['value']}={add['value']}" for test, add in zip(ops[::2], ops[1::2], strict=True)
+            )
+            self.recorder.event(
+                obj, NORMAL, EVENT_SCALED_ROLES, f"Scaled roles of RoleSet {v.name}: {scaled}"
+            )
+
+    async def _create(self, key: str, obj: Obj, bodies: list[Obj]) -> None:
+        self.expectations.expect_creations(key, len(bodies))
+
+        async def create(i: int) -> None:
+            body = bodies[i]
+            try:
+                created = await self.control.create(body)
+            except ApiError as err:
+                self.recorder.event(obj, WARNING, EVENT_FAILED_CREATE, f"Error creating RoleSet: {err}")
+                raise
+            rev = body["metadata"]["labels"].get(c.LABEL_STORM_SERVICE_REVISION)
+            self.recorder.event(
+                obj, NORMAL, EVENT_CREATED, f"Created RoleSet {created['metadata']['name']} (revision {rev})"
+            )
+
+        done, first = await slow_start(len(bodies), create)
+        if done < len(bodies):
+            self.expectations.lower_expectations(key, adds=len(bodies) - done)
+        if first is not None:
+            if isinstance(first, ApiError):
+                raise ReconcileFailure(EVENT_FAILED_CREATE, first) from first
+            raise first
+
+    async def _delete(self, key: str, obj: Obj, doomed: Iterable[RoleSetView]) -> None:
+        doomed = list(doomed)
+        if not doomed:
+            return
+        keys = [object_key(v.obj) for v in doomed]
+        self.expectations.expect_deletions(key, keys)
+        deleted: set[str] = set()
+
+        async def delete(i: int) -> None:
+            v = doomed[i]
+            try:
+                await self.control.delete(v.obj)
+            except ApiError as err:
+                self.recorder.event(
+                    obj, WARNING, EVENT_FAILED_DELETE, f"Error deleting RoleSet {v.name}: {err}"
+                )
+                raise
+            deleted.add(keys[i])
+            self.recorder.event(
+                obj, NORMAL, EVENT_DELETED, f"Deleted RoleSet {v.name} (revision {v.revision})"
+            )
+
+        _, first = await slow_start(len(doomed), delete)
+        if first is not None:
+            # Deletions that failed or were not attempted will never be observed.
+            self.expectations.lower_expectations(
+                key, object_keys_deleted=[k for k in keys if k not in deleted]
+            )
+            if isinstance(first, ApiError):
+                raise ReconcileFailure(EVENT_FAILED_DELETE, first) from first
+            raise first
+
+    async def _rewrite(self, obj: Obj, rolesets: Iterable[RoleSetView], target: Obj) -> None:
+        for v in rolesets:
+            patch = rewrite_patch(v.obj, target)
+            if patch is None:
+                continue
+            try:
+                after = await self.control.patch(v.obj, patch, "merge")
+            except NotFound:
+                continue
+            except ApiError as err:
+                self.recorder.event(
+                    obj, WARNING, EVENT_FAILED_UPDATE, f"Error updating RoleSet {v.name}: {err}"
+                )
+                raise ReconcileFailure(EVENT_FAILED_UPDATE, err) from err
+            self.fence.wrote(v.obj, after)
+            self.recorder.event(
+                obj,
+                NORMAL,
+                EVENT_UPDATED,
+                f"Updated RoleSet {v.name} in place from revision {v.revision} to {target['metadata']['labels'][c.LABEL_STORM_SERVICE_REVISION]}",
+            )
