@@ -22,7 +22,10 @@ Conversions, and why:
   admission; a bare float such as 0.5 is not accepted by any CRD, write "500m" or "0.5").
 * ObjectMeta, wherever a template embeds it (the pod template, a PVC template of an ephemeral
   volume), is reduced to name, namespace, labels, annotations and finalizers — what a template
-  may meaningfully set and what controller-gen emits for AIBrix, so its manifests keep parsing.
+  may meaningfully set and what controller-gen emits for AIBrix, so its manifests keep parsing —
+  plus creationTimestamp: Go clients serialize it as null in every embedded template, and a
+  server-side apply of a field the schema does not declare fails, even when null (and so does
+  a declared non-nullable one: apply patches are not null-pruned). Hence nullable.
 * Strategic-merge-patch and union extensions are dropped (a CRD schema has no such fields);
   ``x-kubernetes-list-type``, ``-list-map-keys`` and ``-map-type`` stay (they are valid in CRDs
   and make server-side apply merge containers, env, ports… by key).
@@ -71,6 +74,7 @@ _KEEP_KEYS = frozenset(
         "x-kubernetes-list-map-keys",
         "x-kubernetes-map-type",
         "x-kubernetes-preserve-unknown-fields",
+        "nullable",
     }
 )
 _DROP_KEYS = frozenset(
@@ -185,6 +189,7 @@ def _reduced_object_meta() -> dict[str, Any]:
             "labels": copy.deepcopy(string_map),
             "annotations": copy.deepcopy(string_map),
             "finalizers": {"type": "array", "items": {"type": "string"}, "x-kubernetes-list-type": "set"},
+            "creationTimestamp": {"type": "string", "format": "date-time", "nullable": True},
         },
     }
 

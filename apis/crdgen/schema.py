@@ -160,9 +160,11 @@ def label_selector() -> Schema:
 
 
 def template_metadata(description: str) -> Schema:
-    """Metadata of an embedded template (the same reduction controller-gen applies)."""
+    """Metadata of an embedded template: the reduction controller-gen applies, plus
+    creationTimestamp, which Go clients send as null (see apis/crdgen/openapi.py)."""
     return _object(
         {
+            "creationTimestamp": {"type": "string", "format": "date-time", "nullable": True},
             "name": {"type": "string"},
             "namespace": {"type": "string"},
             "labels": _string_map(max_value_length=r.MAX_LABEL_VALUE_LENGTH),

@@ -176,16 +176,25 @@ def test_pod_template_is_the_full_core_schema(crds: dict[str, dict[str, Any]]) -
         assert at(container, "resources.limits.{}")["x-kubernetes-int-or-string"] is True
         assert at(container, "livenessProbe.httpGet.port")["x-kubernetes-int-or-string"] is True
         assert "ephemeral" in at(template, "spec.volumes.[]")["properties"]
-        # embedded metadata is reduced to what a template may set
+        # embedded metadata is reduced to what a template may set (+ creationTimestamp, Go sends null)
+        assert at(template, "metadata.creationTimestamp")["nullable"] is True
         assert sorted(at(template, "metadata")["properties"]) == [
             "annotations",
+            "creationTimestamp",
             "finalizers",
             "labels",
             "name",
             "namespace",
         ]
         pvc_meta = at(template, "spec.volumes.[].ephemeral.volumeClaimTemplate.metadata")
-        assert sorted(pvc_meta["properties"]) == ["annotations", "finalizers", "labels", "name", "namespace"]
+        assert sorted(pvc_meta["properties"]) == [
+            "annotations",
+            "creationTimestamp",
+            "finalizers",
+            "labels",
+            "name",
+            "namespace",
+        ]
 
 
 def _walk(node: Any, path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -612,6 +621,7 @@ def test_extract_converts_to_structural() -> None:
     assert s["properties"]["free"] == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     assert sorted(s["properties"]["meta"]["properties"]) == [
         "annotations",
+        "creationTimestamp",
         "finalizers",
         "labels",
         "name",
