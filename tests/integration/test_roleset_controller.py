@@ -1,0 +1,774 @@
+"""The RoleSet controller on the real control plane (kube-apiserver + etcd + scheduler + kwok).
+
+The controller runs in the test process (the same RoleSetController, informers, ApiClient and
+EventRecorder as in production), so a test can stop and restart it and read its metrics. Pods on
+the fake nodes become Running/Ready through kwok; failures and new imageIDs are driven with
+status patches, as a kubelet would write them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from controller.roleset import labels as L
+from controller.roleset.controller import RoleSetController
+from controller.roleset.podcontrol import KubeObjectControl
+from controller.roleset.sync import SyncConfig, template_hash
+from controller.runtime import metrics as runtime_metrics
+from controller.runtime.client import Obj, create_client
+from controller.runtime.errors import NotFound
+from controller.runtime.events import EventRecorder
+from controller.runtime.informer import InformerFactory
+from controller.runtime.loop import run_workers
+from controller.runtime.resources import (
+    CUSTOM_RESOURCE_DEFINITIONS,
+    EVENTS,
+    POD_DISRUPTION_BUDGETS,
+    PODS,
+    ROLESETS,
+    Resource,
+)
+from controller.runtime.workqueue import RateLimitingQueue
+
+pytestmark = pytest.mark.integration
+
+IMAGE_V1 = "registry.k8s.io/pause:3.10"
+IMAGE_V2 = "registry.k8s.io/pause:3.9"
+POLL = 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+class Controller:
+    """The RoleSet controller running in this process, restartable."""
+
+    def __init__(self, kubeconfig: str, namespace: str, *, deadline: float = 600.0) -> None:
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+        self.deadline = deadline
+        self._stack: contextlib.AsyncExitStack | None = None
+        self.ctrl: RoleSetController | None = None
+
+    async def start(self) -> None:
+        stack = contextlib.AsyncExitStack()
+        client = await create_client(self.kubeconfig)
+        stack.push_async_callback(client.close)
+        recorder = EventRecorder(client, "stormservice-controller")
+        await recorder.start()
+        stack.push_async_callback(recorder.stop)
+        factory = InformerFactory(client, namespace=self.namespace)
+        self.ctrl = RoleSetController(
+            informers=factory,
+            control=KubeObjectControl(client),
+            recorder=recorder,
+            config=SyncConfig(inplace_deadline_seconds=self.deadline),
+            queue=RateLimitingQueue("roleset"),
+        )
+        factory.start()
+        stack.push_async_callback(factory.stop)
+        assert await factory.wait_for_sync(timeout=30)
+        workers = asyncio.create_task(run_workers(self.ctrl, 2))
+
+        async def stop_workers() -> None:
+            assert self.ctrl is not None
+            self.ctrl.queue.shut_down()
+            workers.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await workers
+
+        stack.push_async_callback(stop_workers)
+        self._stack = stack
+
+    async def stop(self) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = None
+
+
+@pytest.fixture
+async def controller(kubeconfig: str, namespace: str, crds: list[str]) -> AsyncIterator[Controller]:
+    c = Controller(kubeconfig, namespace)
+    await c.start()
+    yield c
+    await c.stop()
+
+
+async def eventually(
+    check: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = POLL
+) -> Any:
+    """Await `check()` (sync or async) until it returns a truthy value; returns that value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        last = result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+        await asyncio.sleep(interval)
+
+
+def role(name: str, replicas: int = 2, image: str = IMAGE_V1, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "replicas": replicas,
+        "template": {
+            "metadata": {"labels": {"app": name}},
+            "spec": {"containers": [{"name": "main", "image": image, "env": [{"name": "USER_VAR", "value": "x"}]}]},
+        },
+        **extra,
+    }
+
+
+def roleset(name: str, roles: list[dict[str, Any]], **spec: Any) -> Obj:
+    return {
+        "apiVersion": "orchestration.aibrix.ai/v1alpha1",
+        "kind": "RoleSet",
+        "metadata": {
+            "name": name,
+            "labels": {L.STORM_SERVICE_NAME_LABEL: "svc"},
+            "annotations": {L.ROLESET_INDEX_ANNOTATION: "0"},
+        },
+        "spec": {"roles": roles, **spec},
+    }
+
+
+class Api:
+    def __init__(self, kube: Any, namespace: str) -> None:
+        self.kube = kube
+        self.ns = namespace
+
+    async def create(self, obj: Obj) -> Obj:
+        result: Obj = await self.kube.create(ROLESETS, self.ns, obj)
+        return result
+
+    async def get(self, name: str) -> Obj:
+        result: Obj = await self.kube.get(ROLESETS, self.ns, name)
+        return result
+
+    async def patch_spec(self, name: str, mutate: Callable[[dict[str, Any]], None]) -> None:
+        obj = await self.get(name)
+        spec = obj["spec"]
+        mutate(spec)
+        await self.kube.patch(ROLESETS, self.ns, name, {"spec": spec}, patch_type="merge")
+
+    async def pods(self, rs: str, role_name: str | None = None, *, live: bool = True) -> list[Obj]:
+        selector = f"{L.ROLESET_NAME_LABEL}={rs}" + (f",{L.ROLE_NAME_LABEL}={role_name}" if role_name else "")
+        items: list[Obj] = (await self.kube.list(PODS, self.ns, label_selector=selector))["items"]
+        if live:
+            items = [p for p in items if not p["metadata"].get("deletionTimestamp")]
+        return sorted(items, key=lambda p: p["metadata"]["name"])
+
+    async def status(self, name: str) -> dict[str, Any]:
+        status: dict[str, Any] = (await self.get(name)).get("status") or {}
+        return status
+
+    async def condition(self, name: str, type_: str) -> dict[str, Any] | None:
+        for c in (await self.status(name)).get("conditions") or []:
+            if c["type"] == type_:
+                return dict(c)
+        return None
+
+    async def events(self) -> list[Obj]:
+        items: list[Obj] = (await self.kube.list(EVENTS, self.ns))["items"]
+        return items
+
+    async def event_reasons(self) -> list[str]:
+        return [e.get("reason", "") for e in await self.events()]
+
+    async def set_pod_status(self, pod: Obj, **changes: Any) -> None:
+        await self.kube.patch(PODS, self.ns, pod["metadata"]["name"], {"status": changes}, patch_type="strategic", subresource="status")
+
+    async def run_new_images(self, pod: Obj, image_id: str = "sha256:new") -> None:
+        """What a kubelet reports after restarting containers on new images."""
+        statuses = [
+            {"name": c["name"], "image": c["image"], "imageID": f"{image_id}-{c['name']}", "ready": True,
+             "restartCount": 1, "state": {"running": {"startedAt": "2024-01-01T00:00:00Z"}}}
+            for c in pod["spec"]["containers"]
+        ]
+        await self.set_pod_status(pod, containerStatuses=statuses)
+
+
+def is_ready(pod: Obj) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def pod_hash(pod: Obj) -> str:
+    return str(pod["metadata"]["labels"].get(L.ROLE_TEMPLATE_HASH_LABEL, ""))
+
+
+async def settled(api: Api, name: str, replicas: dict[str, int]) -> bool:
+    """Every role has exactly its replicas, all ready and updated, reported in a current status."""
+    obj = await api.get(name)
+    status = obj.get("status") or {}
+    if status.get("observedGeneration") != obj["metadata"]["generation"]:
+        return False
+    got = {r["name"]: r for r in status.get("roles") or []}
+    for rname, n in replicas.items():
+        r = got.get(rname)
+        if r is None or (r["replicas"], r["readyReplicas"], r["updatedReadyReplicas"]) != (n, n, n):
+            return False
+    return set(got) == set(replicas)
+
+
+def writes_total() -> float:
+    total = 0.0
+    for metric in runtime_metrics.REGISTRY.collect():
+        if metric.name == "stormservice_api_writes":
+            total += sum(s.value for s in metric.samples if s.name.endswith("_total"))
+    return total
+
+
+def counter(name: str, **labels: str) -> float:
+    value = runtime_metrics.REGISTRY.get_sample_value(name, labels)
+    return value or 0.0
+
+
+@pytest.fixture
+def api(kube: Any, namespace: str) -> Api:
+    return Api(kube, namespace)
+
+
+# ---------------------------------------------------------------------------------------------
+# stateless roles, status, labels and env
+
+
+async def test_stateless_scale_status_labels_env(controller: Controller, api: Api, namespace: str) -> None:
+    created_before = counter("stormservice_roleset_pods_created_total", role="worker", reason="scale-up")
+    rs = await api.create(roleset("web", [role("worker", replicas=3)]))
+    await eventually(lambda: settled(api, "web", {"worker": 3}), "3 ready pods")
+    pods = await api.pods("web")
+    assert len(pods) == 3
+    h = template_hash(rs["spec"]["roles"][0]["template"])
+    for pod in pods:
+        meta = pod["metadata"]
+        assert meta["name"].startswith("web-worker-")
+        assert meta["labels"]["roleset-name"] == "web"
+        assert meta["labels"]["role-name"] == "worker"
+        assert meta["labels"]["role-template-hash"] == h
+        assert meta["labels"]["storm-service-name"] == "svc"
+        assert meta["labels"]["app"] == "worker"
+        assert meta["annotations"][L.ROLESET_INDEX_ANNOTATION] == "0"
+        assert meta["ownerReferences"] == [
+            {"apiVersion": "orchestration.aibrix.ai/v1alpha1", "kind": "RoleSet", "name": "web",
+             "uid": rs["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+        ]
+        assert pod["spec"]["subdomain"] == "svc"
+        env = [(e["name"], e.get("value")) for e in pod["spec"]["containers"][0]["env"]]
+        assert env == [
+            ("STORM_SERVICE_NAME", "svc"), ("ROLESET_NAME", "web"), ("ROLESET_INDEX", "0"),
+            ("ROLE_NAME", "worker"), ("ROLE_TEMPLATE_HASH", h), ("USER_VAR", "x"),
+        ]
+    ready = await api.condition("web", "Ready")
+    assert ready is not None and ready["status"] == "True"
+    assert counter("stormservice_roleset_pods_created_total", role="worker", reason="scale-up") - created_before == 3
+
+    # Scale down: newest first, down to 1; then a terminated pod is replaced.
+    await api.patch_spec("web", lambda s: s["roles"][0].__setitem__("replicas", 1))
+    await eventually(lambda: settled(api, "web", {"worker": 1}), "scaled to 1")
+    (survivor,) = await api.pods("web")
+    assert survivor["metadata"]["creationTimestamp"] == min(p["metadata"]["creationTimestamp"] for p in pods)
+    await api.set_pod_status(survivor, phase="Failed")
+
+    async def replaced() -> bool:
+        pods_now = await api.pods("web")
+        return len(pods_now) == 1 and pods_now[0]["metadata"]["uid"] != survivor["metadata"]["uid"] and is_ready(pods_now[0])
+
+    await eventually(replaced, "failed pod replaced")
+
+
+async def test_no_double_creation_and_idle_makes_no_writes(controller: Controller, api: Api) -> None:
+    await api.create(roleset("burst", [role("worker", replicas=12)]))
+    await eventually(lambda: settled(api, "burst", {"worker": 12}), "12 ready pods", timeout=90)
+    seen: set[str] = set()
+    for p in await api.pods("burst", live=False):
+        seen.add(p["metadata"]["uid"])
+    assert len(seen) == 12, "every pod created exactly once"
+    ready = await api.condition("burst", "Ready")
+    assert ready is not None
+    # Idle: nothing changes for 30 s, so the controller must not write anything.
+    await asyncio.sleep(2)  # let in-flight events (the last status write) settle
+    before = writes_total()
+    await asyncio.sleep(30)
+    assert writes_total() == before, "an idle RoleSet caused API writes"
+    assert len(await api.pods("burst", live=False)) == 12
+    after = await api.condition("burst", "Ready")
+    assert after is not None and after["lastTransitionTime"] == ready["lastTransitionTime"]
+
+
+async def test_removed_role_and_foreign_pods(controller: Controller, api: Api, kube: Any, namespace: str) -> None:
+    rs = await api.create(roleset("mix", [role("a", replicas=1), role("b", replicas=2)]))
+    await eventually(lambda: settled(api, "mix", {"a": 1, "b": 2}), "roles ready")
+    foreign = {
+        "metadata": {
+            "name": "foreign",
+            "labels": {L.ROLESET_NAME_LABEL: "mix", L.ROLE_NAME_LABEL: "b"},
+        },
+        "spec": {"containers": [{"name": "c", "image": IMAGE_V1}]},
+    }
+    await kube.create(PODS, namespace, foreign)
+    await api.patch_spec("mix", lambda s: s.__setitem__("roles", [s["roles"][0]]))
+    await eventually(lambda: settled(api, "mix", {"a": 1}), "role b gone from status")
+
+    async def b_pods_gone() -> bool:
+        return [p["metadata"]["name"] for p in await api.pods("mix", "b")] == ["foreign"]
+
+    await eventually(b_pods_gone, "role b pods deleted, the foreign pod kept")
+    assert (await kube.get(PODS, namespace, "foreign"))["metadata"]["uid"]
+    assert rs["metadata"]["uid"]
+
+
+# ---------------------------------------------------------------------------------------------
+# stateful roles
+
+
+async def test_stateful_slots(controller: Controller, api: Api, kube: Any, namespace: str) -> None:
+    rs = await api.create(roleset("st", [role("db", replicas=3, stateful=True)]))
+    await eventually(lambda: settled(api, "st", {"db": 3}), "3 stateful pods")
+    h = template_hash(rs["spec"]["roles"][0]["template"])
+    pods = await api.pods("st")
+    assert [p["metadata"]["name"] for p in pods] == [f"st-db-{h}-{i}" for i in range(3)]
+    for i, pod in enumerate(pods):
+        assert pod["metadata"]["labels"][L.ROLE_REPLICA_INDEX_LABEL] == str(i)
+        assert pod["metadata"]["annotations"][L.ROLE_REPLICA_INDEX_ANNOTATION] == str(i)
+        assert pod["spec"]["hostname"] == pod["metadata"]["name"]
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        assert env["ROLE_REPLICA_INDEX"] == str(i)
+
+    # A lost pod comes back with the same name.
+    victim = pods[1]
+    await kube.delete(PODS, namespace, victim["metadata"]["name"])
+
+    async def back() -> bool:
+        now = {p["metadata"]["name"]: p for p in await api.pods("st")}
+        p = now.get(victim["metadata"]["name"])
+        return p is not None and p["metadata"]["uid"] != victim["metadata"]["uid"] and len(now) == 3
+
+    await eventually(back, "slot 1 refilled under the same name")
+
+    # A pod with a bad index (owned by the RoleSet) is removed.
+    bad = {
+        "metadata": {
+            "name": "st-db-bad",
+            "labels": {L.ROLESET_NAME_LABEL: "st", L.ROLE_NAME_LABEL: "db", L.ROLE_TEMPLATE_HASH_LABEL: h},
+            "annotations": {L.ROLE_REPLICA_INDEX_ANNOTATION: "7"},
+            "ownerReferences": [
+                {"apiVersion": "orchestration.aibrix.ai/v1alpha1", "kind": "RoleSet", "name": "st",
+                 "uid": rs["metadata"]["uid"], "controller": True}
+            ],
+        },
+        "spec": {"containers": [{"name": "main", "image": IMAGE_V1}]},
+    }
+    await kube.create(PODS, namespace, bad)
+
+    async def bad_gone() -> bool:
+        return "st-db-bad" not in {p["metadata"]["name"] for p in await api.pods("st")}
+
+    await eventually(bad_gone, "bad-index pod deleted")
+    assert len(await api.pods("st")) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# pod groups
+
+
+async def test_pod_groups(controller: Controller, api: Api, kube: Any, namespace: str) -> None:
+    rs = await api.create(roleset("grp", [role("infer", replicas=2, podGroupSize=3)]))
+    await eventually(lambda: settled(api, "grp", {"infer": 2}), "2 groups of 3")
+    h = template_hash(rs["spec"]["roles"][0]["template"])
+    pods = await api.pods("grp")
+    assert len(pods) == 6
+    for pod in pods:
+        labels = pod["metadata"]["labels"]
+        i, k = labels[L.ROLE_REPLICA_INDEX_LABEL], labels[L.POD_GROUP_INDEX_LABEL]
+        assert pod["metadata"]["name"] == f"grp-infer-{h}-{i}-{k}"
+        assert labels[L.PODSET_NAME_LABEL] == f"grp-infer-{h}-{i}"
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        assert env["PODSET_NAME"] == f"grp-infer-{h}-{i}"
+        assert env["POD_GROUP_INDEX"] == k and env["POD_GROUP_SIZE"] == "3" and env["ROLE_REPLICA_INDEX"] == i
+        assert env["LEADER_ADDRESS"] == f"grp-infer-{h}-{i}-0.svc.{namespace}.svc"
+
+    # One member not ready -> that instance is not ready.
+    member = next(p for p in pods if p["metadata"]["name"].endswith("-1-2"))
+    await api.set_pod_status(member, conditions=[{"type": "Ready", "status": "False"}])
+
+    async def one_not_ready() -> bool:
+        roles = (await api.status("grp")).get("roles") or []
+        return bool(roles) and (roles[0]["replicas"], roles[0]["readyReplicas"]) == (2, 1)
+
+    await eventually(one_not_ready, "group 1 counted not ready")
+
+    # A failed member is replaced alone (ReplaceUnhealthy).
+    others = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods if p is not member}
+    await api.set_pod_status(member, phase="Failed")
+
+    async def member_replaced() -> bool:
+        now = {p["metadata"]["name"]: p for p in await api.pods("grp")}
+        m = now.get(member["metadata"]["name"])
+        return m is not None and m["metadata"]["uid"] != member["metadata"]["uid"] and is_ready(m) and len(now) == 6
+
+    await eventually(member_replaced, "failed member replaced")
+    now = {p["metadata"]["name"]: p["metadata"]["uid"] for p in await api.pods("grp")}
+    assert all(now[n] == uid for n, uid in others.items()), "only the failed member was replaced"
+
+    # Recreate: a failed member takes its whole group down and back up.
+    await api.patch_spec("grp", lambda s: s["roles"][0].__setitem__("podRecoveryPolicy", "Recreate"))
+    group0 = {p["metadata"]["name"]: p["metadata"]["uid"] for p in await api.pods("grp") if p["metadata"]["labels"][L.ROLE_REPLICA_INDEX_LABEL] == "0"}
+    victim = await kube.get(PODS, namespace, sorted(group0)[1])
+    await api.set_pod_status(victim, phase="Failed")
+
+    async def group_recreated() -> bool:
+        now = {p["metadata"]["name"]: p for p in await api.pods("grp")}
+        return all(n in now and now[n]["metadata"]["uid"] != uid and is_ready(now[n]) for n, uid in group0.items())
+
+    await eventually(group_recreated, "whole group recreated")
+
+    # Changing podGroupSize replaces instances.
+    await api.patch_spec("grp", lambda s: s["roles"][0].__setitem__("podGroupSize", 2))
+    await eventually(lambda: settled(api, "grp", {"infer": 2}), "groups of 2")
+
+    async def groups_of_two() -> bool:
+        ps = await api.pods("grp")
+        return len(ps) == 4 and all(p["metadata"]["annotations"].get(L.POD_GROUP_SIZE_ANNOTATION) == "2" for p in ps)
+
+    await eventually(groups_of_two, "4 pods in groups of 2")
+
+
+# ---------------------------------------------------------------------------------------------
+# rollouts across roles
+
+
+async def _record_rollout(api: Api, name: str, roles: list[str], targets: dict[str, str], stop: asyncio.Event) -> list[dict[str, tuple[int, int, int]]]:
+    """Samples (updated, updated-ready, total) pods per role until `stop`."""
+    samples: list[dict[str, tuple[int, int, int]]] = []
+    while not stop.is_set():
+        sample = {}
+        for r in roles:
+            ps = await api.pods(name, r)
+            upd = [p for p in ps if pod_hash(p) == targets[r]]
+            sample[r] = (len(upd), sum(1 for p in upd if is_ready(p)), len(ps))
+        samples.append(sample)
+        await asyncio.sleep(0.05)
+    return samples
+
+
+def _bump_all(spec: dict[str, Any]) -> None:
+    for r in spec["roles"]:
+        r["template"]["spec"]["containers"][0]["image"] = IMAGE_V2
+
+
+async def test_sequential_rollout_honours_upgrade_order(controller: Controller, api: Api) -> None:
+    roles = [role("decode", replicas=2, upgradeOrder=2), role("prefill", replicas=2, upgradeOrder=1), role("router", replicas=1)]
+    await api.create(roleset("seq", roles))
+    await eventually(lambda: settled(api, "seq", {"decode": 2, "prefill": 2, "router": 1}), "ready")
+    await api.patch_spec("seq", _bump_all)
+    obj = await api.get("seq")
+    targets = {r["name"]: template_hash(r["template"]) for r in obj["spec"]["roles"]}
+    stop = asyncio.Event()
+    recorder = asyncio.create_task(_record_rollout(api, "seq", ["prefill", "decode", "router"], targets, stop))
+    await eventually(lambda: settled(api, "seq", {"decode": 2, "prefill": 2, "router": 1}), "rolled out", timeout=120)
+    stop.set()
+    samples = await recorder
+    order = ["prefill", "decode", "router"]  # upgradeOrder 1, 2, then unset
+    for s in samples:
+        for i, later in enumerate(order[1:], start=1):
+            if s[later][0] > 0:
+                for earlier in order[:i]:
+                    n = {"prefill": 2, "decode": 2, "router": 1}[earlier]
+                    assert s[earlier][1] >= n, f"{later} changed before {earlier} was updated and ready: {s}"
+    assert any(s["prefill"][0] > 0 and s["decode"][0] == 0 for s in samples), "prefill rolled first"
+
+
+async def test_interleave_rollout_lock_step(controller: Controller, api: Api) -> None:
+    roles = [role("a", replicas=4), role("b", replicas=4)]
+    await api.create(roleset("il", roles, updateStrategy="Interleave"))
+    await eventually(lambda: settled(api, "il", {"a": 4, "b": 4}), "ready")
+    await api.patch_spec("il", _bump_all)
+    obj = await api.get("il")
+    targets = {r["name"]: template_hash(r["template"]) for r in obj["spec"]["roles"]}
+    stop = asyncio.Event()
+    recorder = asyncio.create_task(_record_rollout(api, "il", ["a", "b"], targets, stop))
+    await eventually(lambda: settled(api, "il", {"a": 4, "b": 4}), "rolled out", timeout=120)
+    stop.set()
+    samples = await recorder
+    # Step length max(1, 0 + 1) = 1: a role never has more than one updated pod beyond the
+    # other's updated-and-ready count.
+    for s in samples:
+        assert s["a"][0] <= s["b"][1] + 1 and s["b"][0] <= s["a"][1] + 1, f"not in lock-step: {s}"
+    assert any(0 < s["a"][0] < 4 and 0 < s["b"][0] < 4 for s in samples), "both roles advanced together"
+
+
+async def test_parallel_rollout(controller: Controller, api: Api) -> None:
+    roles = [role("a", replicas=2, upgradeOrder=1), role("b", replicas=2, upgradeOrder=2)]
+    await api.create(roleset("par", roles, updateStrategy="Parallel"))
+    await eventually(lambda: settled(api, "par", {"a": 2, "b": 2}), "ready")
+    await api.patch_spec("par", _bump_all)
+    obj = await api.get("par")
+    targets = {r["name"]: template_hash(r["template"]) for r in obj["spec"]["roles"]}
+    stop = asyncio.Event()
+    recorder = asyncio.create_task(_record_rollout(api, "par", ["a", "b"], targets, stop))
+    await eventually(lambda: settled(api, "par", {"a": 2, "b": 2}), "rolled out", timeout=120)
+    stop.set()
+    samples = await recorder
+    assert any(s["a"][0] > 0 and s["a"][1] < 2 and s["b"][0] > 0 for s in samples), "both roles rolled at once"
+
+
+async def test_restart_mid_rollout_converges_without_extra_pods(kubeconfig: str, namespace: str, crds: list[str], api: Api) -> None:
+    c = Controller(kubeconfig, namespace)
+    await c.start()
+    try:
+        await api.create(roleset("rr", [role("w", replicas=4, updateStrategy={"maxSurge": 1, "maxUnavailable": 0})]))
+        await eventually(lambda: settled(api, "rr", {"w": 4}), "ready")
+        uids: set[str] = {p["metadata"]["uid"] for p in await api.pods("rr", live=False)}
+        await api.patch_spec("rr", _bump_all)
+        target = template_hash((await api.get("rr"))["spec"]["roles"][0]["template"])
+        max_live = 0
+
+        async def partly() -> bool:
+            nonlocal max_live
+            ps = await api.pods("rr")
+            uids.update(p["metadata"]["uid"] for p in ps)
+            max_live = max(max_live, len(ps))
+            return 0 < sum(1 for p in ps if pod_hash(p) == target) < 4
+
+        await eventually(partly, "rollout under way", interval=0.02)
+    finally:
+        await c.stop()
+    c2 = Controller(kubeconfig, namespace)
+    await c2.start()
+    try:
+        async def done() -> bool:
+            nonlocal max_live
+            ps = await api.pods("rr")
+            uids.update(p["metadata"]["uid"] for p in ps)
+            max_live = max(max_live, len(ps))
+            return await settled(api, "rr", {"w": 4})
+
+        await eventually(done, "converged after restart", timeout=120, interval=0.05)
+        await asyncio.sleep(2)
+        uids.update(p["metadata"]["uid"] for p in await api.pods("rr", live=False))
+    finally:
+        await c2.stop()
+    assert len(uids) == 8, f"4 old + 4 new pods, nothing more: {len(uids)}"
+    assert max_live <= 5, "never above replicas + maxSurge"
+
+
+# ---------------------------------------------------------------------------------------------
+# in-place updates
+
+
+async def test_in_place_update(controller: Controller, api: Api, kube: Any, namespace: str) -> None:
+    strategy = {"type": "InPlaceIfPossible", "maxUnavailable": 1}
+    r = role("w", replicas=2, stateful=True, updateStrategy=strategy)
+    r["template"]["spec"]["readinessGates"] = [{"conditionType": L.INPLACE_READY_CONDITION}]
+    await api.create(roleset("ip", [r]))
+    await eventually(lambda: settled(api, "ip", {"w": 2}), "ready (the controller sets the gate)")
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in await api.pods("ip")}
+    await api.patch_spec("ip", lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("image", IMAGE_V2))
+    target = template_hash((await api.get("ip"))["spec"]["roles"][0]["template"])
+    completed = 0
+    while completed < 2:
+        async def one_patched() -> Obj | None:
+            for p in await api.pods("ip"):
+                if p["metadata"]["annotations"].get(L.INPLACE_TARGET_HASH_ANNOTATION) == target:
+                    return p
+            return None
+
+        pod = await eventually(one_patched, "an in-place update started")
+        assert pod["spec"]["containers"][0]["image"] == IMAGE_V2
+        assert L.INPLACE_STATE_ANNOTATION in pod["metadata"]["annotations"]
+        gate = [c for c in pod["status"]["conditions"] if c["type"] == L.INPLACE_READY_CONDITION]
+        assert gate and gate[0]["status"] == "False"
+        # Only maxUnavailable (1) at a time.
+        assert sum(1 for p in await api.pods("ip") if p["metadata"]["annotations"].get(L.INPLACE_TARGET_HASH_ANNOTATION)) == 1
+        await api.run_new_images(pod)
+
+        async def finished(name: str = pod["metadata"]["name"]) -> bool:
+            p = await kube.get(PODS, namespace, name)
+            return pod_hash(p) == target and L.INPLACE_TARGET_HASH_ANNOTATION not in p["metadata"]["annotations"]
+
+        await eventually(finished, "in-place update completed")
+        completed += 1
+    await eventually(lambda: settled(api, "ip", {"w": 2}), "all updated and ready")
+    after = {p["metadata"]["name"]: p["metadata"]["uid"] for p in await api.pods("ip")}
+    assert after == before, "same names and UIDs"
+    for p in await api.pods("ip"):
+        assert p["spec"]["containers"][0]["image"] == IMAGE_V2
+        gate = [c for c in p["status"]["conditions"] if c["type"] == L.INPLACE_READY_CONDITION]
+        assert gate[0]["status"] == "True"
+        assert L.INPLACE_STATE_ANNOTATION not in p["metadata"]["annotations"]
+    reasons = await eventually(
+        lambda: _has(api, "InPlaceUpdateStarted", "InPlaceUpdateCompleted"), "in-place events"
+    )
+    assert reasons
+
+
+async def _has(api: Api, *reasons: str) -> list[str] | None:
+    got = await api.event_reasons()
+    return got if all(r in got for r in reasons) else None
+
+
+async def test_in_place_fallback_to_recreate(controller: Controller, api: Api) -> None:
+    await api.create(roleset("fb", [role("w", replicas=1, updateStrategy={"type": "InPlaceIfPossible"})]))
+    await eventually(lambda: settled(api, "fb", {"w": 1}), "ready")
+    (before,) = await api.pods("fb")
+
+    def change(spec: dict[str, Any]) -> None:
+        c = spec["roles"][0]["template"]["spec"]["containers"][0]
+        c["image"] = IMAGE_V2
+        c["env"] = [{"name": "USER_VAR", "value": "y"}]
+
+    await api.patch_spec("fb", change)
+    await eventually(lambda: settled(api, "fb", {"w": 1}), "recreated")
+    (after,) = await api.pods("fb")
+    assert after["metadata"]["uid"] != before["metadata"]["uid"]
+    await eventually(lambda: _has(api, "InPlaceFallback"), "InPlaceFallback event")
+
+
+async def test_stuck_in_place_update_and_revert(kubeconfig: str, namespace: str, crds: list[str], api: Api) -> None:
+    c = Controller(kubeconfig, namespace, deadline=3)
+    await c.start()
+    try:
+        await api.create(roleset("stuck", [role("w", replicas=1, updateStrategy={"type": "InPlaceIfPossible"})]))
+        await eventually(lambda: settled(api, "stuck", {"w": 1}), "ready")
+        (before,) = await api.pods("stuck")
+        await api.patch_spec("stuck", lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("image", IMAGE_V2))
+
+        async def stuck() -> bool:
+            cond = await api.condition("stuck", "Progressing")
+            return cond is not None and (cond["status"], cond["reason"]) == ("False", "InPlaceUpdateStuck")
+
+        await eventually(stuck, "stuck condition", timeout=30)
+        await eventually(lambda: _has(api, "InPlaceUpdateStuck"), "stuck event")
+        # Revert the template: the pod goes back to the old image, in place.
+        await api.patch_spec("stuck", lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("image", IMAGE_V1))
+
+        async def reverted() -> bool:
+            (p,) = await api.pods("stuck")
+            return (
+                p["metadata"]["uid"] == before["metadata"]["uid"]
+                and p["spec"]["containers"][0]["image"] == IMAGE_V1
+                and L.INPLACE_TARGET_HASH_ANNOTATION not in p["metadata"]["annotations"]
+            )
+
+        await eventually(reverted, "pod reverted in place")
+        await eventually(lambda: settled(api, "stuck", {"w": 1}), "settled after revert")
+        cond = await api.condition("stuck", "Progressing")
+        assert cond is not None and cond["status"] == "True"
+    finally:
+        await c.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# topology, PodGroups, PDBs
+
+
+async def test_topology_policy_on_new_pods_only(controller: Controller, api: Api) -> None:
+    await api.create(roleset("topo", [role("w", replicas=1)]))
+    await eventually(lambda: settled(api, "topo", {"w": 1}), "ready")
+    (old,) = await api.pods("topo")
+
+    def add_policy(spec: dict[str, Any]) -> None:
+        spec["topologyPolicy"] = {"scope": "RoleSet", "mode": "Required", "key": "topology.kubernetes.io/zone"}
+        spec["roles"][0]["replicas"] = 2
+
+    await api.patch_spec("topo", add_policy)
+
+    async def reported() -> bool:
+        cond = await api.condition("topo", "TopologyPolicyApplied")
+        return cond is not None and cond["status"] == "False" and old["metadata"]["name"] in cond.get("message", "")
+
+    await eventually(reported, "old pod reported as lacking the term")
+    pods = await api.pods("topo")
+    assert len(pods) == 2
+    for p in pods:
+        terms = ((p["spec"].get("affinity") or {}).get("podAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+        if p["metadata"]["uid"] == old["metadata"]["uid"]:
+            assert not terms, "existing pods are not touched"
+        else:
+            assert terms == [{"labelSelector": {"matchLabels": {"roleset-name": "topo"}}, "topologyKey": "topology.kubernetes.io/zone"}]
+
+
+POD_GROUP_CRD: Obj = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "podgroups.scheduling.x-k8s.io"},
+    "spec": {
+        "group": "scheduling.x-k8s.io",
+        "names": {"kind": "PodGroup", "plural": "podgroups", "singular": "podgroup", "listKind": "PodGroupList"},
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": "v1alpha1",
+                "served": True,
+                "storage": True,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+            }
+        ],
+    },
+}
+PODGROUPS = Resource("scheduling.x-k8s.io", "v1alpha1", "podgroups", "PodGroup")
+
+
+async def test_pod_group_crd_missing_then_installed(controller: Controller, api: Api, kube: Any, namespace: str) -> None:
+    with contextlib.suppress(NotFound):
+        await kube.delete(CUSTOM_RESOURCE_DEFINITIONS, None, POD_GROUP_CRD["metadata"]["name"])
+    strategy = {"coschedulingSchedulingStrategy": {"scheduleTimeoutSeconds": 60}}
+    await api.create(roleset("gang", [role("w", replicas=2)], schedulingStrategy=strategy))
+
+    async def missing() -> bool:
+        cond = await api.condition("gang", "PodGroupSynced")
+        return cond is not None and cond["reason"] == "PodGroupCRDMissing"
+
+    await eventually(missing, "CRD-missing condition")
+    await eventually(lambda: _has(api, "PodGroupCRDMissing"), "Warning event")
+    events = [e for e in await api.events() if e.get("reason") == "PodGroupCRDMissing"]
+    assert events[0]["type"] == "Warning"
+    for p in await api.pods("gang"):
+        assert p["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == "gang"
+
+    await kube.create(CUSTOM_RESOURCE_DEFINITIONS, None, POD_GROUP_CRD)
+    try:
+        async def synced() -> bool:
+            cond = await api.condition("gang", "PodGroupSynced")
+            return cond is not None and cond["status"] == "True"
+
+        await eventually(synced, "PodGroup synced", timeout=60)
+        pg = await kube.get(PODGROUPS, namespace, "gang")
+        assert pg["spec"] == {"scheduleTimeoutSeconds": 60, "minMember": 2}
+        assert pg["metadata"]["ownerReferences"][0]["name"] == "gang"
+    finally:
+        with contextlib.suppress(NotFound):
+            await kube.delete(CUSTOM_RESOURCE_DEFINITIONS, None, POD_GROUP_CRD["metadata"]["name"])
+
+
+async def test_pdb_per_role(controller: Controller, api: Api, kube: Any, namespace: str) -> None:
+    await api.create(roleset("pdb", [role("w", replicas=2, disruptionTolerance={"maxUnavailable": "50%"})]))
+
+    async def pdb() -> Obj | None:
+        try:
+            got: Obj = await kube.get(POD_DISRUPTION_BUDGETS, namespace, "pdb-w")
+            return got
+        except NotFound:
+            return None
+
+    got = await eventually(pdb, "PodDisruptionBudget")
+    assert got["spec"]["maxUnavailable"] == "50%"
+    assert got["spec"]["selector"] == {"matchLabels": {"roleset-name": "pdb", "role-name": "w"}}
+    await api.patch_spec("pdb", lambda s: s["roles"][0].pop("disruptionTolerance"))
+
+    async def gone() -> bool:
+        return await pdb() is None
+
+    await eventually(gone, "PodDisruptionBudget removed")
