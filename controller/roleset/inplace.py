@@ -326,22 +326,21 @@ def _ts(now: datetime) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def gate_status_patch(status: str, now: datetime, *, also_not_ready: bool = False) -> Obj:
-    """Strategic-merge patch of pod status setting the in-place readiness gate condition."""
-    conds: list[Obj] = [
-        {
-            "type": L.INPLACE_READY_CONDITION,
-            "status": status,
-            "reason": "InPlaceUpdating" if status == "False" else "InPlaceUpdateReady",
-            "lastTransitionTime": _ts(now),
+def gate_status_patch(status: str, now: datetime) -> Obj:
+    """Strategic-merge patch of pod status setting the in-place readiness gate condition. The
+    kubelet owns Ready and recomputes it from the gate; we never write Ready ourselves."""
+    return {
+        "status": {
+            "conditions": [
+                {
+                    "type": L.INPLACE_READY_CONDITION,
+                    "status": status,
+                    "reason": "InPlaceUpdating" if status == "False" else "InPlaceUpdateReady",
+                    "lastTransitionTime": _ts(now),
+                }
+            ]
         }
-    ]
-    if also_not_ready:
-        # Leave Service endpoints at once, before the kubelet restarts the containers.
-        conds.append(
-            {"type": "Ready", "status": "False", "reason": "InPlaceUpdating", "lastTransitionTime": _ts(now)}
-        )
-    return {"status": {"conditions": conds}}
+    }
 
 
 def start_patch(pod: Mapping[str, Any], desired: Mapping[str, Any], target_hash: str, now: datetime) -> Obj:

@@ -554,7 +554,7 @@ class RoleSetSync:
             pod = ctx.pods[p.name]
             desired = render_pod(info, self._inputs_for(info, ctx, p.index), p.index, p.member)
             if ip.has_inplace_gate(pod) and not await self._patch_pod(
-                info, p.name, ip.gate_status_patch("False", now, also_not_ready=True), status=True, obs=obs
+                info, p.name, ip.gate_status_patch("False", now), status=True, obs=obs
             ):
                 return
             if not await self._patch_pod(info, p.name, ip.start_patch(pod, desired, h, now), obs=obs):

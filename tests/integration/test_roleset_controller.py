@@ -102,7 +102,7 @@ async def controller(kubeconfig: str, namespace: str, crds: list[str]) -> AsyncI
 
 
 async def eventually(
-    check: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = POLL
+    check: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = POLL  # noqa: ASYNC109
 ) -> Any:
     """Await `check()` (sync or async) until it returns a truthy value; returns that value."""
     deadline = time.monotonic() + timeout
@@ -125,7 +125,9 @@ def role(name: str, replicas: int = 2, image: str = IMAGE_V1, **extra: Any) -> d
         "replicas": replicas,
         "template": {
             "metadata": {"labels": {"app": name}},
-            "spec": {"containers": [{"name": "main", "image": image, "env": [{"name": "USER_VAR", "value": "x"}]}]},
+            "spec": {
+                "containers": [{"name": "main", "image": image, "env": [{"name": "USER_VAR", "value": "x"}]}]
+            },
         },
         **extra,
     }
@@ -188,20 +190,36 @@ class Api:
         return [e.get("reason", "") for e in await self.events()]
 
     async def set_pod_status(self, pod: Obj, **changes: Any) -> None:
-        await self.kube.patch(PODS, self.ns, pod["metadata"]["name"], {"status": changes}, patch_type="strategic", subresource="status")
+        await self.kube.patch(
+            PODS,
+            self.ns,
+            pod["metadata"]["name"],
+            {"status": changes},
+            patch_type="strategic",
+            subresource="status",
+        )
 
     async def run_new_images(self, pod: Obj, image_id: str = "sha256:new") -> None:
         """What a kubelet reports after restarting containers on new images."""
         statuses = [
-            {"name": c["name"], "image": c["image"], "imageID": f"{image_id}-{c['name']}", "ready": True,
-             "restartCount": 1, "state": {"running": {"startedAt": "2024-01-01T00:00:00Z"}}}
+            {
+                "name": c["name"],
+                "image": c["image"],
+                "imageID": f"{image_id}-{c['name']}",
+                "ready": True,
+                "restartCount": 1,
+                "state": {"running": {"startedAt": "2024-01-01T00:00:00Z"}},
+            }
             for c in pod["spec"]["containers"]
         ]
         await self.set_pod_status(pod, containerStatuses=statuses)
 
 
 def is_ready(pod: Obj) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in (pod.get("status") or {}).get("conditions") or [])
+    return any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
 
 
 def pod_hash(pod: Obj) -> str:
@@ -261,18 +279,31 @@ async def test_stateless_scale_status_labels_env(controller: Controller, api: Ap
         assert meta["labels"]["app"] == "worker"
         assert meta["annotations"][L.ROLESET_INDEX_ANNOTATION] == "0"
         assert meta["ownerReferences"] == [
-            {"apiVersion": "orchestration.aibrix.ai/v1alpha1", "kind": "RoleSet", "name": "web",
-             "uid": rs["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+            {
+                "apiVersion": "orchestration.aibrix.ai/v1alpha1",
+                "kind": "RoleSet",
+                "name": "web",
+                "uid": rs["metadata"]["uid"],
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
         ]
         assert pod["spec"]["subdomain"] == "svc"
         env = [(e["name"], e.get("value")) for e in pod["spec"]["containers"][0]["env"]]
         assert env == [
-            ("STORM_SERVICE_NAME", "svc"), ("ROLESET_NAME", "web"), ("ROLESET_INDEX", "0"),
-            ("ROLE_NAME", "worker"), ("ROLE_TEMPLATE_HASH", h), ("USER_VAR", "x"),
+            ("STORM_SERVICE_NAME", "svc"),
+            ("ROLESET_NAME", "web"),
+            ("ROLESET_INDEX", "0"),
+            ("ROLE_NAME", "worker"),
+            ("ROLE_TEMPLATE_HASH", h),
+            ("USER_VAR", "x"),
         ]
     ready = await api.condition("web", "Ready")
     assert ready is not None and ready["status"] == "True"
-    assert counter("stormservice_roleset_pods_created_total", role="worker", reason="scale-up") - created_before == 3
+    assert (
+        counter("stormservice_roleset_pods_created_total", role="worker", reason="scale-up") - created_before
+        == 3
+    )
 
     # Scale down: newest first, down to 1; then a terminated pod is replaced.
     await api.patch_spec("web", lambda s: s["roles"][0].__setitem__("replicas", 1))
@@ -283,7 +314,11 @@ async def test_stateless_scale_status_labels_env(controller: Controller, api: Ap
 
     async def replaced() -> bool:
         pods_now = await api.pods("web")
-        return len(pods_now) == 1 and pods_now[0]["metadata"]["uid"] != survivor["metadata"]["uid"] and is_ready(pods_now[0])
+        return (
+            len(pods_now) == 1
+            and pods_now[0]["metadata"]["uid"] != survivor["metadata"]["uid"]
+            and is_ready(pods_now[0])
+        )
 
     await eventually(replaced, "failed pod replaced")
 
@@ -307,7 +342,9 @@ async def test_no_double_creation_and_idle_makes_no_writes(controller: Controlle
     assert after is not None and after["lastTransitionTime"] == ready["lastTransitionTime"]
 
 
-async def test_removed_role_and_foreign_pods(controller: Controller, api: Api, kube: Any, namespace: str) -> None:
+async def test_removed_role_and_foreign_pods(
+    controller: Controller, api: Api, kube: Any, namespace: str
+) -> None:
     rs = await api.create(roleset("mix", [role("a", replicas=1), role("b", replicas=2)]))
     await eventually(lambda: settled(api, "mix", {"a": 1, "b": 2}), "roles ready")
     foreign = {
@@ -364,8 +401,13 @@ async def test_stateful_slots(controller: Controller, api: Api, kube: Any, names
             "labels": {L.ROLESET_NAME_LABEL: "st", L.ROLE_NAME_LABEL: "db", L.ROLE_TEMPLATE_HASH_LABEL: h},
             "annotations": {L.ROLE_REPLICA_INDEX_ANNOTATION: "7"},
             "ownerReferences": [
-                {"apiVersion": "orchestration.aibrix.ai/v1alpha1", "kind": "RoleSet", "name": "st",
-                 "uid": rs["metadata"]["uid"], "controller": True}
+                {
+                    "apiVersion": "orchestration.aibrix.ai/v1alpha1",
+                    "kind": "RoleSet",
+                    "name": "st",
+                    "uid": rs["metadata"]["uid"],
+                    "controller": True,
+                }
             ],
         },
         "spec": {"containers": [{"name": "main", "image": IMAGE_V1}]},
@@ -416,7 +458,12 @@ async def test_pod_groups(controller: Controller, api: Api, kube: Any, namespace
     async def member_replaced() -> bool:
         now = {p["metadata"]["name"]: p for p in await api.pods("grp")}
         m = now.get(member["metadata"]["name"])
-        return m is not None and m["metadata"]["uid"] != member["metadata"]["uid"] and is_ready(m) and len(now) == 6
+        return (
+            m is not None
+            and m["metadata"]["uid"] != member["metadata"]["uid"]
+            and is_ready(m)
+            and len(now) == 6
+        )
 
     await eventually(member_replaced, "failed member replaced")
     now = {p["metadata"]["name"]: p["metadata"]["uid"] for p in await api.pods("grp")}
@@ -424,13 +471,19 @@ async def test_pod_groups(controller: Controller, api: Api, kube: Any, namespace
 
     # Recreate: a failed member takes its whole group down and back up.
     await api.patch_spec("grp", lambda s: s["roles"][0].__setitem__("podRecoveryPolicy", "Recreate"))
-    group0 = {p["metadata"]["name"]: p["metadata"]["uid"] for p in await api.pods("grp") if p["metadata"]["labels"][L.ROLE_REPLICA_INDEX_LABEL] == "0"}
+    group0 = {
+        p["metadata"]["name"]: p["metadata"]["uid"]
+        for p in await api.pods("grp")
+        if p["metadata"]["labels"][L.ROLE_REPLICA_INDEX_LABEL] == "0"
+    }
     victim = await kube.get(PODS, namespace, sorted(group0)[1])
     await api.set_pod_status(victim, phase="Failed")
 
     async def group_recreated() -> bool:
         now = {p["metadata"]["name"]: p for p in await api.pods("grp")}
-        return all(n in now and now[n]["metadata"]["uid"] != uid and is_ready(now[n]) for n, uid in group0.items())
+        return all(
+            n in now and now[n]["metadata"]["uid"] != uid and is_ready(now[n]) for n, uid in group0.items()
+        )
 
     await eventually(group_recreated, "whole group recreated")
 
@@ -440,7 +493,9 @@ async def test_pod_groups(controller: Controller, api: Api, kube: Any, namespace
 
     async def groups_of_two() -> bool:
         ps = await api.pods("grp")
-        return len(ps) == 4 and all(p["metadata"]["annotations"].get(L.POD_GROUP_SIZE_ANNOTATION) == "2" for p in ps)
+        return len(ps) == 4 and all(
+            p["metadata"]["annotations"].get(L.POD_GROUP_SIZE_ANNOTATION) == "2" for p in ps
+        )
 
     await eventually(groups_of_two, "4 pods in groups of 2")
 
@@ -449,7 +504,9 @@ async def test_pod_groups(controller: Controller, api: Api, kube: Any, namespace
 # rollouts across roles
 
 
-async def _record_rollout(api: Api, name: str, roles: list[str], targets: dict[str, str], stop: asyncio.Event) -> list[dict[str, tuple[int, int, int]]]:
+async def _record_rollout(
+    api: Api, name: str, roles: list[str], targets: dict[str, str], stop: asyncio.Event
+) -> list[dict[str, tuple[int, int, int]]]:
     """Samples (updated, updated-ready, total) pods per role until `stop`."""
     samples: list[dict[str, tuple[int, int, int]]] = []
     while not stop.is_set():
@@ -469,15 +526,23 @@ def _bump_all(spec: dict[str, Any]) -> None:
 
 
 async def test_sequential_rollout_honours_upgrade_order(controller: Controller, api: Api) -> None:
-    roles = [role("decode", replicas=2, upgradeOrder=2), role("prefill", replicas=2, upgradeOrder=1), role("router", replicas=1)]
+    roles = [
+        role("decode", replicas=2, upgradeOrder=2),
+        role("prefill", replicas=2, upgradeOrder=1),
+        role("router", replicas=1),
+    ]
     await api.create(roleset("seq", roles))
     await eventually(lambda: settled(api, "seq", {"decode": 2, "prefill": 2, "router": 1}), "ready")
     await api.patch_spec("seq", _bump_all)
     obj = await api.get("seq")
     targets = {r["name"]: template_hash(r["template"]) for r in obj["spec"]["roles"]}
     stop = asyncio.Event()
-    recorder = asyncio.create_task(_record_rollout(api, "seq", ["prefill", "decode", "router"], targets, stop))
-    await eventually(lambda: settled(api, "seq", {"decode": 2, "prefill": 2, "router": 1}), "rolled out", timeout=120)
+    recorder = asyncio.create_task(
+        _record_rollout(api, "seq", ["prefill", "decode", "router"], targets, stop)
+    )
+    await eventually(
+        lambda: settled(api, "seq", {"decode": 2, "prefill": 2, "router": 1}), "rolled out", timeout=120
+    )
     stop.set()
     samples = await recorder
     order = ["prefill", "decode", "router"]  # upgradeOrder 1, 2, then unset
@@ -521,14 +586,20 @@ async def test_parallel_rollout(controller: Controller, api: Api) -> None:
     await eventually(lambda: settled(api, "par", {"a": 2, "b": 2}), "rolled out", timeout=120)
     stop.set()
     samples = await recorder
-    assert any(s["a"][0] > 0 and s["a"][1] < 2 and s["b"][0] > 0 for s in samples), "both roles rolled at once"
+    assert any(s["a"][0] > 0 and s["a"][1] < 2 and s["b"][0] > 0 for s in samples), (
+        "both roles rolled at once"
+    )
 
 
-async def test_restart_mid_rollout_converges_without_extra_pods(kubeconfig: str, namespace: str, crds: list[str], api: Api) -> None:
+async def test_restart_mid_rollout_converges_without_extra_pods(
+    kubeconfig: str, namespace: str, crds: list[str], api: Api
+) -> None:
     c = Controller(kubeconfig, namespace)
     await c.start()
     try:
-        await api.create(roleset("rr", [role("w", replicas=4, updateStrategy={"maxSurge": 1, "maxUnavailable": 0})]))
+        await api.create(
+            roleset("rr", [role("w", replicas=4, updateStrategy={"maxSurge": 1, "maxUnavailable": 0})])
+        )
         await eventually(lambda: settled(api, "rr", {"w": 4}), "ready")
         uids: set[str] = {p["metadata"]["uid"] for p in await api.pods("rr", live=False)}
         await api.patch_spec("rr", _bump_all)
@@ -548,6 +619,7 @@ async def test_restart_mid_rollout_converges_without_extra_pods(kubeconfig: str,
     c2 = Controller(kubeconfig, namespace)
     await c2.start()
     try:
+
         async def done() -> bool:
             nonlocal max_live
             ps = await api.pods("rr")
@@ -575,10 +647,13 @@ async def test_in_place_update(controller: Controller, api: Api, kube: Any, name
     await api.create(roleset("ip", [r]))
     await eventually(lambda: settled(api, "ip", {"w": 2}), "ready (the controller sets the gate)")
     before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in await api.pods("ip")}
-    await api.patch_spec("ip", lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("image", IMAGE_V2))
+    await api.patch_spec(
+        "ip", lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("image", IMAGE_V2)
+    )
     target = template_hash((await api.get("ip"))["spec"]["roles"][0]["template"])
     completed = 0
     while completed < 2:
+
         async def one_patched() -> Obj | None:
             for p in await api.pods("ip"):
                 if p["metadata"]["annotations"].get(L.INPLACE_TARGET_HASH_ANNOTATION) == target:
@@ -591,12 +666,21 @@ async def test_in_place_update(controller: Controller, api: Api, kube: Any, name
         gate = [c for c in pod["status"]["conditions"] if c["type"] == L.INPLACE_READY_CONDITION]
         assert gate and gate[0]["status"] == "False"
         # Only maxUnavailable (1) at a time.
-        assert sum(1 for p in await api.pods("ip") if p["metadata"]["annotations"].get(L.INPLACE_TARGET_HASH_ANNOTATION)) == 1
+        assert (
+            sum(
+                1
+                for p in await api.pods("ip")
+                if p["metadata"]["annotations"].get(L.INPLACE_TARGET_HASH_ANNOTATION)
+            )
+            == 1
+        )
         await api.run_new_images(pod)
 
         async def finished(name: str = pod["metadata"]["name"]) -> bool:
             p = await kube.get(PODS, namespace, name)
-            return pod_hash(p) == target and L.INPLACE_TARGET_HASH_ANNOTATION not in p["metadata"]["annotations"]
+            return (
+                pod_hash(p) == target and L.INPLACE_TARGET_HASH_ANNOTATION not in p["metadata"]["annotations"]
+            )
 
         await eventually(finished, "in-place update completed")
         completed += 1
@@ -636,14 +720,21 @@ async def test_in_place_fallback_to_recreate(controller: Controller, api: Api) -
     await eventually(lambda: _has(api, "InPlaceFallback"), "InPlaceFallback event")
 
 
-async def test_stuck_in_place_update_and_revert(kubeconfig: str, namespace: str, crds: list[str], api: Api) -> None:
+async def test_stuck_in_place_update_and_revert(
+    kubeconfig: str, namespace: str, crds: list[str], api: Api
+) -> None:
     c = Controller(kubeconfig, namespace, deadline=3)
     await c.start()
     try:
-        await api.create(roleset("stuck", [role("w", replicas=1, updateStrategy={"type": "InPlaceIfPossible"})]))
+        await api.create(
+            roleset("stuck", [role("w", replicas=1, updateStrategy={"type": "InPlaceIfPossible"})])
+        )
         await eventually(lambda: settled(api, "stuck", {"w": 1}), "ready")
         (before,) = await api.pods("stuck")
-        await api.patch_spec("stuck", lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("image", IMAGE_V2))
+        await api.patch_spec(
+            "stuck",
+            lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("image", IMAGE_V2),
+        )
 
         async def stuck() -> bool:
             cond = await api.condition("stuck", "Progressing")
@@ -652,7 +743,10 @@ async def test_stuck_in_place_update_and_revert(kubeconfig: str, namespace: str,
         await eventually(stuck, "stuck condition", timeout=30)
         await eventually(lambda: _has(api, "InPlaceUpdateStuck"), "stuck event")
         # Revert the template: the pod goes back to the old image, in place.
-        await api.patch_spec("stuck", lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("image", IMAGE_V1))
+        await api.patch_spec(
+            "stuck",
+            lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("image", IMAGE_V1),
+        )
 
         async def reverted() -> bool:
             (p,) = await api.pods("stuck")
@@ -680,24 +774,39 @@ async def test_topology_policy_on_new_pods_only(controller: Controller, api: Api
     (old,) = await api.pods("topo")
 
     def add_policy(spec: dict[str, Any]) -> None:
-        spec["topologyPolicy"] = {"scope": "RoleSet", "mode": "Required", "key": "topology.kubernetes.io/zone"}
+        spec["topologyPolicy"] = {
+            "scope": "RoleSet",
+            "mode": "Required",
+            "key": "topology.kubernetes.io/zone",
+        }
         spec["roles"][0]["replicas"] = 2
 
     await api.patch_spec("topo", add_policy)
 
     async def reported() -> bool:
         cond = await api.condition("topo", "TopologyPolicyApplied")
-        return cond is not None and cond["status"] == "False" and old["metadata"]["name"] in cond.get("message", "")
+        return (
+            cond is not None
+            and cond["status"] == "False"
+            and old["metadata"]["name"] in cond.get("message", "")
+        )
 
     await eventually(reported, "old pod reported as lacking the term")
     pods = await api.pods("topo")
     assert len(pods) == 2
     for p in pods:
-        terms = ((p["spec"].get("affinity") or {}).get("podAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+        terms = ((p["spec"].get("affinity") or {}).get("podAffinity") or {}).get(
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        )
         if p["metadata"]["uid"] == old["metadata"]["uid"]:
             assert not terms, "existing pods are not touched"
         else:
-            assert terms == [{"labelSelector": {"matchLabels": {"roleset-name": "topo"}}, "topologyKey": "topology.kubernetes.io/zone"}]
+            assert terms == [
+                {
+                    "labelSelector": {"matchLabels": {"roleset-name": "topo"}},
+                    "topologyKey": "topology.kubernetes.io/zone",
+                }
+            ]
 
 
 POD_GROUP_CRD: Obj = {
@@ -706,14 +815,21 @@ POD_GROUP_CRD: Obj = {
     "metadata": {"name": "podgroups.scheduling.x-k8s.io"},
     "spec": {
         "group": "scheduling.x-k8s.io",
-        "names": {"kind": "PodGroup", "plural": "podgroups", "singular": "podgroup", "listKind": "PodGroupList"},
+        "names": {
+            "kind": "PodGroup",
+            "plural": "podgroups",
+            "singular": "podgroup",
+            "listKind": "PodGroupList",
+        },
         "scope": "Namespaced",
         "versions": [
             {
                 "name": "v1alpha1",
                 "served": True,
                 "storage": True,
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
             }
         ],
     },
@@ -721,7 +837,9 @@ POD_GROUP_CRD: Obj = {
 PODGROUPS = Resource("scheduling.x-k8s.io", "v1alpha1", "podgroups", "PodGroup")
 
 
-async def test_pod_group_crd_missing_then_installed(controller: Controller, api: Api, kube: Any, namespace: str) -> None:
+async def test_pod_group_crd_missing_then_installed(
+    controller: Controller, api: Api, kube: Any, namespace: str
+) -> None:
     with contextlib.suppress(NotFound):
         await kube.delete(CUSTOM_RESOURCE_DEFINITIONS, None, POD_GROUP_CRD["metadata"]["name"])
     strategy = {"coschedulingSchedulingStrategy": {"scheduleTimeoutSeconds": 60}}
@@ -740,6 +858,7 @@ async def test_pod_group_crd_missing_then_installed(controller: Controller, api:
 
     await kube.create(CUSTOM_RESOURCE_DEFINITIONS, None, POD_GROUP_CRD)
     try:
+
         async def synced() -> bool:
             cond = await api.condition("gang", "PodGroupSynced")
             return cond is not None and cond["status"] == "True"

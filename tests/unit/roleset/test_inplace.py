@@ -175,9 +175,9 @@ def test_complete_patch_promotes_hash_and_clears_annotations() -> None:
 
 
 def test_gate_patch() -> None:
-    p = gate_status_patch("False", NOW, also_not_ready=True)
+    p = gate_status_patch("False", NOW)
     types = [(c["type"], c["status"]) for c in p["status"]["conditions"]]
-    assert types == [(L.INPLACE_READY_CONDITION, "False"), ("Ready", "False")]
+    assert types == [(L.INPLACE_READY_CONDITION, "False")]  # Ready is the kubelet's
 
 
 def inflight(
