@@ -41,16 +41,22 @@ def options(**kw: object) -> Options:
     return Options(**base)  # type: ignore[arg-type]
 
 
-def fast_elector(client: KubeClient, opts: Options, identity: str) -> LeaderElector:
+def fast_elector(
+    client: KubeClient, opts: Options, identity: str, renew_deadline: float = 3.0
+) -> LeaderElector:
     return LeaderElector(
         client,
         opts.leader_elect_namespace,
         opts.leader_elect_id,
         identity,
-        lease_duration=1.0,
-        renew_deadline=0.3,
+        lease_duration=5.0,
+        renew_deadline=renew_deadline,
         retry_period=0.02,
     )
+
+
+def quickly_losing_elector(client: KubeClient, opts: Options, identity: str) -> LeaderElector:
+    return fast_elector(client, opts, identity, renew_deadline=0.5)
 
 
 class PodController:
@@ -132,7 +138,7 @@ async def test_runs_controllers_serves_endpoints_and_stops_gracefully() -> None:
         seed_pod(client, "c")
         await asyncio.wait_for(ctl.started.wait(), 5)
         stop.set()
-        await asyncio.sleep(0.02)
+        await wait_until(lambda: manager.readyz.run() == [("manager", "shutting down")])
         assert not task.done()
         status, _ = await get(manager.health_port, "/readyz")
         assert status == 500  # not ready while shutting down
@@ -215,7 +221,9 @@ async def test_a_standby_is_ready_and_idle() -> None:
 async def test_losing_the_lease_stops_everything_and_raises() -> None:
     client = FakeClient()
     seed_pod(client, "a")
-    manager = Manager(client, options(leader_elect=True), identity="me", elector_factory=fast_elector)
+    manager = Manager(
+        client, options(leader_elect=True), identity="me", elector_factory=quickly_losing_elector
+    )
     ctl = PodController(manager)
     manager.add(ctl, 1)
     task = asyncio.create_task(manager.run(asyncio.Event()))
