@@ -8,7 +8,7 @@ are in `sync.py`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from apis.v1alpha1 import constants as c
 from controller.runtime.client import KubeClient, Obj, object_key
@@ -16,6 +16,7 @@ from controller.runtime.controllerref import controller_ref
 from controller.runtime.expectations import ControllerExpectations
 from controller.runtime.informer import DeletedFinalStateUnknown, FuncHandler, InformerFactory
 from controller.runtime.loop import Reconciler
+from controller.runtime.manager import Manager
 from controller.runtime.resources import CONTROLLER_REVISIONS, ROLESETS, SERVICES, STORMSERVICES
 from controller.runtime.revision import KubeRevisionHistory, RevisionHistory
 from controller.runtime.store import INDEX_NAMESPACE, Store
@@ -30,17 +31,6 @@ from controller.stormservice.sync import (
 )
 
 CONTROLLER_NAME = "stormservice"
-
-
-class _Manager(Protocol):
-    @property
-    def informers(self) -> InformerFactory: ...
-
-    @property
-    def recorder(self) -> Recorder: ...
-
-    @property
-    def client(self) -> KubeClient: ...
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -208,7 +198,7 @@ class StormServiceController:
             self._queue.add(key)
 
 
-def new_stormservice_controller(manager: _Manager) -> Reconciler:
+def new_stormservice_controller(manager: Manager) -> Reconciler:
     return StormServiceController(
         client=manager.client, informers=manager.informers, recorder=manager.recorder
     )
