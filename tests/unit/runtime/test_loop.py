@@ -12,7 +12,7 @@ import pytest
 from controller.runtime import metrics
 from controller.runtime.logging import configure_logging
 from controller.runtime.loop import Reconciler, process_one, run_workers
-from controller.runtime.ratelimit import ItemExponentialFailureRateLimiter
+from controller.runtime.ratelimit import FakeClock, ItemExponentialFailureRateLimiter
 from controller.runtime.workqueue import RateLimitingQueue
 
 
@@ -99,15 +99,21 @@ async def test_errors_requeue_with_backoff_and_success_forgets(log_stream: io.St
     assert len(ids) == 3  # one id per sync
 
 
-async def test_backoff_grows_while_failing() -> None:
+async def test_errors_come_back_after_a_growing_delay() -> None:
+    clock = FakeClock()
     r = Scripted({"k": [RuntimeError(), RuntimeError(), RuntimeError()]})
+    r.queue = RateLimitingQueue(r.name, ItemExponentialFailureRateLimiter(base=1.0, cap=100.0), clock=clock)
     r.queue.add("k")
-    key = await r.queue.get()
-    assert key == "k"
-    await process_one(r, key)
-    assert r.queue.num_requeues("k") == 1
-    assert r.queue.waiting_count() == 1  # delayed, not immediately queued
-    assert len(r.queue) == 0
+    for attempt, delay in enumerate([1.0, 2.0, 4.0], start=1):
+        key = await r.queue.get()
+        assert key == "k"
+        await process_one(r, key)
+        assert r.queue.num_requeues("k") == attempt
+        assert (r.queue.waiting_count(), len(r.queue)) == (1, 0)  # delayed, not queued
+        clock.advance(delay - 0.01)
+        assert len(r.queue) == 0
+        clock.advance(0.01)
+        assert len(r.queue) == 1
     r.queue.shut_down()
 
 
