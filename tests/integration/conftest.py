@@ -216,17 +216,23 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interva
 
 
 @pytest.fixture
-def namespace(request: pytest.FixtureRequest, cluster: ClusterHandle, kubectl: Kubectl) -> Iterator[str]:
+def namespace(request: pytest.FixtureRequest, kubectl: Kubectl) -> Iterator[str]:
     name = _namespace_name(request.node.name)
     kubectl("create", "namespace", name)
-    if cluster.external:
-        # Real clusters run the ServiceAccount admission plugin: pods are refused until the
-        # namespace's `default` ServiceAccount exists. The local cluster disables the plugin.
-        wait_until(
-            lambda: kubectl.exists("serviceaccount", "default", "-n", name),
-            30,
-            f"ServiceAccount default in {name}",
-        )
+    # Hand the test a settled namespace, as it looks a moment after creation on any cluster:
+    # the controller-manager adds the `kube-root-ca.crt` ConfigMap (so a list of ConfigMaps
+    # taken too early would change under the test) and the `default` ServiceAccount (without
+    # which real clusters' ServiceAccount admission refuses pods; the local cluster disables
+    # that plugin, but waiting costs nothing there).
+    kubectl(
+        "wait",
+        "-n",
+        name,
+        "--for=create",
+        "--timeout=30s",
+        "configmap/kube-root-ca.crt",
+        "serviceaccount/default",
+    )
     try:
         yield name
     finally:
@@ -266,7 +272,22 @@ def crds(kubectl: Kubectl) -> list[str]:
     for p in paths:
         args += ["-f", str(p)]
     kubectl(*args)
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in names])
+
+    # Polled rather than `kubectl wait --for=condition=Established`: on a just-created CRD,
+    # before the apiserver has written any status, kubectl wait fails with
+    # ".status.conditions accessor error" instead of waiting.
+    def established() -> bool:
+        got = kubectl.get_json("crd", *names)
+        items = got.get("items", [got])
+        return len(items) == len(names) and all(
+            any(
+                c["type"] == "Established" and c["status"] == "True"
+                for c in (i.get("status") or {}).get("conditions") or []
+            )
+            for i in items
+        )
+
+    wait_until(established, 60, f"CRDs Established: {', '.join(names)}")
 
     # Established means the API is registered; discovery (and so kubectl's resource mapping)
     # may lag by a moment.
