@@ -472,8 +472,10 @@ class FakeClient:
             raise ValueError("seed(): a namespaced object needs metadata.namespace")
         if not meta.get("name"):
             raise ValueError("seed(): metadata.name is required")
-        meta.setdefault("uid", str(uuid.uuid4()))
-        meta.setdefault("creationTimestamp", _now())
+        if "uid" not in meta:
+            meta["uid"] = str(uuid.uuid4())
+        if "creationTimestamp" not in meta:
+            meta["creationTimestamp"] = _now()
         meta.setdefault("generation", 1)
         key = self._key(resource, meta.get("namespace"), meta["name"])
         old = self._objects.get(resource, {}).get(key)
