@@ -327,3 +327,26 @@ async def test_grouped_role_creates_whole_groups(h: Harness) -> None:
     await h.sync()
     status = h.get()["status"]["roles"][0]
     assert (status["replicas"], status["readyReplicas"]) == (2, 1)
+
+
+async def test_legacy_finalizer_removed_on_deletion(h: Harness) -> None:
+    obj = roleset(roles=[role("worker", replicas=1)])
+    obj["metadata"]["finalizers"] = [L.LEGACY_FINALIZERS[0], "example.com/keep"]
+    h.create(obj)
+    await h.converge()
+    from controller.runtime.resources import ROLESETS
+
+    await h.client.delete(ROLESETS, NS, "rs")
+    await h.sync()
+    assert h.get()["metadata"]["finalizers"] == ["example.com/keep"]
+
+
+async def test_deleted_roleset_forgets_its_expectations(h: Harness) -> None:
+    h.create(roleset(roles=[role("worker", replicas=2)]))
+    await h.sync(settle=True)
+    from controller.runtime.resources import ROLESETS
+
+    await h.client.delete(ROLESETS, NS, "rs")
+    await h.settle()
+    assert await h.ctrl.sync(f"{NS}/rs") is None
+    assert h.ctrl.expectations.pending(f"{NS}/rs") is None
