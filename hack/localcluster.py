@@ -100,11 +100,19 @@ def find_bin_dir(build: bool = True) -> Path:
         bin_dir = Path(override)
     else:
         args = [str(BUILD_SCRIPT)] + ([] if build else ["--print-bin-dir"])
-        # Progress goes to stderr (inherited); the last stdout line is the directory.
-        out = subprocess.run(args, check=False, stdout=subprocess.PIPE, text=True)
-        if out.returncode != 0:
-            raise ClusterError(f"{BUILD_SCRIPT.name} failed (exit {out.returncode}); see its message above")
-        bin_dir = Path(out.stdout.strip().splitlines()[-1])
+        # The last stdout line is the directory. Progress (stderr) is passed through as it
+        # comes, and its last lines go into the error if the build fails.
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None and proc.stdout is not None
+        tail: list[str] = []
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            tail = [*tail[-9:], line.rstrip()]
+        stdout = proc.stdout.read()
+        if proc.wait() != 0:
+            raise ClusterError(f"{BUILD_SCRIPT.name} failed (exit {proc.returncode}):\n" + "\n".join(tail))
+        bin_dir = Path(stdout.strip().splitlines()[-1])
     missing = [b for b in BINARIES if not os.access(bin_dir / b, os.X_OK)]
     if not (bin_dir / "kwok-stages.yaml").is_file():
         missing.append("kwok-stages.yaml")
@@ -542,15 +550,26 @@ class LocalCluster:
             log(f"cluster in {self.dir} is already running; reusing it")
             return
         self.down(quiet=True)
-        t0 = time.monotonic()
         if self._bin_dir is None:
             self._bin_dir = find_bin_dir(build=True)
-        bin_dir = self._bin_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
+        generate_pki(self.pki)
+        for attempt in range(1, 4):
+            try:
+                self._up_once(self._bin_dir, timeout)
+                return
+            except ClusterError as e:
+                # Ports are picked free but only bound later by the components, so another
+                # program can take one in between; that is worth a retry with new ports.
+                if "address already in use" not in str(e) or attempt == 3:
+                    raise
+                log(f"a port was taken meanwhile ({e}); retrying with new ports")
+
+    def _up_once(self, bin_dir: Path, timeout: float) -> None:
+        t0 = time.monotonic()
         # Each `up` is a fresh cluster: old etcd data would bring back old objects.
         shutil.rmtree(self.dir / "etcd", ignore_errors=True)
-        generate_pki(self.pki)
         names = ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok")
         ports = dict(zip(names, free_ports(len(names)), strict=True))
         state = ClusterState(bin_dir=str(bin_dir), ports=ports, nodes=self.nodes)

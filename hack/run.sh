@@ -46,7 +46,12 @@ shopt -s nullglob
 crds=(manifests/crds/*.yaml)
 if [[ ${#crds[@]} -gt 0 ]]; then
   kubectl apply --server-side --force-conflicts --field-manager=stormservice-run -f manifests/crds/ >/dev/null
-  kubectl wait --for=condition=Established --timeout=60s -f manifests/crds/ >/dev/null
+  # Retried: on a CRD whose status is not written yet, kubectl wait errors instead of waiting.
+  for attempt in $(seq 30); do
+    kubectl wait --for=condition=Established --timeout=60s -f manifests/crds/ >/dev/null 2>&1 && break
+    [[ ${attempt} -lt 30 ]] || { echo "run: CRDs did not become Established" >&2; exit 1; }
+    sleep 1
+  done
   echo "run: CRDs installed: ${crds[*]}" >&2
 else
   echo "run: WARNING: no CRDs in manifests/crds/" >&2

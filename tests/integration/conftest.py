@@ -93,6 +93,29 @@ def _external_kubectl() -> str:
         return found
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Builds the control-plane binaries, when they are not cached yet, before any test runs:
+    a cold build takes over ten minutes, longer than pytest-timeout allows a test's setup."""
+    if os.environ.get("KUBECONFIG") or session.config.option.collectonly:
+        return
+    if not any(item.get_closest_marker("integration") for item in session.items):
+        return
+    lc = _load_localcluster()
+    try:
+        lc.find_bin_dir(build=False)
+        return
+    except lc.ClusterError:
+        pass
+    capman = session.config.pluginmanager.getplugin("capturemanager")
+    with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+        print(
+            "\nbuilding the local control plane (hack/build-controlplane.sh; a cold build takes 10+ minutes)"
+        )
+        # A failure is reported by the `cluster` fixture, which tries again.
+        with contextlib.suppress(lc.ClusterError):
+            lc.find_bin_dir(build=True)
+
+
 @pytest.fixture(scope="session")
 def cluster(worker_id: str) -> Iterator[ClusterHandle]:
     external = os.environ.get("KUBECONFIG")
