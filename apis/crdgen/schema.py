@@ -474,7 +474,9 @@ def _root(spec: Schema, status: Schema, rules: list[r.CelRule], description: str
         {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            # Only name (and generateName) may be declared here; declaring name lets the
+            # root rules report their errors at metadata.name.
+            "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
             "spec": spec,
             "status": status,
         },

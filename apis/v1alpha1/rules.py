@@ -108,9 +108,14 @@ MIN_UPGRADE_ORDER: Final = 1
 class CelRule:
     rule: str
     message: str
+    #: Where the API server reports the error, relative to the node carrying the rule.
+    field_path: str | None = None
 
     def as_schema(self) -> dict[str, str]:
-        return {"rule": self.rule, "message": self.message}
+        out = {"rule": self.rule, "message": self.message}
+        if self.field_path:
+            out["fieldPath"] = self.field_path
+        return out
 
 
 # --- CEL rules -------------------------------------------------------------------------------------
@@ -120,22 +125,29 @@ CEL_INT_OR_PERCENT: Final = CelRule(
     MSG_INT_OR_PERCENT,
 )
 
+# At the root (only there can a rule see metadata.name); reported at metadata.name.
 CEL_STORM_SERVICE_NAME_LENGTH: Final = CelRule(
-    f"self.metadata.name.size() <= {MAX_STORM_SERVICE_NAME_LENGTH}", MSG_STORM_SERVICE_NAME_LENGTH
+    f"self.metadata.name.size() <= {MAX_STORM_SERVICE_NAME_LENGTH}",
+    MSG_STORM_SERVICE_NAME_LENGTH,
+    ".metadata.name",
 )
 CEL_STORM_SERVICE_NAME_DNS: Final = CelRule(
-    f"self.metadata.name.matches('{DNS1035_LABEL_PATTERN}')", MSG_STORM_SERVICE_NAME_DNS
+    f"self.metadata.name.matches('{DNS1035_LABEL_PATTERN}')", MSG_STORM_SERVICE_NAME_DNS, ".metadata.name"
 )
 CEL_ROLE_SET_NAME_LENGTH: Final = CelRule(
-    f"self.metadata.name.size() <= {MAX_ROLE_SET_NAME_LENGTH}", MSG_ROLE_SET_NAME_LENGTH
+    f"self.metadata.name.size() <= {MAX_ROLE_SET_NAME_LENGTH}", MSG_ROLE_SET_NAME_LENGTH, ".metadata.name"
 )
 CEL_ROLE_SET_NAME_DNS: Final = CelRule(
-    f"self.metadata.name.matches('{DNS1123_LABEL_PATTERN}')", MSG_ROLE_SET_NAME_DNS
+    f"self.metadata.name.matches('{DNS1123_LABEL_PATTERN}')", MSG_ROLE_SET_NAME_DNS, ".metadata.name"
 )
 
 # On a role object.
-CEL_ROLE_NAME_DNS: Final = CelRule(f"self.name.matches('{DNS1123_LABEL_PATTERN}')", MSG_ROLE_NAME_DNS)
-CEL_ROLE_NAME_LENGTH: Final = CelRule(f"self.name.size() <= {MAX_ROLE_NAME_LENGTH}", MSG_ROLE_NAME_LENGTH)
+CEL_ROLE_NAME_DNS: Final = CelRule(
+    f"self.name.matches('{DNS1123_LABEL_PATTERN}')", MSG_ROLE_NAME_DNS, ".name"
+)
+CEL_ROLE_NAME_LENGTH: Final = CelRule(
+    f"self.name.size() <= {MAX_ROLE_NAME_LENGTH}", MSG_ROLE_NAME_LENGTH, ".name"
+)
 
 # On the roles array.
 CEL_ROLE_NAMES_UNIQUE: Final = CelRule(
@@ -162,6 +174,7 @@ CEL_SELECTOR_REQUIREMENT_VALUES: Final = CelRule(
     " ? (has(self.values) && size(self.values) > 0)"
     " : (!has(self.values) || size(self.values) == 0)",
     MSG_SELECTOR_REQUIREMENT_VALUES,
+    ".values",
 )
 
 # On StormService.spec: the selector must select the RoleSets the template stamps out.
@@ -178,6 +191,7 @@ CEL_SELECTOR_MATCHES_TEMPLATE: Final = CelRule(
     f" : e.operator == 'DoesNotExist' ? (!{_HAS_TL} || !(e.key in {_TL}))"
     " : false))",
     MSG_SELECTOR_MISMATCH,
+    ".template.metadata.labels",  # where apps/v1 reports it for Deployments
 )
 
 ALL_CEL_RULES: Final = (
