@@ -70,6 +70,7 @@ EVENT_CREATED = "SuccessfulCreate"
 EVENT_DELETED = "SuccessfulDelete"
 EVENT_UPDATED = "SuccessfulUpdate"
 EVENT_SCALED_ROLES = "ScaledRoles"
+EVENT_SCALING = "ScalingRoleSets"
 EVENT_FAILED_CREATE = "FailedCreate"
 EVENT_FAILED_DELETE = "FailedDelete"
 EVENT_FAILED_UPDATE = "FailedUpdate"
@@ -82,6 +83,10 @@ EVENT_SELECTOR_MISMATCH = "SelectorMismatch"
 EVENT_LEGACY_FINALIZER = "RemovedLegacyFinalizer"
 
 NORMAL, WARNING = "Normal", "Warning"
+
+#: While the cache has not shown our own writes, the event that shows them wakes the sync; this
+#: is the fallback in case that event was lost (a relist can compress it away).
+WAIT_FOR_CACHE_REQUEUE_SECONDS = 30.0
 
 
 def orphan_index(obj: Obj) -> list[str]:
@@ -203,8 +208,7 @@ class StormServiceSync:
         if obj.get("metadata", {}).get("deletionTimestamp"):
             await self._finalize(obj)
             return None
-        await self._reconcile(key, obj)
-        return None
+        return await self._reconcile(key, obj)
 
     def forget(self, key: str) -> None:
         self.expectations.delete_expectations(key)
@@ -414,7 +418,7 @@ class StormServiceSync:
 
     # --- the pass -------------------------------------------------------------------------------------
 
-    async def _reconcile(self, key: str, obj: Obj) -> None:
+    async def _reconcile(self, key: str, obj: Obj) -> float | None:
         meta = obj["metadata"]
         spec = obj.get("spec") or {}
         template = spec.get("template") or {}
@@ -428,11 +432,13 @@ class StormServiceSync:
 
         failure: Failure | None = None
         error: ApiError | None = None
+        requeue: float | None = None
         try:
             await self._sync_service(key, obj)
             stale = [v.name for v in views if self.fence.is_stale(v.obj)]
             if not self.expectations.satisfied(key) or stale:
                 log.debug("waiting for the cache", pending=self.expectations.pending(key), stale=stale)
+                requeue = WAIT_FOR_CACHE_REQUEUE_SECONDS
             elif not selector.matches(dict((template.get("metadata") or {}).get("labels") or {})):
                 failure = Failure(
                     EVENT_SELECTOR_MISMATCH, "spec.selector does not match spec.template.metadata.labels"
@@ -477,6 +483,7 @@ class StormServiceSync:
         await self._truncate_history(obj, revs, views)
         if error is not None:
             raise error
+        return requeue
 
     async def _manage(self, key: str, obj: Obj, views: list[RoleSetView], revs: Revisions) -> None:
         spec = obj.get("spec") or {}
@@ -486,11 +493,15 @@ class StormServiceSync:
         await self._scale_roles(obj, views, template)
 
         strategy = (spec.get("updateStrategy") or {}).get("type") or "RollingUpdate"
-        plan = plan_pass(
-            views, budget_for(spec), update_name, paused=bool(spec.get("paused")), strategy=strategy
-        )
+        budget = budget_for(spec)
+        plan = plan_pass(views, budget, update_name, paused=bool(spec.get("paused")), strategy=strategy)
         if plan.phase == "none":
             return
+        if plan.phase == "scale":
+            live = sum(1 for v in views if not v.terminating)
+            direction = "up" if plan.changes.create_updated + plan.changes.create_current else "down"
+            message = f"Scaling {direction} from {live} to {budget.replicas} RoleSets"
+            self.recorder.event(obj, NORMAL, EVENT_SCALING, message)
         await self._delete(key, obj, plan.changes.delete)
         to_create = plan.changes.create_updated + plan.changes.create_current
         if to_create:

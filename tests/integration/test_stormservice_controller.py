@@ -16,11 +16,13 @@ import contextlib
 import copy
 import json
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from controller.runtime.client import KubeClient, Obj, list_all
 from controller.runtime.errors import ApiError, Gone, NotFound
@@ -300,6 +302,19 @@ class Env:
         result: Obj = await self.eventually(lambda: self.settled(name), f"{name} to settle", within)
         return result
 
+    async def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """The controller's /metrics, as {(sample name, sorted labels): value}."""
+        line = self.controller.wait_for_log('"server":"metrics"')
+        address = json.loads(line)["addresses"][0]
+        text = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"http://{address}/metrics", timeout=10).read().decode()
+        )
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
     async def patch_spec(self, name: str, patch: list[dict[str, Any]]) -> None:
         await self.kube.patch(STORMSERVICES, self.namespace, name, patch, patch_type="json")
 
@@ -361,8 +376,19 @@ async def test_rolling_update_stays_within_surge_and_availability(env: Env) -> N
     await env.wait_settled("roll")
     env.monitor.arm(replicas=3, max_surge=0, max_unavailable=1)
     await env.patch_spec("roll", set_image(IMAGE_V1))
-    await env.wait_settled("roll")
+    final = await env.wait_settled("roll")
     assert env.monitor.min_ready_seen == 2
+    metrics = await env.metrics()
+    assert metrics[("stormservice_rollout_duration_seconds_count", ())] >= 2
+    key = f"{env.namespace}/roll"
+    revision = final["status"]["updateRevision"]
+    assert (
+        metrics[("stormservice_rolesets", (("ready", "true"), ("revision", revision), ("stormservice", key)))]
+        == 3
+    )
+    assert [k for k in metrics if k[0] == "stormservice_rolesets" and ("stormservice", key) in k[1]] == [
+        ("stormservice_rolesets", (("ready", "true"), ("revision", revision), ("stormservice", key)))
+    ]
     svc = await env.kube.get(SERVICES, env.namespace, "roll")
     assert svc["spec"]["clusterIP"] == "None"
     assert svc["spec"]["selector"] == {"storm-service-name": "roll"}
@@ -410,6 +436,9 @@ async def test_scale_subresource(env: Env) -> None:
     env.kubectl("scale", "storm/scaled", "--replicas=2", "-n", env.namespace)
     ss = await env.wait_settled("scaled")
     assert len(await env.rolesets("scaled")) == 2
+    # Settled means quiet: status is written only when it changes.
+    await asyncio.sleep(3)
+    assert (await env.ss("scaled"))["metadata"]["resourceVersion"] == ss["metadata"]["resourceVersion"]
 
 
 async def test_changing_role_replicas_restarts_no_pod(env: Env) -> None:

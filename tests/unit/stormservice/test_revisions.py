@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from controller.runtime.revision import sort_revisions
+from controller.runtime.revision import hash_revision_data, sort_revisions
 from controller.stormservice.labels import RoleRevision
 from controller.stormservice.revisions import (
     choose_current_revision,
@@ -213,3 +213,45 @@ def test_role_revisions_of_an_older_target_ignore_newer_history() -> None:
         "prefill": RoleRevision(1, "ss-1"),
         "decode": RoleRevision(1, "ss-1"),
     }
+
+
+# --- golden hash ---------------------------------------------------------------------------------
+
+GOLDEN_TEMPLATE: dict[str, Any] = {
+    "metadata": {"labels": {"app": "llm"}, "annotations": {"team": "infra"}},
+    "spec": {
+        "updateStrategy": "Sequential",
+        "roles": [
+            {
+                "name": "prefill",
+                "replicas": 2,
+                "podGroupSize": 1,
+                "stateful": False,
+                "template": {
+                    "spec": {"containers": [{"name": "engine", "image": "vllm/vllm-openai:v0.9.0"}]}
+                },
+            },
+            {
+                "name": "decode",
+                "replicas": 1,
+                "podGroupSize": 2,
+                "stateful": True,
+                "template": {
+                    "spec": {"containers": [{"name": "engine", "image": "vllm/vllm-openai:v0.9.0"}]}
+                },
+            },
+        ],
+    },
+}
+
+
+def test_revision_hash_is_pinned() -> None:
+    """A compatibility promise: the same template must name the same revision in every release,
+    or an upgraded controller would see a new revision and replace every RoleSet. If this fails,
+    the revision data or the hash changed: that needs a migration, not a new golden value."""
+    data = revision_data(GOLDEN_TEMPLATE)
+    assert hash_revision_data(data, 0) == "965d6f994"
+    assert hash_revision_data(data, 1) == "97db4c5bf"
+    scaled = copy.deepcopy(GOLDEN_TEMPLATE)
+    scaled["spec"]["roles"][0]["replicas"] = 8  # role replicas are not part of a revision
+    assert hash_revision_data(revision_data(scaled), 0) == "965d6f994"

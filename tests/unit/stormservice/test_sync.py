@@ -102,6 +102,7 @@ async def test_new_stormservice_gets_revision_service_and_rolesets() -> None:
         assert status["collisionCount"] == 0
         assert env.recorder.reasons().count("SuccessfulCreate") == 3
         assert "HeadlessServiceCreated" in env.recorder.reasons()
+        assert ("llm", "Normal", "ScalingRoleSets", "Scaling up from 0 to 3 RoleSets") in env.recorder.events
 
 
 async def test_expectations_stop_a_second_pass_from_creating_again() -> None:
@@ -111,7 +112,7 @@ async def test_expectations_stop_a_second_pass_from_creating_again() -> None:
         await env.sync()
         assert len(control.created) == 3
         await env.sync()
-        await env.sync()
+        assert await env.ctrl.sync(f"{NS}/llm") == 30.0  # waits; a fallback requeue in case of a lost event
         assert len(control.created) == 3
         key = f"{NS}/llm"
         assert not env.ctrl.expectations.satisfied(key)
