@@ -490,7 +490,10 @@ class StormServiceSync:
         template = spec.get("template") or {}
         update_name = revision_name(revs.update)
 
-        await self._scale_roles(obj, views, template)
+        if await self._scale_roles(obj, views, template):
+            # The patched RoleSets have new versions the cache has not shown: decide the rest
+            # (which may rewrite or delete them) once it has.
+            return
 
         strategy = (spec.get("updateStrategy") or {}).get("type") or "RollingUpdate"
         budget = budget_for(spec)
@@ -536,9 +539,11 @@ class StormServiceSync:
 
     # --- writes -------------------------------------------------------------------------------------
 
-    async def _scale_roles(self, obj: Obj, views: list[RoleSetView], template: Mapping[str, Any]) -> None:
+    async def _scale_roles(self, obj: Obj, views: list[RoleSetView], template: Mapping[str, Any]) -> bool:
         """A role's replicas changed in the StormService: set them on every live RoleSet. The
-        RoleSet controller adds or removes instances of that role; no other pod is touched."""
+        RoleSet controller adds or removes instances of that role; no other pod is touched.
+        Returns whether anything was patched."""
+        patched = False
         for v in views:
             if v.terminating:
                 continue
@@ -555,12 +560,14 @@ class StormServiceSync:
                 )
                 raise ReconcileFailure(EVENT_FAILED_UPDATE, err) from err
             self.fence.wrote(v.obj, after)
+            patched = True
             scaled = ", ".join(
                 f"{test['value']}={add['value']}" for test, add in zip(ops[::2], ops[1::2], strict=True)
             )
             self.recorder.event(
                 obj, NORMAL, EVENT_SCALED_ROLES, f"Scaled roles of RoleSet {v.name}: {scaled}"
             )
+        return patched
 
     async def _create(self, key: str, obj: Obj, bodies: list[Obj]) -> None:
         self.expectations.expect_creations(key, len(bodies))

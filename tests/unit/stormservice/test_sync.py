@@ -685,3 +685,23 @@ async def test_restarted_controller_converges_without_extra_rolesets() -> None:
         assert len(env2.rolesets()) == 3
         assert {revision_of(rs) for rs in env2.rolesets()} == {status["updateRevision"]}
         assert env2.condition("Ready")["status"] == "True"  # type: ignore[index]
+
+
+async def test_role_replicas_and_template_change_together_in_place() -> None:
+    async with Env() as env:
+        env.seed(STORMSERVICES, storm(replicas=2, strategy={"type": "InPlaceUpdate"}))
+        await converge(env)
+        names_before = names(env.rolesets())
+
+        def both(spec: dict[str, Any]) -> None:
+            spec["template"]["spec"]["roles"][0]["replicas"] = 3
+            spec["template"]["spec"]["roles"][0]["template"]["spec"]["containers"][0]["image"] = "prefill:v2"
+
+        await env.edit(both)
+        await env.sync()  # role replicas first
+        await env.sync()  # then the rewrite, from the new versions (no 409)
+        assert env.condition("ReplicaFailure") is None
+        assert names(env.rolesets()) == names_before
+        for rs in env.rolesets():
+            assert image_of(rs) == "prefill:v2"
+            assert rs["spec"]["roles"][0]["replicas"] == 3
