@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from controller.runtime.client import decode_json
 from controller.runtime.fake import FakeClient
 from controller.runtime.informer import FuncHandler, Informer
 from controller.runtime.resources import PODS
@@ -111,7 +112,7 @@ def make_pod(i: int, owner_uid: str) -> dict[str, Any]:
 
 def ingest(body: bytes) -> Store:
     store = Store()
-    for obj in orjson.loads(body)["items"]:
+    for obj in decode_json(body)["items"]:
         store.add(strip_object(obj))
     return store
 

@@ -8,6 +8,7 @@ controller never needs them. The concrete client (`ApiClient`) is below the prot
 from __future__ import annotations
 
 import builtins
+import gc
 import os
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -396,7 +397,7 @@ class ApiClient:
                     data = await resp.read()
                     code_label = str(resp.status)
                     if 200 <= resp.status < 300:
-                        return orjson.loads(data) if data else {}
+                        return decode_json(data) if data else {}
                     if resp.status == 401 and attempt == 0 and await self._refresh_credentials():
                         continue  # an exec/OIDC token expired: reload it and try once more
                     raise error_from_response(resp.status, data, resp.headers.get("Retry-After"))
@@ -659,6 +660,24 @@ class ApiClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+# Bodies above this size are decoded with the cyclic garbage collector paused.
+_GC_PAUSE_MIN_BYTES = 64 * 1024
+
+
+def decode_json(data: bytes | bytearray) -> Any:
+    """orjson.loads, with the cyclic GC paused for large bodies. Decoding a list page allocates
+    hundreds of thousands of dicts; each allocation burst triggers collections that walk the
+    whole cache, which made relists of 20k pods 4-5x slower (see `make bench`). Decoded JSON holds
+    no reference cycles, so nothing is lost by collecting later."""
+    if len(data) < _GC_PAUSE_MIN_BYTES or not gc.isenabled():
+        return orjson.loads(data)
+    gc.disable()
+    try:
+        return orjson.loads(data)
+    finally:
+        gc.enable()
 
 
 def _decode_event(line: bytes | bytearray) -> Obj:
