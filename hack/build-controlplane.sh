@@ -125,6 +125,20 @@ if [[ ${force} -eq 0 ]] && all_binaries_present; then
   exit 0
 fi
 
+# Runs a build step, logging elapsed time every 30s so a long compile is visibly alive.
+build_step() {
+  local what="$1" start=${SECONDS} hb rc=0
+  shift
+  log "building ${what}"
+  # Stops by itself if this script dies.
+  ( while sleep 30 && kill -0 $$ 2>/dev/null; do log "  still building ${what}: $((SECONDS - start))s"; done ) &
+  hb=$!
+  "$@" || rc=$?
+  kill "${hb}" 2>/dev/null; wait "${hb}" 2>/dev/null || true
+  [[ ${rc} -eq 0 ]] || die "building ${what} failed (exit ${rc}); the go output above says why"
+  log "built ${what} in $((SECONDS - start))s"
+}
+
 # -trimpath and fixed versions make the output independent of where the cache is.
 GO_BUILD_FLAGS=(-p "${BUILD_PARALLELISM:-2}" -trimpath -tags selinux,notest)
 export CGO_ENABLED=0
@@ -152,30 +166,23 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 done
 pkgs=()
 for b in "${K8S_BINARIES[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/${b}"); done
-log "building ${K8S_BINARIES[*]} (one go build so shared packages compile once; cold: many minutes on 2 cores)"
-start=${SECONDS}
-(cd "${MOD_DIR}/k8s" && go build "${GO_BUILD_FLAGS[@]}" -ldflags "${ldflags}" -o "${staging}/" "${pkgs[@]}")
-log "built ${K8S_BINARIES[*]} in $((SECONDS - start))s"
+# One go build for all four, so the packages they share compile once (cold: ~8 min on 2 cores).
+build_step "${K8S_BINARIES[*]}" \
+  go -C "${MOD_DIR}/k8s" build "${GO_BUILD_FLAGS[@]}" -ldflags "${ldflags}" -o "${staging}/" "${pkgs[@]}"
 
 # --- etcd --------------------------------------------------------------------
 log "downloading Go modules for go.etcd.io/etcd/server/v3 ${ETCD_VERSION}"
 download_modules "${MOD_DIR}/etcd"
-log "building etcd"
-start=${SECONDS}
-(cd "${MOD_DIR}/etcd" && go build "${GO_BUILD_FLAGS[@]}" \
+build_step etcd go -C "${MOD_DIR}/etcd" build "${GO_BUILD_FLAGS[@]}" \
   -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=module-proxy-${ETCD_VERSION}" \
-  -o "${staging}/etcd" go.etcd.io/etcd/server/v3)
-log "built etcd in $((SECONDS - start))s"
+  -o "${staging}/etcd" go.etcd.io/etcd/server/v3
 
 # --- kwok --------------------------------------------------------------------
 log "downloading Go modules for sigs.k8s.io/kwok ${KWOK_VERSION}"
 download_modules "${MOD_DIR}/kwok"
-log "building kwok"
-start=${SECONDS}
-(cd "${MOD_DIR}/kwok" && go build "${GO_BUILD_FLAGS[@]}" \
+build_step kwok go -C "${MOD_DIR}/kwok" build "${GO_BUILD_FLAGS[@]}" \
   -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" \
-  -o "${staging}/kwok" sigs.k8s.io/kwok/cmd/kwok)
-log "built kwok in $((SECONDS - start))s"
+  -o "${staging}/kwok" sigs.k8s.io/kwok/cmd/kwok
 write_kwok_stages
 
 # Move into place only when everything built, so a half-finished build is
