@@ -41,7 +41,7 @@ verify: install ## ruff, mypy --strict, import-linter layering, committed CRDs e
 	$(PY) -m apis.crdgen --check
 
 .PHONY: manifests
-manifests: install ## regenerate manifests/crds from the pydantic models
+manifests: install ## regenerate manifests/crds (schema from apis/crdgen + the Kubernetes PodTemplateSpec OpenAPI)
 	$(PY) -m apis.crdgen
 
 .PHONY: cluster-up

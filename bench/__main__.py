@@ -132,10 +132,11 @@ def bench_store_ingest(n: int) -> list[Result]:
     gc.collect()
     tracemalloc.start()
     before, _ = tracemalloc.get_traced_memory()
-    store = ingest(body)
+    kept = ingest(body)
     gc.collect()
     after, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    assert len(kept) == n
     return [
         Result("store ingest (decode+strip+index)", n / elapsed, "pods/s", 20_000, True),
         Result("store memory per cached pod", (after - before) / n / 1024, "KiB", 8, False),
