@@ -259,7 +259,10 @@ def api(kube: Any, namespace: str) -> Api:
 
 async def test_stateless_scale_status_labels_env(controller: Controller, api: Api, namespace: str) -> None:
     created_before = counter("stormservice_roleset_pods_created_total", role="worker", reason="scale-up")
-    rs = await api.create(roleset("web", [role("worker", replicas=3)]))
+    obj = roleset("web", [role("worker", replicas=3)])
+    obj["metadata"]["annotations"][L.role_revision_annotation("worker")] = "3"
+    obj["metadata"]["annotations"][L.role_revision_name_annotation("worker")] = "svc-abc"
+    rs = await api.create(obj)
     await eventually(lambda: settled(api, "web", {"worker": 3}), "3 ready pods")
     pods = await api.pods("web")
     assert len(pods) == 3
@@ -272,6 +275,8 @@ async def test_stateless_scale_status_labels_env(controller: Controller, api: Ap
         assert meta["labels"]["role-template-hash"] == h
         assert meta["labels"]["storm-service-name"] == "svc"
         assert meta["labels"]["app"] == "worker"
+        assert meta["labels"][L.ROLE_REVISION_LABEL] == "3"
+        assert meta["labels"][L.ROLE_REVISION_NAME_LABEL] == "svc-abc"
         assert meta["annotations"][L.ROLESET_INDEX_ANNOTATION] == "0"
         assert meta["ownerReferences"] == [
             {
@@ -632,6 +637,7 @@ async def test_in_place_update(controller: Controller, api: Api, kube: Any, name
     await api.create(roleset("ip", [r]))
     await eventually(lambda: settled(api, "ip", {"w": 2}), "ready (the controller sets the gate)")
     before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in await api.pods("ip")}
+    completed_before = counter("stormservice_inplace_updates_total", result="completed")
     await api.patch_spec(
         "ip", lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("image", IMAGE_V2)
     )
@@ -672,6 +678,7 @@ async def test_in_place_update(controller: Controller, api: Api, kube: Any, name
     await eventually(lambda: settled(api, "ip", {"w": 2}), "all updated and ready")
     after = {p["metadata"]["name"]: p["metadata"]["uid"] for p in await api.pods("ip")}
     assert after == before, "same names and UIDs"
+    assert counter("stormservice_inplace_updates_total", result="completed") - completed_before == 2
     for p in await api.pods("ip"):
         assert p["spec"]["containers"][0]["image"] == IMAGE_V2
         gate = [c for c in p["status"]["conditions"] if c["type"] == L.INPLACE_READY_CONDITION]

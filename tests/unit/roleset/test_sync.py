@@ -350,3 +350,24 @@ async def test_deleted_roleset_forgets_its_expectations(h: Harness) -> None:
     await h.settle()
     assert await h.ctrl.sync(f"{NS}/rs") is None
     assert h.ctrl.expectations.pending(f"{NS}/rs") is None
+
+
+async def test_role_level_pod_groups_per_instance(h: Harness) -> None:
+    from controller.roleset.scheduling import SCHEDULERS
+
+    h.client.seed(CUSTOM_RESOURCE_DEFINITIONS, {"metadata": {"name": "podgroups.scheduling.volcano.sh"}})
+    await h.until(lambda: h.ctrl.crds.store.get("podgroups.scheduling.volcano.sh") is not None)
+    strategy = {"volcanoSchedulingStrategy": {"queue": "gpu"}}
+    h.create(roleset(roles=[role("worker", replicas=2, podGroupSize=2, schedulingStrategy=strategy)]))
+    await h.converge()
+    groups = sorted({p["metadata"]["labels"][L.PODSET_NAME_LABEL] for p in h.pods()})
+    pgs = h.client.objects(SCHEDULERS["volcanoSchedulingStrategy"].resource, NS)
+    assert sorted(pg["metadata"]["name"] for pg in pgs) == groups
+    assert all(pg["spec"] == {"queue": "gpu", "minMember": 2} for pg in pgs)
+    for p in h.pods():
+        group = p["metadata"]["labels"][L.PODSET_NAME_LABEL]
+        assert p["metadata"]["annotations"]["scheduling.k8s.io/group-name"] == group
+    # Scale down: the PodGroup of the removed group goes too.
+    h.update_spec(lambda s: s["roles"][0].__setitem__("replicas", 1))
+    await h.converge()
+    assert len(h.client.objects(SCHEDULERS["volcanoSchedulingStrategy"].resource, NS)) == 1
