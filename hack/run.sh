@@ -11,6 +11,7 @@ PY="${PY:-${REPO_ROOT}/.venv/bin/python}"
 CLUSTER_DIR="${CLUSTER_DIR:-${REPO_ROOT}/.cluster}"
 SAMPLE="${SAMPLE:-samples/prefill-decode.yaml}"
 METRICS_ADDR="${METRICS_ADDR:-127.0.0.1:8080}"
+HEALTH_ADDR="${HEALTH_ADDR:-127.0.0.1:8081}"
 
 started_cluster=0
 controller_pid=""
@@ -57,11 +58,14 @@ else
   echo "run: WARNING: no CRDs in manifests/crds/" >&2
 fi
 
-# Keep in step with controller_argv() in tests/integration/conftest.py.
-"${PY}" -m controller \
+# Keep in step with controller_argv() in tests/integration/conftest.py. setsid: Ctrl-C reaches
+# only this script, whose cleanup sends the controller one SIGTERM (a second signal would make
+# it skip its graceful shutdown).
+setsid "${PY}" -m controller \
   --kubeconfig "${KUBECONFIG}" \
   --leader-elect=false \
   --metrics-bind-address="${METRICS_ADDR}" \
+  --health-probe-bind-address="${HEALTH_ADDR}" \
   "$@" &
 controller_pid=$!
 

@@ -318,9 +318,15 @@ def crds(kubectl: Kubectl) -> list[str]:
         out = kubectl("api-resources", f"--api-group={group}", "-o", "name", check=False).stdout
         return f"{plural}.{group}" in out.split()
 
+    # A new resource's watch cache answers 429 "storage is (re)initializing" for a moment
+    # after Established; a successful list means it is serving.
+    def listable(name: str) -> bool:
+        return kubectl("get", name, "--all-namespaces", "-o", "name", check=False).returncode == 0
+
     for name in names:
         plural, _, group = name.partition(".")
         wait_until(lambda p=plural, g=group: discovered(p, g), 30, f"{name} in discovery")
+        wait_until(lambda n=name: listable(n), 30, f"{name} listable")
     return names
 
 
