@@ -1,75 +1,35 @@
 """The generated CRDs on a real kube-apiserver: accepted (structural schema, CEL compiles within
 the cost budget), fixtures admitted, every invalid case rejected with the rule's message.
-
-Runs only when STORMSERVICE_ADMISSION_KUBECONFIG names a kubeconfig of a cluster where it may
-install the two CRDs (e.g. `make cluster-up`); everything else is a server-side dry run. kubectl
-is taken from STORMSERVICE_KUBECTL, then the control-plane build cache, then PATH.
+Everything is a server-side dry run in a fresh namespace.
 """
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import shutil
 import subprocess
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.integration.conftest import Kubectl
 from tests.unit.apis import cases
 
-KUBECONFIG = os.environ.get("STORMSERVICE_ADMISSION_KUBECONFIG")
-CRD_DIR = Path(__file__).resolve().parents[3] / "manifests" / "crds"
-NAMESPACE = f"apis-admission-{uuid.uuid4().hex[:8]}"  # dry runs in a fresh namespace never collide
+pytestmark = pytest.mark.integration
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not KUBECONFIG, reason="set STORMSERVICE_ADMISSION_KUBECONFIG to run against a cluster"
-    ),
-]
-
-
-def _kubectl_bin() -> str:
-    explicit = os.environ.get("STORMSERVICE_KUBECTL")
-    if explicit:
-        return explicit
-    cached = sorted(glob.glob(os.path.expanduser("~/.cache/stormservice-controller/*/bin/kubectl")))
-    if cached:
-        return cached[-1]
-    found = shutil.which("kubectl")
-    if not found:
-        pytest.skip("no kubectl")
-    return found
+_kubectl: Kubectl | None = None
+NAMESPACE = ""
 
 
 def kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KUBECONFIG": str(KUBECONFIG)}
-    return subprocess.run(
-        [_kubectl_bin(), *args], input=stdin, capture_output=True, text=True, env=env, timeout=60, check=False
-    )
+    assert _kubectl is not None, "the module fixture sets up kubectl"
+    return _kubectl(*args, input=stdin, check=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def installed_crds() -> Iterator[None]:
-    p = kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
-    assert p.returncode == 0, p.stderr
-    p = kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/stormservices.orchestration.aibrix.ai",
-        "crd/rolesets.orchestration.aibrix.ai",
-    )
-    assert p.returncode == 0, p.stderr
-    p = kubectl("create", "namespace", NAMESPACE)
-    assert p.returncode == 0, p.stderr
-    yield
-    kubectl("delete", "namespace", NAMESPACE, "--wait=false")
+@pytest.fixture(autouse=True)
+def admission_namespace(kubectl: Kubectl, crds: list[str], namespace: str) -> None:
+    """Binds the session's kubectl and a fresh namespace for the dry runs below."""
+    global _kubectl, NAMESPACE
+    _kubectl, NAMESPACE = kubectl, namespace
 
 
 def dry_run(obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
