@@ -547,7 +547,10 @@ class LocalCluster:
         """Start the cluster and wait until the API is ready and all nodes are Ready. If this
         state directory already has a running, healthy cluster and `reuse` is true, keep it."""
         if reuse and self.running() and self.healthy():
-            log(f"cluster in {self.dir} is already running; reusing it")
+            state = self.load_state()
+            log(
+                f"cluster in {self.dir} is already running ({state.nodes if state else '?'} nodes); reusing it"
+            )
             return
         self.down(quiet=True)
         if self._bin_dir is None:
@@ -795,9 +798,16 @@ class LocalCluster:
         left = _terminate(clients, timeout, kids)
         left += _terminate([r for r in records if r.name == "kube-apiserver"], timeout, kids)
         left += _terminate([r for r in records if r.name == "etcd"], timeout, kids)
+        # A child started but not yet recorded (interrupted inside _start) is ours all the same.
         for child in kids:
-            child.poll()
-        self._children = [c for c in kids if c.returncode is None]
+            if child.poll() is None:
+                child.terminate()
+                try:
+                    child.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait(5)
+        self._children = []
         if left:
             raise ClusterError(f"could not stop: {', '.join(left)}")
         state.procs = []
