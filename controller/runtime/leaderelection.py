@@ -14,6 +14,7 @@ that a standby takes over at its next retry instead of waiting out the lease.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -221,10 +222,12 @@ class LeaderElector:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     return
-                try:
-                    renewed = await asyncio.wait_for(self.try_acquire_or_renew(), remaining)
-                except TimeoutError:
-                    renewed = False
+                # asyncio.timeout, not wait_for: on 3.11, wait_for can swallow a cancellation that
+                # arrives as the attempt completes, and this loop would outlive run().
+                renewed = False
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        renewed = await self.try_acquire_or_renew()
                 if renewed and self._holds_observed():
                     break
                 if not renewed and self._observed_record is not None and not self._holds_observed():
@@ -265,8 +268,8 @@ class LeaderElector:
                 renew.cancel()
                 lead.cancel()
                 await asyncio.wait({renew, lead})
-                await self.release()
                 self._leading = False
+                await self.release()
             on_stopped_leading()
         if not lead.cancelled():
             error = lead.exception()
