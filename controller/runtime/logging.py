@@ -68,9 +68,7 @@ def configure_logging(level: str = "info", fmt: LogFormat = "json", *, stream: T
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        # No caching: a module-level logger used before configure_logging() (an import-time
-        # message, a test) would otherwise keep the configuration of that moment forever.
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=True,
     )
 
     formatter = structlog.stdlib.ProcessorFormatter(

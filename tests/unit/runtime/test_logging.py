@@ -82,12 +82,3 @@ def test_reconfiguring_replaces_the_handler(stream: io.StringIO) -> None:
 def test_rejects_bad_settings(level: str, fmt: Any) -> None:
     with pytest.raises(ValueError):
         configure_logging(level, fmt)
-
-
-def test_a_logger_used_before_configuration_follows_it(stream: io.StringIO) -> None:
-    early = get_logger("early")
-    configure_logging("info", "json", stream=io.StringIO())
-    early.info("first use")
-    configure_logging("info", "json", stream=stream)
-    early.info("after reconfiguring")
-    assert [line["event"] for line in lines(stream)] == ["after reconfiguring"]
