@@ -15,6 +15,9 @@ from controller.runtime.loop import Reconciler, process_one, run_workers
 from controller.runtime.ratelimit import FakeClock, ItemExponentialFailureRateLimiter
 from controller.runtime.workqueue import RateLimitingQueue
 
+# Upper bounds only: a loaded machine (the CI box shares its cores with a Go build) can be slow.
+PATIENCE = 30
+
 
 class Scripted:
     """A reconciler whose sync follows a script per key: each call pops the next outcome
@@ -53,7 +56,7 @@ def sample(name: str, **labels: str) -> float:
 
 
 async def wait_until(cond: Callable[[], bool]) -> None:
-    async with asyncio.timeout(2):
+    async with asyncio.timeout(PATIENCE):
         while True:
             if cond():
                 return
@@ -81,7 +84,7 @@ async def test_errors_requeue_with_backoff_and_success_forgets(log_stream: io.St
     assert r.calls == ["ns/a"] * 3
     assert r.queue.num_requeues("ns/a") == 0  # forgotten after the success
     r.queue.shut_down()
-    await asyncio.wait_for(workers, 2)
+    await asyncio.wait_for(workers, PATIENCE)
 
     assert sample("controller_runtime_reconcile_errors_total", controller=r.name) == 2
     assert sample("controller_runtime_reconcile_total", controller=r.name, result="error") == 2
@@ -158,8 +161,8 @@ async def test_shutdown_finishes_in_flight_syncs() -> None:
     assert not drain.done()
     r.queue.add("late")  # ignored after shutdown
     r.gate.set()
-    await asyncio.wait_for(drain, 2)
-    await asyncio.wait_for(workers, 2)
+    await asyncio.wait_for(drain, PATIENCE)
+    await asyncio.wait_for(workers, PATIENCE)
     assert sorted(r.finished) == ["a", "b"]
 
 
