@@ -12,7 +12,7 @@ import pytest
 
 from controller.runtime.errors import NotFound
 from controller.runtime.resources import Resource
-from tests.integration.conftest import ClusterHandle, Kubectl, wait_until
+from tests.cluster import ClusterHandle, Kubectl, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Kubectl
+from tests.cluster import Kubectl
 from tests.unit.apis import cases
 
 pytestmark = pytest.mark.integration

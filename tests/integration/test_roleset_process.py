@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import ControllerFactory, Kubectl, wait_until
+from tests.cluster import ControllerFactory, Kubectl, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -41,7 +41,7 @@ from typing import Any
 import pytest
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CRD_DIR = REPO_ROOT / "manifests" / "crds"
 LOCALCLUSTER_PY = REPO_ROOT / "hack" / "localcluster.py"
 
