@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from apis.v1alpha1.constants import API_VERSION, KIND_ROLE_SET
+from controller.roleset import adoption
 from controller.roleset import labels as L
 from controller.roleset.podcontrol import KubeObjectControl, ObjectControl
 from controller.roleset.scheduling import SCHEDULERS
@@ -70,6 +71,8 @@ class RoleSetController:
         self.rolesets: Informer = informers.informer(ROLESETS)
         # Only pods carrying our label: the cache stays small in clusters with many other pods.
         self.pods: Informer = informers.informer(PODS, label_selector=L.ROLESET_NAME_LABEL)
+        # Orphans are found by the RoleSet name their label carries (adoption).
+        self.pods.store.add_indexers({adoption.INDEX_ROLESET_LABEL: adoption.roleset_label_index})
         self.pdbs: Informer = informers.informer(POD_DISRUPTION_BUDGETS)
         self.crds: Informer = informers.informer(CUSTOM_RESOURCE_DEFINITIONS)
         self.syncer = RoleSetSync(
@@ -142,6 +145,16 @@ class RoleSetController:
             return None
         return key
 
+    def _orphan_key(self, pod: Mapping[str, Any]) -> str | None:
+        """The key of the RoleSet an orphan pod's `roleset-name` label points at, if that RoleSet
+        is cached (it may adopt the pod). None for pods with a controller."""
+        if controller_ref(pod) is not None:
+            return None
+        keys = adoption.roleset_label_index(dict(pod))
+        if not keys or self.rolesets.store.get(keys[0]) is None:
+            return None
+        return keys[0]
+
     def _pod_added(self, pod: Obj) -> None:
         if pod["metadata"].get("deletionTimestamp"):
             # Seen for the first time already terminating (e.g. after a restart): a deletion.
@@ -151,10 +164,21 @@ class RoleSetController:
         if key is not None:
             self.expectations.creation_observed(key)
             self._queue.add(key)
+            return
+        orphan_of = self._orphan_key(pod)
+        if orphan_of is not None:
+            self._queue.add(orphan_of)
 
     def _pod_updated(self, old: Obj, new: Obj) -> None:
         if _rv(old) == _rv(new):
             return
+        if controller_ref(new) is None and (
+            controller_ref(old) is not None or L.labels_of(old) != L.labels_of(new)
+        ):
+            # Became an orphan, or an orphan's labels changed: a RoleSet may adopt it now.
+            orphan_of = self._orphan_key(new)
+            if orphan_of is not None:
+                self._queue.add(orphan_of)
         key = self._owner_key(new)
         started_deleting = new["metadata"].get("deletionTimestamp") and not old["metadata"].get(
             "deletionTimestamp"

@@ -68,6 +68,7 @@ EVENT_SUCCESSFUL_DELETE = "SuccessfulDelete"
 EVENT_FAILED_CREATE = "FailedCreate"
 EVENT_FAILED_DELETE = "FailedDelete"
 EVENT_FAILED_UPDATE = "FailedUpdate"
+EVENT_FAILED_CLAIM = "FailedClaim"
 EVENT_POD_GROUP_CRD_MISSING = "PodGroupCRDMissing"
 EVENT_POD_GROUP_SYNCED = "PodGroupSynced"
 

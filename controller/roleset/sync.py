@@ -22,10 +22,10 @@ import structlog
 
 from apis.v1alpha1.intstr import resolve_fenceposts
 from apis.v1alpha1.types import LENIENT, RoleSet, RoleSpec
+from controller.roleset import adoption, naming
 from controller.roleset import inplace as ip
 from controller.roleset import labels as L
 from controller.roleset import metrics as M
-from controller.roleset import naming
 from controller.roleset.instances import Instance, PodInfo, RoleParams, RoleView, build_view, pod_info
 from controller.roleset.podcontrol import ObjectControl
 from controller.roleset.pods import PodSpecInputs, RoleSetInfo, render_pod
@@ -50,6 +50,7 @@ from controller.roleset.status import (
     status_changed,
 )
 from controller.runtime.client import Obj
+from controller.runtime.controllerref import ClaimError
 from controller.runtime.errors import AlreadyExists, ApiError, Conflict, NotFound, ServerError
 from controller.runtime.expectations import ControllerExpectations
 from controller.runtime.resources import POD_DISRUPTION_BUDGETS, PODS, ROLESETS
@@ -179,7 +180,8 @@ class RoleSetSync:
             labels=dict(meta.get("labels") or {}),
             annotations=dict(meta.get("annotations") or {}),
         )
-        owned = self.pods.by_index(INDEX_CONTROLLER_UID, info.uid)
+        obs = Observations()
+        owned = await self._claim_pods(key, obj, info, obs)
         by_role: dict[str, list[Obj]] = {}
         for pod in owned:
             by_role.setdefault(L.labels_of(pod).get(L.ROLE_NAME_LABEL, ""), []).append(pod)
@@ -192,7 +194,6 @@ class RoleSetSync:
         spec_roles = {r.spec.name for r in roles}
         removed = [p for name, ps in by_role.items() if name not in spec_roles for p in ps]
 
-        obs = Observations()
         if topo:
             obs.topology_missing = self._topology_missing(roles)
         requeue: float | None = None
@@ -223,6 +224,28 @@ class RoleSetSync:
         return requeue
 
     # --- observation --------------------------------------------------------------------------
+
+    async def _claim_pods(self, key: str, obj: Obj, info: RoleSetInfo, obs: Observations) -> list[Obj]:
+        """The pods this RoleSet owns after adopting matching orphans and releasing owned pods
+        that stopped matching (ReplicaSet's claim). Adopted pods count from this pass on; the
+        cache check (`_stale`) then holds actions until the cache has seen the adoption."""
+        if not adoption.needs_claim(self.pods, key, info.namespace, info.name, info.uid):
+            return self.pods.by_index(INDEX_CONTROLLER_UID, info.uid)
+
+        async def patch(name: str, ops: list[Obj]) -> Obj:
+            return await self.control.patch(PODS, info.namespace, name, ops, patch_type="json")
+
+        async def get_fresh() -> Obj:
+            return await self.control.get(ROLESETS, info.namespace, info.name)
+
+        claimer = adoption.pod_claimer(
+            obj, info.owner_ref(), patch=patch, get_fresh=get_fresh, on_written=self._note_write
+        )
+        try:
+            return await claimer.claim(adoption.candidates(self.pods, key, info.uid))
+        except ClaimError as err:
+            obs.failures.extend((L.EVENT_FAILED_CLAIM, str(e)) for e in err.errors)
+            return err.claimed
 
     @staticmethod
     def _dump(model: Any) -> dict[str, Any] | None:

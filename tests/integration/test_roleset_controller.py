@@ -337,14 +337,9 @@ async def test_removed_role_and_foreign_pods(
 ) -> None:
     rs = await api.create(roleset("mix", [role("a", replicas=1), role("b", replicas=2)]))
     await eventually(lambda: settled(api, "mix", {"a": 1, "b": 2}), "roles ready")
-    foreign = {
-        "metadata": {
-            "name": "foreign",
-            "labels": {L.ROLESET_NAME_LABEL: "mix", L.ROLE_NAME_LABEL: "b"},
-        },
-        "spec": {"containers": [{"name": "c", "image": IMAGE_V1}]},
-    }
-    await kube.create(PODS, namespace, foreign)
+    # Controlled by another object (an orphan with these labels would be adopted, see
+    # test_orphan_adopted_foreign_pod_left_alone).
+    await kube.create(PODS, namespace, await foreign_pod(kube, namespace, "foreign", "mix", "b"))
     await api.patch_spec("mix", lambda s: s.__setitem__("roles", [s["roles"][0]]))
     await eventually(lambda: settled(api, "mix", {"a": 1}), "role b gone from status")
 
@@ -354,6 +349,95 @@ async def test_removed_role_and_foreign_pods(
     await eventually(b_pods_gone, "role b pods deleted, the foreign pod kept")
     assert (await kube.get(PODS, namespace, "foreign"))["metadata"]["uid"]
     assert rs["metadata"]["uid"]
+
+
+CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
+
+
+async def foreign_pod(kube: Any, namespace: str, name: str, rs: str, role_name: str) -> Obj:
+    """A pod carrying a RoleSet's labels but controlled by a ConfigMap (a real object, so that a
+    garbage collector would not remove the pod either)."""
+    owner = await kube.create(CONFIGMAPS, namespace, {"metadata": {"name": f"{name}-owner"}})
+    return {
+        "metadata": {
+            "name": name,
+            "labels": {L.ROLESET_NAME_LABEL: rs, L.ROLE_NAME_LABEL: role_name},
+            "ownerReferences": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "name": owner["metadata"]["name"],
+                    "uid": owner["metadata"]["uid"],
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {"containers": [{"name": "c", "image": IMAGE_V1}]},
+    }
+
+
+def controller_uid(pod: Obj) -> str | None:
+    for ref in pod["metadata"].get("ownerReferences") or ():
+        if ref.get("controller"):
+            return str(ref["uid"])
+    return None
+
+
+async def test_orphan_adopted_foreign_pod_left_alone(
+    controller: Controller, api: Api, kube: Any, namespace: str
+) -> None:
+    # Before the RoleSet exists: an orphan that looks like one of its pods (as left behind by
+    # `kubectl delete --cascade=orphan` of an earlier RoleSet of the same name), and a pod with
+    # the same labels controlled by someone else.
+    obj = roleset("adopt", [role("w", replicas=2)])
+    h = template_hash(obj["spec"]["roles"][0]["template"])
+    labels = {
+        L.ROLESET_NAME_LABEL: "adopt",
+        L.ROLE_NAME_LABEL: "w",
+        L.ROLE_TEMPLATE_HASH_LABEL: h,
+        L.STORM_SERVICE_NAME_LABEL: "svc",
+        "app": "w",
+    }
+    orphan = {
+        "metadata": {"name": "adopt-w-orphan", "labels": labels},
+        "spec": {"containers": [{"name": "main", "image": IMAGE_V1}]},
+    }
+    orphan_uid = (await kube.create(PODS, namespace, orphan))["metadata"]["uid"]
+    foreign = await kube.create(
+        PODS, namespace, await foreign_pod(kube, namespace, "adopt-w-foreign", "adopt", "w")
+    )
+
+    created_before = counter("stormservice_roleset_pods_created_total", role="w", reason="scale-up")
+    rs = await api.create(obj)
+    uid = rs["metadata"]["uid"]
+    await eventually(lambda: settled(api, "adopt", {"w": 2}), "2 ready pods")
+    adopted = await kube.get(PODS, namespace, "adopt-w-orphan")
+    assert adopted["metadata"]["uid"] == orphan_uid, "the orphan itself, not a replacement"
+    assert adopted["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "orchestration.aibrix.ai/v1alpha1",
+            "kind": "RoleSet",
+            "name": "adopt",
+            "uid": uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    await asyncio.sleep(2)
+    # Counted: two replicas took the orphan plus one new pod, never a third.
+    ever = {p["metadata"]["uid"]: p for p in await api.pods("adopt", live=False)}
+    ours = [p for p in ever.values() if controller_uid(p) == uid]
+    assert len(ours) == 2 and orphan_uid in {p["metadata"]["uid"] for p in ours}
+    assert (
+        counter("stormservice_roleset_pods_created_total", role="w", reason="scale-up") - created_before == 1
+    )
+    assert set(ever) == {p["metadata"]["uid"] for p in ours} | {foreign["metadata"]["uid"]}
+    still = await kube.get(PODS, namespace, "adopt-w-foreign")
+    assert still["metadata"]["ownerReferences"] == foreign["metadata"]["ownerReferences"]
+    managers = {f.get("manager") for f in still["metadata"].get("managedFields") or []}
+    # KubeObjectControl's field manager; the test's own client creates as stormservice-controller.
+    assert "stormservice-roleset-controller" not in managers, f"foreign pod written: {managers}"
+    assert not still["metadata"].get("deletionTimestamp")
 
 
 # ---------------------------------------------------------------------------------------------

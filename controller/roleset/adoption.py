@@ -1,0 +1,104 @@
+"""Which pods a RoleSet owns: adoption of orphans and release of pods that stopped matching, with
+the runtime's ControllerRefManager (ReplicaSet's rules).
+
+A pod matches a RoleSet when it carries the RoleSet's `roleset-name` label (the RoleSet has no
+selector field; that label is what every tool reads). Candidates come from the pod cache only:
+pods we control (controller-uid index) and pods labelled with the RoleSet's name (the index
+below). Pods controlled by anyone else are never touched.
+
+Adoption and release are JSON patches with a `metadata.uid` test: a patch aimed at a pod deleted
+and re-created under the same name fails instead of claiming the new one, and an adoption racing
+another controller's fails on the ownerReferences test instead of adding a second controller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from controller.roleset import labels as L
+from controller.runtime.client import Obj
+from controller.runtime.controllerref import (
+    ControllerRefManager,
+    adopt_patch,
+    being_deleted,
+    controller_ref,
+    recheck_deletion_timestamp,
+    release_patch,
+)
+from controller.runtime.errors import Conflict, Invalid, NotFound
+from controller.runtime.store import INDEX_CONTROLLER_UID, Store
+
+INDEX_ROLESET_LABEL = "roleset-label"
+
+PatchPod = Callable[[str, list[Obj]], Awaitable[Obj]]
+
+
+def roleset_label_index(obj: Obj) -> list[str]:
+    """ "namespace/<roleset-name label>": the RoleSet a pod's labels point at."""
+    meta = obj.get("metadata") or {}
+    value = (meta.get("labels") or {}).get(L.ROLESET_NAME_LABEL)
+    return [f"{meta.get('namespace') or ''}/{value}"] if value else []
+
+
+def matches(pod: Mapping[str, Any], namespace: str, name: str) -> bool:
+    return (L.meta(pod).get("namespace") == namespace) and L.labels_of(pod).get(L.ROLESET_NAME_LABEL) == name
+
+
+def needs_claim(pods: Store, key: str, namespace: str, name: str, uid: str) -> bool:
+    """Whether a claim pass would write anything: an adoptable orphan, or an owned pod that no
+    longer matches. The common case (neither) costs two index lookups and no API call."""
+    for pod in pods.by_index(INDEX_ROLESET_LABEL, key):
+        if controller_ref(pod) is None and not being_deleted(pod):
+            return True
+    return any(not matches(p, namespace, name) for p in pods.by_index(INDEX_CONTROLLER_UID, uid))
+
+
+def candidates(pods: Store, key: str, uid: str) -> list[Obj]:
+    """Owned pods, then pods labelled for this RoleSet, each once, in cache order."""
+    seen: set[str] = set()
+    out: list[Obj] = []
+    for pod in (*pods.by_index(INDEX_CONTROLLER_UID, uid), *pods.by_index(INDEX_ROLESET_LABEL, key)):
+        pod_uid = str(L.meta(pod).get("uid") or L.meta(pod).get("name"))
+        if pod_uid not in seen:
+            seen.add(pod_uid)
+            out.append(pod)
+    return out
+
+
+def pod_claimer(
+    roleset: Mapping[str, Any],
+    owner_ref: Mapping[str, Any],
+    *,
+    patch: PatchPod,
+    get_fresh: Callable[[], Awaitable[Obj]],
+    on_written: Callable[[Obj], None],
+) -> ControllerRefManager:
+    """A one-pass ControllerRefManager for the pods of `roleset`. `patch(name, ops)` sends a
+    JSON patch to a pod; `get_fresh` reads the RoleSet from the API server (before the first
+    adoption only); `on_written` sees every adopted pod as the server returned it."""
+    meta = roleset["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+
+    async def adopt(pod: Obj) -> None:
+        ops, _ = adopt_patch(pod, owner_ref, strategic=False)
+        on_written(await patch(pod["metadata"]["name"], ops))
+
+    async def release(pod: Obj) -> None:
+        built = release_patch(pod, uid, strategic=False)
+        if built is None:
+            return
+        ops, _ = built
+        try:
+            await patch(pod["metadata"]["name"], ops)
+        except (NotFound, Invalid, Conflict):
+            # Gone, replaced, or no longer ours (the `test` failed): nothing to release.
+            return
+
+    return ControllerRefManager(
+        roleset,
+        match=lambda pod: matches(pod, namespace, name),
+        adopt=adopt,
+        release=release,
+        can_adopt=recheck_deletion_timestamp(get_fresh, uid),
+    )
