@@ -26,7 +26,6 @@ from controller.stormservice.sync import (
     INDEX_ORPHAN_BY_STORM_SERVICE,
     Recorder,
     StormServiceSync,
-    legacy_finalizer_patch,
     orphan_index,
 )
 
@@ -118,9 +117,7 @@ class StormServiceController:
         self._queue.add(object_key(obj))
 
     def _owner_key(self, obj: Obj) -> str | None:
-        """The key of the StormService controlling `obj`, if it is one we know (same uid). A
-        RoleSet still carrying the reference's finalizer maps to its owner's key even when the
-        owner is gone, so that the sync can release it."""
+        """The key of the StormService controlling `obj`, if it is one we know (same uid)."""
         ref = controller_ref(obj)
         if ref is None or ref.get("kind") != c.KIND_STORM_SERVICE:
             return None
@@ -129,8 +126,6 @@ class StormServiceController:
         key = f"{_meta(obj).get('namespace')}/{ref.get('name')}"
         owner = self.stormservices.get(key)
         if owner is not None and _meta(owner).get("uid") == ref.get("uid"):
-            return key
-        if legacy_finalizer_patch(obj) is not None:
             return key
         return None
 

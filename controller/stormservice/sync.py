@@ -1,10 +1,11 @@
 """The StormService reconcile: read the cache, decide (pure functions), act, write status.
 
 Order of one pass:
-1. the StormService is gone or being deleted: forget it / remove the reference's finalizers;
+1. the StormService is gone or being deleted: forget it / remove the reference's finalizer (the
+   garbage collector does the rest);
 2. claim RoleSets and ControllerRevisions (ours by controller reference; orphans that carry our
    name label and match the selector are adopted; nothing is ever released, so a selector change
-   cannot orphan RoleSets), remove reference finalizers from our terminating RoleSets;
+   cannot orphan RoleSets);
 3. find or create the update revision (rollback renumbers an old one);
 4. repair the headless Service;
 5. only when the cache has seen our earlier writes (expectations, write fence): apply role
@@ -36,9 +37,9 @@ from controller.runtime.controllerref import (
 )
 from controller.runtime.errors import AlreadyExists, ApiError, NotFound
 from controller.runtime.expectations import ControllerExpectations
-from controller.runtime.resources import CONTROLLER_REVISIONS, ROLESETS, SERVICES, STORMSERVICES
+from controller.runtime.resources import CONTROLLER_REVISIONS, ROLESETS, SERVICES, STORMSERVICES, Resource
 from controller.runtime.revision import RevisionHistory, new_revision, sort_revisions
-from controller.runtime.store import INDEX_CONTROLLER_UID, INDEX_NAMESPACE, Store
+from controller.runtime.store import INDEX_CONTROLLER_UID, Store
 from controller.stormservice.inplace import rewrite_patch
 from controller.stormservice.labels import render_roleset
 from controller.stormservice.metrics import RoleSetGauge, RolloutTimer
@@ -149,8 +150,8 @@ class WriteFence:
 
 
 def legacy_finalizer_patch(obj: Mapping[str, Any]) -> Obj | None:
-    """Merge patch removing the reference's finalizers from an object being deleted (the
-    reference is not running to remove them, so they would keep it forever). The
+    """Merge patch removing the reference's finalizer from a StormService being deleted (the
+    reference is not running to remove it, so it would keep the object forever). The
     resourceVersion makes a concurrent change of the list fail the patch instead of being lost."""
     meta = obj.get("metadata", {})
     finalizers = list(meta.get("finalizers") or ())
@@ -203,7 +204,6 @@ class StormServiceSync:
         obj = self.stormservices.get(key)
         if obj is None:
             self.forget(key)
-            await self._release_legacy_rolesets(key)
             return None
         if obj.get("metadata", {}).get("deletionTimestamp"):
             await self._finalize(obj)
@@ -220,7 +220,8 @@ class StormServiceSync:
 
     async def _finalize(self, obj: Obj) -> None:
         """Owner references and the garbage collector remove everything; only the reference's
-        finalizers (ours is being deleted, and so may our RoleSets be) need help."""
+        finalizer on the StormService needs help. (RoleSets being deleted are their own
+        controller's: it removes the reference's RoleSet finalizer.)"""
         patch = legacy_finalizer_patch(obj)
         if patch is not None:
             meta = obj["metadata"]
@@ -228,31 +229,6 @@ class StormServiceSync:
             self.recorder.event(
                 obj, NORMAL, EVENT_LEGACY_FINALIZER, f"removed finalizer {c.FINALIZER_STORM_SERVICE}"
             )
-        await self._drop_legacy_finalizers(self._owned_rolesets(obj))
-
-    async def _release_legacy_rolesets(self, key: str) -> None:
-        """The StormService is gone; the garbage collector deletes its RoleSets, and any that carry
-        the reference's finalizer would stay terminating forever."""
-        namespace, _, name = key.partition("/")
-        stuck = [
-            rs
-            for rs in self.rolesets.by_index(INDEX_NAMESPACE, namespace)
-            if legacy_finalizer_patch(rs) is not None
-            and (ref := controller_ref(rs)) is not None
-            and ref.get("kind") == c.KIND_STORM_SERVICE
-            and ref.get("name") == name
-        ]
-        await self._drop_legacy_finalizers(stuck)
-
-    async def _drop_legacy_finalizers(self, rolesets: Iterable[Obj]) -> None:
-        for rs in rolesets:
-            patch = legacy_finalizer_patch(rs)
-            if patch is not None:
-                try:
-                    await self.control.patch(rs, patch, "merge")
-                except NotFound:
-                    continue
-                log.info("removed the reference's finalizers", roleset=object_key(rs))
 
     # --- claims --------------------------------------------------------------------------------------
 
@@ -264,13 +240,26 @@ class StormServiceSync:
             if rs.get("metadata", {}).get("namespace") == meta["namespace"]
         ]
 
-    def _can_adopt(self, obj: Obj) -> Callable[[], Any]:
+    async def _adopt(self, obj: Obj, resource: Resource, orphans: list[Obj]) -> list[Obj]:
+        """Adopt orphans (already filtered to ours by label); the owner is re-read from the API
+        server first, so that a deleted and re-created StormService does not take them."""
+        if not orphans:
+            return []
         meta = obj["metadata"]
 
         async def fresh() -> Obj:
             return await self.client.get(STORMSERVICES, meta["namespace"], meta["name"])
 
-        return recheck_deletion_timestamp(fresh, meta["uid"])
+        manager = ControllerRefManager.for_resource(
+            self.client,
+            resource,
+            obj,
+            api_version=c.API_VERSION,
+            kind=c.KIND_STORM_SERVICE,
+            match=lambda _: True,
+            can_adopt=recheck_deletion_timestamp(fresh, meta["uid"]),
+        )
+        return await manager.claim(orphans)
 
     async def _claim_rolesets(self, obj: Obj, selector: LabelSelector) -> list[Obj]:
         meta = obj["metadata"]
@@ -282,18 +271,7 @@ class StormServiceSync:
             )
             if selector.matches(rs.get("metadata", {}).get("labels") or {})
         ]
-        if orphans:
-            manager = ControllerRefManager.for_resource(
-                self.client,
-                ROLESETS,
-                obj,
-                api_version=c.API_VERSION,
-                kind=c.KIND_STORM_SERVICE,
-                match=lambda _: True,
-                can_adopt=self._can_adopt(obj),
-            )
-            owned.extend(await manager.claim(orphans))
-        return owned
+        return owned + await self._adopt(obj, ROLESETS, orphans)
 
     async def _claim_revisions(self, obj: Obj) -> list[Obj]:
         meta = obj["metadata"]
@@ -308,18 +286,7 @@ class StormServiceSync:
         candidates = self.history.list_revisions(obj, match=ours)
         owned = [r for r in candidates if is_controlled_by(r, uid)]
         orphans = [r for r in candidates if controller_ref(r) is None]
-        if orphans:
-            manager = ControllerRefManager.for_resource(
-                self.client,
-                CONTROLLER_REVISIONS,
-                obj,
-                api_version=c.API_VERSION,
-                kind=c.KIND_STORM_SERVICE,
-                match=lambda _: True,
-                can_adopt=self._can_adopt(obj),
-            )
-            owned.extend(await manager.claim(orphans))
-        return owned
+        return owned + await self._adopt(obj, CONTROLLER_REVISIONS, orphans)
 
     # --- revisions ---------------------------------------------------------------------------------
 
@@ -425,7 +392,6 @@ class StormServiceSync:
         selector = LabelSelector.model_validate(spec.get("selector") or {}, context={LENIENT: True})
 
         owned = await self._claim_rolesets(obj, selector)
-        await self._drop_legacy_finalizers(owned)
         revs = await self._sync_revisions(obj, await self._claim_revisions(obj))
         update_name, current_name = revision_name(revs.update), revision_name(revs.current)
         views = [view_of(rs) for rs in owned]

@@ -627,36 +627,25 @@ async def test_headless_service_repaired_recreated_or_left_alone() -> None:
         assert env.recorder.reasons().count("HeadlessServiceConflict") == 1
 
 
-async def test_reference_finalizers_are_removed_on_deletion() -> None:
-    async with Env() as env:
-        ss = env.seed(STORMSERVICES, storm(replicas=1))
-        await converge(env)
-        [rs] = env.rolesets()
-        rs["metadata"]["finalizers"] = ["orchestration.aibrix.ai/roleset-finalizer", "example.com/keep"]
-        env.seed(ROLESETS, rs)
-        obj = env.ss()
-        obj["metadata"]["finalizers"] = ["orchestration.aibrix.ai/stormservice-finalizer"]
-        env.seed(STORMSERVICES, obj)
-        await env.client.delete(STORMSERVICES, NS, "llm")
-        await env.client.delete(ROLESETS, NS, rs["metadata"]["name"])
-        await env.sync()
-        assert env.client.get_object(STORMSERVICES, NS, "llm") is None  # its last finalizer went
-        left = env.client.get_object(ROLESETS, NS, rs["metadata"]["name"])
-        assert left is not None and left["metadata"]["finalizers"] == ["example.com/keep"]
-        assert ss["metadata"]["uid"]
-
-
-async def test_reference_finalizer_on_roleset_of_a_gone_stormservice() -> None:
+async def test_reference_finalizer_is_removed_on_deletion() -> None:
     async with Env() as env:
         env.seed(STORMSERVICES, storm(replicas=1))
         await converge(env)
-        [rs] = env.rolesets()
-        rs["metadata"]["finalizers"] = ["orchestration.aibrix.ai/roleset-finalizer"]
-        env.seed(ROLESETS, rs)
+        obj = env.ss()
+        obj["metadata"]["finalizers"] = ["orchestration.aibrix.ai/stormservice-finalizer", "example.com/keep"]
+        env.seed(STORMSERVICES, obj)
         await env.client.delete(STORMSERVICES, NS, "llm")
-        await env.client.delete(ROLESETS, NS, rs["metadata"]["name"])  # the garbage collector
+        env.client.clear_actions()
         await env.sync()
-        assert env.rolesets() == []
+        left = env.client.get_object(STORMSERVICES, NS, "llm")
+        assert left is not None and left["metadata"]["finalizers"] == ["example.com/keep"]
+        assert [(w.verb, w.resource) for w in env.client.writes()] == [("patch", "stormservices")]
+        assert "RemovedLegacyFinalizer" in env.recorder.reasons()
+        obj = env.ss()
+        obj["metadata"]["finalizers"] = ["orchestration.aibrix.ai/stormservice-finalizer"]
+        env.seed(STORMSERVICES, obj)
+        await env.sync()
+        assert env.client.get_object(STORMSERVICES, NS, "llm") is None  # its last finalizer went
 
 
 async def test_restarted_controller_converges_without_extra_rolesets() -> None:
