@@ -15,10 +15,6 @@ from controller.stormservice.scale import Budget, ScalePlan, deletion_order, liv
 from controller.stormservice.view import RoleSetView
 
 
-def rollout_done(rolesets: Sequence[RoleSetView], update_revision: str) -> bool:
-    return all(r.revision == update_revision for r in live(rolesets))
-
-
 def plan_rolling_update(rolesets: Sequence[RoleSetView], budget: Budget, update_revision: str) -> ScalePlan:
     alive = live(rolesets)
     outdated = [r for r in alive if r.revision != update_revision]

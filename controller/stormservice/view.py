@@ -6,7 +6,7 @@ of facts about each RoleSet, so they get this flat view instead of the whole obj
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,10 +29,6 @@ class RoleSetView:
     index: int | None = None
     uid: str = ""
     obj: Obj = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def namespace(self) -> str:
-        return str(self.obj.get("metadata", {}).get("namespace", ""))
 
 
 def parse_timestamp(value: str | None) -> float:
@@ -88,7 +84,3 @@ def view_of(obj: Obj) -> RoleSetView:
         uid=str(meta.get("uid", "")),
         obj=obj,
     )
-
-
-def views_of(objs: Iterable[Obj]) -> list[RoleSetView]:
-    return [view_of(o) for o in objs]

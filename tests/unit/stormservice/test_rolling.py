@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.stormservice.plan import plan_pass
-from controller.stormservice.rolling import plan_rolling_update, rollout_done
+from controller.stormservice.rolling import plan_rolling_update
 from controller.stormservice.scale import Budget
 from controller.stormservice.view import RoleSetView
 from tests.unit.stormservice.helpers import names, rs
@@ -99,11 +99,6 @@ def test_plan_rolling_update(rolesets: list[Any], budget: Budget, expected: tupl
     assert (plan.create_updated, names(plan.delete)) == expected
     assert plan.create_current == 0
     assert all(r.revision != "new" for r in plan.delete)
-
-
-def test_rollout_done() -> None:
-    assert rollout_done([rs("a"), rs("t", "old", terminating=True)], "new")
-    assert not rollout_done([rs("a"), rs("o", "old")], "new")
 
 
 def test_plan_pass_phases() -> None:
