@@ -132,6 +132,9 @@ class RoleView:
     # (index, member) slots whose fixed pod name is still held by a pod on its way out: a
     # successor with the same name can only be created once it is gone.
     taken: set[tuple[int, int | None]] = field(default_factory=set)
+    # Slotted roles only: single pods that never had an index (left from when the role was
+    # stateless, or adopted). Outdated instances without a slot, replaced within the budget.
+    unslotted: list[Instance] = field(default_factory=list)
 
 
 def _instance_of(pods: Sequence[PodInfo], key: str, index: int | None, size: int) -> Instance:
@@ -168,6 +171,11 @@ def build_view(role: RoleParams, pods: Iterable[PodInfo]) -> RoleView:
             continue
         if p.group:
             groups.setdefault(p.group, []).append(p)
+            continue
+        if role.slotted and not p.has_index:
+            # Not a bad index: none at all. Deleting these at once would take the whole role
+            # down when it switches from stateless to stateful or grouped.
+            view.unslotted.append(_instance_of([p], p.name, None, 1))
             continue
         if role.slotted and (p.index is None or p.index >= role.replicas):
             view.cleanup.append((p, "bad-index" if p.index is None else "out-of-range"))

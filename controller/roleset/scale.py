@@ -74,6 +74,9 @@ def progress(role: RoleParams, view: RoleView) -> Progress:
         i for i in view.instances if not role.slotted or (i.index is not None and i.index < role.replicas)
     ]
     kinds = [classify(role, i) for i in live]
+    # Pods without a slot in a slotted role are live but outdated whatever their hash says.
+    live += view.unslotted
+    kinds += ["outdated"] * len(view.unslotted)
     return Progress(
         live=len(live),
         ready=sum(1 for i in live if i.ready),
@@ -205,13 +208,17 @@ def _plan_slotted(
     n = role.replicas
     slots = slot_map(role, view.instances)
     kept: dict[int, list[Instance]] = {}
+    empty: list[int] = []
     for i, insts in slots.items():
+        kept[i] = _resolve_slot(plan, role, insts) if insts else []
         if not insts:
-            _create_instance(plan, role, i, "missing", view.taken)
-            plan.scaled = True
-            kept[i] = []
-            continue
-        kept[i] = _resolve_slot(plan, role, insts)
+            empty.append(i)
+    if view.unslotted:
+        _plan_unslotted(plan, role, view, gate, kept, empty, inplace)
+        return
+    for i in empty:
+        _create_instance(plan, role, i, "missing", view.taken)
+        plan.scaled = True
     if plan.scaled or not gate.allowed:
         return
 
@@ -245,6 +252,11 @@ def _plan_slotted(
             budget -= 1
             _replace(plan, role, i, inst, inplace)
         elif total < n + role.surge:
+            if _names_collide(role, inst):
+                # Same template, other podGroupSize: the successor's member names are the
+                # predecessor's, so it cannot surge next to it; with no unavailable budget
+                # the slot waits rather than go below replicas - maxUnavailable.
+                break
             total += 1
             _create_instance(plan, role, i, "rollout-surge")
             if inplace:
@@ -252,6 +264,79 @@ def _plan_slotted(
         else:
             break
         n_updated += 1
+
+
+def _names_collide(role: RoleParams, inst: Instance) -> bool:
+    """Whether the successor of `inst` in its slot would reuse one of its pod names: names carry
+    the template hash, index and member, not the group size."""
+    return inst.hash == role.target_hash and inst.size > 1 and role.group_size > 1
+
+
+def _plan_unslotted(
+    plan: RolePlan,
+    role: RoleParams,
+    view: RoleView,
+    gate: Gate,
+    kept: dict[int, list[Instance]],
+    empty: list[int],
+    inplace: bool,
+) -> None:
+    """A slotted role that still runs pods without a slot (it was stateless; it became stateful
+    or grouped): replace them with slot instances the way a stateless rollout replaces outdated
+    instances. At most `replicas + maxSurge` live instances, never fewer than
+    `replicas - maxUnavailable` ready ones; not-ready unslotted pods go first. Empty slots are
+    filled in index order as the unslotted pods go."""
+    n = role.replicas
+    unslotted = view.unslotted
+    occupied = [insts for insts in kept.values() if insts]
+    live = len(occupied) + len(unslotted)
+    ready = sum(1 for insts in occupied if any(x.ready for x in insts)) + sum(1 for u in unslotted if u.ready)
+    min_ready = n - role.unavailable
+    order = _removal_order(unslotted)
+
+    if live < n:
+        for i in empty[: n - live]:
+            _create_instance(plan, role, i, "scale-up", view.taken)
+        plan.scaled = True
+        return
+    max_live = n + (role.surge if gate.allowed else 0)
+    if live > max_live:
+        excess = live - max_live
+        for inst in order:
+            if excess == 0:
+                break
+            if inst.ready:
+                if ready - 1 < min_ready:
+                    continue
+                ready -= 1
+            _delete_instance(plan, inst, "scale-down")
+            excess -= 1
+        plan.scaled = True
+        return
+    if not gate.allowed:
+        return
+
+    cap = n if gate.max_updated is None else min(gate.max_updated, n)
+    n_updated = sum(1 for insts in occupied if any(classify(role, x) != "outdated" for x in insts))
+    # Delete only what can be refilled now (the Interleave cap may allow fewer updated slots).
+    removable = max(0, live - n + cap - n_updated)
+    budget = ready - min_ready
+    n_live = live
+    for inst in order:
+        if removable == 0:
+            break
+        if inst.ready:
+            if budget <= 0:
+                break
+            budget -= 1
+        _delete_instance(plan, inst, "rollout")
+        if inplace:
+            plan.fallback.append(inst)
+        n_live -= 1
+        removable -= 1
+    create = min(cap - n_updated, n + role.surge - n_live, len(empty))
+    for i in empty[: max(0, create)]:
+        _create_instance(plan, role, i, "rollout", view.taken)
 
 
 def _replace(plan: RolePlan, role: RoleParams, index: int, inst: Instance, inplace: bool) -> None:

@@ -575,6 +575,114 @@ async def test_pod_groups(controller: Controller, api: Api, kube: Any, namespace
 
 
 # ---------------------------------------------------------------------------------------------
+# switching a role's kind
+
+
+def ready_instances(pods: dict[str, Obj]) -> int:
+    """Ready role instances among live pods: a group counts when all its members are ready."""
+    groups: dict[str, list[Obj]] = {}
+    ready = 0
+    for pod in pods.values():
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
+        group = pod["metadata"]["labels"].get(L.PODSET_NAME_LABEL)
+        if group:
+            groups.setdefault(group, []).append(pod)
+        elif is_ready(pod):
+            ready += 1
+    for members in groups.values():
+        size = int(members[0]["metadata"]["annotations"].get(L.POD_GROUP_SIZE_ANNOTATION) or 0)
+        if len(members) == size and all(is_ready(p) for p in members):
+            ready += 1
+    return ready
+
+
+class ReadyMonitor:
+    """Follows a RoleSet's pods through a watch, so that no transition is missed between polls,
+    and records the fewest ready instances seen."""
+
+    def __init__(self, kube: Any, namespace: str, rs: str) -> None:
+        self.kube, self.namespace, self.rs = kube, namespace, rs
+        self.pods: dict[str, Obj] = {}
+        self.min_ready: int | None = None
+        self.events = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        listed = await self.kube.list(
+            PODS, self.namespace, label_selector=f"{L.ROLESET_NAME_LABEL}={self.rs}"
+        )
+        self.pods = {p["metadata"]["name"]: p for p in listed["items"]}
+        self.min_ready = ready_instances(self.pods)
+        self._task = asyncio.create_task(self._run(listed["metadata"]["resourceVersion"]))
+
+    async def _run(self, rv: str) -> None:
+        async for event in self.kube.watch(
+            PODS,
+            self.namespace,
+            resource_version=rv,
+            label_selector=f"{L.ROLESET_NAME_LABEL}={self.rs}",
+            timeout_seconds=600,
+        ):
+            obj = event["object"]
+            if event["type"] in ("ADDED", "MODIFIED"):
+                self.pods[obj["metadata"]["name"]] = obj
+            elif event["type"] == "DELETED":
+                self.pods.pop(obj["metadata"]["name"], None)
+            else:
+                continue
+            self.events += 1
+            ready = ready_instances(self.pods)
+            self.min_ready = ready if self.min_ready is None else min(self.min_ready, ready)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def test_switch_to_stateful_then_grouped_respects_max_unavailable(
+    controller: Controller, api: Api, kube: Any, namespace: str
+) -> None:
+    strategy = {"maxSurge": 0, "maxUnavailable": 1}
+    await api.create(roleset("sw", [role("w", replicas=3, updateStrategy=strategy)]))
+    await eventually(lambda: settled(api, "sw", {"w": 3}), "3 stateless pods")
+    monitor = ReadyMonitor(kube, namespace, "sw")
+    await monitor.start()
+    try:
+        await api.patch_spec("sw", lambda s: s["roles"][0].__setitem__("stateful", True))
+        h = template_hash((await api.get("sw"))["spec"]["roles"][0]["template"])
+
+        async def stateful_done() -> bool:
+            names = [p["metadata"]["name"] for p in await api.pods("sw")]
+            return names == [f"sw-w-{h}-{i}" for i in range(3)] and await settled(api, "sw", {"w": 3})
+
+        await eventually(stateful_done, "three stateful slots", timeout=120)
+        assert monitor.events > 0
+        assert monitor.min_ready is not None and monitor.min_ready >= 2, (
+            f"ready instances fell to {monitor.min_ready} (< replicas - maxUnavailable = 2)"
+        )
+
+        await api.patch_spec("sw", lambda s: s["roles"][0].__setitem__("podGroupSize", 2))
+
+        async def grouped_done() -> bool:
+            ps = await api.pods("sw")
+            return (
+                len(ps) == 6
+                and all(p["metadata"]["labels"].get(L.PODSET_NAME_LABEL) for p in ps)
+                and await settled(api, "sw", {"w": 3})
+            )
+
+        await eventually(grouped_done, "three groups of two", timeout=120)
+        assert monitor.min_ready >= 2, (
+            f"ready instances fell to {monitor.min_ready} during the switch to groups"
+        )
+    finally:
+        await monitor.stop()
+
+
+# ---------------------------------------------------------------------------------------------
 # rollouts across roles
 
 

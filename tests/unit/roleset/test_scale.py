@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -269,7 +269,12 @@ STATEFUL = [
             info("far", index=5),
             info("lead", index="01"),
         ],
-        delete=c(("bad", "bad-index"), ("none", "bad-index"), ("far", "out-of-range"), ("lead", "bad-index")),
+        # "none" has no index at all (a pod from when the role was stateless): an unslotted
+        # instance, here an excess one, so it goes as a scale-down in the same pass.
+        delete=c(
+            ("bad", "bad-index"), ("none", "scale-down"), ("far", "out-of-range"), ("lead", "bad-index")
+        ),
+        scaled=True,
     ),
     Case(
         "stateful: rollout replaces the highest index first",
@@ -456,7 +461,139 @@ GROUPED = [
 ]
 
 
-@pytest.mark.parametrize("case", STATELESS + STATEFUL + GROUPED, ids=lambda c: c.id)
+def unslotted(n: int, *, ready: bool = True, hash_: str = "new", prefix: str = "u") -> list[PodInfo]:
+    """Pods of a role that was stateless: generated names, no index."""
+    return [
+        info(f"{prefix}{i}", hash_=hash_, ready=ready, created=f"2024-01-0{i + 1}T00:00:00Z")
+        for i in range(n)
+    ]
+
+
+# Switching a role to stateful or grouped, or changing podGroupSize: instances are replaced within
+# the role's budget, never all at once.
+SWITCH = [
+    Case(
+        "to stateful: one unslotted pod goes (newest first), slot 0 is filled",
+        params(3, stateful=True, surge=0, unavailable=1),
+        unslotted(3),
+        delete=c(("u2", "rollout")),
+        create=[(0, -1, "rollout")],
+    ),
+    Case(
+        "to stateful: waits while the new slot is not ready",
+        params(3, stateful=True, surge=0, unavailable=1),
+        [info("s0", index=0, ready=False), *unslotted(2)],
+    ),
+    Case(
+        "to stateful: next step once it is ready",
+        params(3, stateful=True, surge=0, unavailable=1),
+        [info("s0", index=0), *unslotted(2)],
+        delete=c(("u1", "rollout")),
+        create=[(1, -1, "rollout")],
+    ),
+    Case(
+        "to stateful with surge only: create first",
+        params(3, stateful=True, surge=1, unavailable=0),
+        unslotted(3),
+        create=[(0, -1, "rollout")],
+    ),
+    Case(
+        "to stateful with surge only: at replicas + surge, nothing until the new slot is ready",
+        params(3, stateful=True, surge=1, unavailable=0),
+        [info("s0", index=0, ready=False), *unslotted(3)],
+    ),
+    Case(
+        "to stateful with surge only: then one goes and the next slot is created",
+        params(3, stateful=True, surge=1, unavailable=0),
+        [info("s0", index=0), *unslotted(3)],
+        delete=c(("u2", "rollout")),
+        create=[(1, -1, "rollout")],
+    ),
+    Case(
+        "to stateful: a not-ready unslotted pod goes first, without budget",
+        params(3, stateful=True, surge=0, unavailable=1),
+        [*unslotted(2), info("sick", ready=False)],
+        # Two ready = replicas - maxUnavailable: no ready one may go yet.
+        delete=c(("sick", "rollout")),
+        create=[(0, -1, "rollout")],
+    ),
+    Case(
+        "to stateful: no budget (a slot not ready, maxUnavailable 1 used): nothing",
+        params(3, stateful=True, surge=0, unavailable=1),
+        [info("s0", index=0), info("s1", index=1, ready=False), *unslotted(1)],
+    ),
+    Case(
+        "to grouped: a whole group replaces one pod",
+        params(2, group_size=2, surge=0, unavailable=1),
+        unslotted(2),
+        delete=c(("u1", "rollout")),
+        create=[(0, 0, "rollout"), (0, 1, "rollout")],
+    ),
+    Case(
+        "to grouped: too few instances: the deficit is created at once",
+        params(3, group_size=2, surge=0, unavailable=1),
+        unslotted(1),
+        create=[(0, 0, "scale-up"), (0, 1, "scale-up"), (1, 0, "scale-up"), (1, 1, "scale-up")],
+        scaled=True,
+    ),
+    Case(
+        "to stateful while scaling down: excess unslotted pods go, keeping ready >= replicas - maxUnavailable",
+        params(2, stateful=True, surge=0, unavailable=1),
+        unslotted(4),
+        delete=c(("u3", "scale-down"), ("u2", "scale-down")),
+        scaled=True,
+    ),
+    Case(
+        "to stateful: the cross-role gate holds it",
+        params(2, stateful=True, surge=0, unavailable=1),
+        unslotted(2),
+        gate=Gate(allowed=False),
+    ),
+    Case(
+        "to stateful under Interleave: no more updated slots than the step allows",
+        params(3, stateful=True, surge=0, unavailable=1),
+        [info("s0", index=0), *unslotted(2)],
+        gate=Gate(allowed=True, max_updated=1),
+    ),
+    Case(
+        "to stateful, in-place role: recreated, reported as a fallback",
+        params(2, stateful=True, surge=0, unavailable=1),
+        unslotted(2),
+        inplace=True,
+        eligible=frozenset({"u0", "u1"}),
+        delete=c(("u1", "rollout")),
+        create=[(0, -1, "rollout")],
+        fallback=["u1"],
+    ),
+    Case(
+        "podGroupSize 2 -> 3: one group at a time (maxUnavailable 1)",
+        params(2, group_size=3, surge=0, unavailable=1),
+        group(0, 2) + group(1, 2),
+        delete=c(("rs-worker-new-1-0", "rollout"), ("rs-worker-new-1-1", "rollout")),
+        create=[(1, 0, "rollout"), (1, 1, "rollout"), (1, 2, "rollout")],
+    ),
+    Case(
+        "podGroupSize 2 -> 3 with surge only: same names, cannot surge, waits",
+        params(2, group_size=3, surge=1, unavailable=0),
+        group(0, 2) + group(1, 2),
+    ),
+    Case(
+        "podGroupSize and template change with surge only: new names, surges",
+        params(2, group_size=3, surge=1, unavailable=0),
+        group(0, 2, hash_="old") + group(1, 2, hash_="old"),
+        create=[(1, 0, "rollout-surge"), (1, 1, "rollout-surge"), (1, 2, "rollout-surge")],
+    ),
+    Case(
+        "stateful -> grouped: one slot at a time",
+        params(2, group_size=2, stateful=True, surge=0, unavailable=1),
+        [info("s0", index=0), info("s1", index=1)],
+        delete=c(("s1", "rollout")),
+        create=[(1, 0, "rollout"), (1, 1, "rollout")],
+    ),
+]
+
+
+@pytest.mark.parametrize("case", STATELESS + STATEFUL + GROUPED + SWITCH, ids=lambda c: c.id)
 def test_plan_role(case: Case) -> None:
     view = build_view(case.role, case.pods)
     plan = plan_role(case.role, view, case.gate, inplace=case.inplace, inplace_eligible=case.eligible)
@@ -477,6 +614,9 @@ def test_plan_role(case: Case) -> None:
         (params(1, group_size=2), group(0, 2), (1, 1, 1, 1, 0)),
         (params(1, group_size=2), group(0, 2, members=[0]), (1, 0, 1, 0, 0)),
         (params(2, stateful=True), [info("a", index=0), info("z", index=9)], (1, 1, 1, 1, 0)),
+        # Unslotted pods are live and outdated, even with the current hash.
+        (params(2, stateful=True), [info("a", index=0), info("u")], (2, 2, 1, 1, 1)),
+        (params(1, group_size=2), [info("u", ready=False)], (1, 0, 0, 0, 1)),
     ],
 )
 def test_progress(role: RoleParams, pods: list[PodInfo], expected: tuple[int, int, int, int, int]) -> None:
@@ -489,3 +629,73 @@ def test_progress_done() -> None:
     assert progress(role, build_view(role, [info("a"), info("b")])).done(2)
     assert not progress(role, build_view(role, [info("a"), info("b", ready=False)])).done(2)
     assert not progress(role, build_view(role, [info("a"), info("b"), info("c")])).done(2)
+
+
+def _walk(role: RoleParams, pods: list[PodInfo], rounds: int = 40) -> tuple[int, int, list[PodInfo]]:
+    """Apply plans the way the cluster would (deletions at once, new pods not ready until the
+    next round). Returns the fewest ready and the most live instances seen, and the end state."""
+    min_ready, max_live = progress(role, build_view(role, pods)).ready, 0
+    made = 0
+    for _ in range(rounds):
+        plan = plan_role(role, build_view(role, pods), Gate())
+        if not plan.creates and not plan.deletes and all(p.ready for p in pods):
+            return min_ready, max_live, pods
+        gone = {d.pod.name for d in plan.deletes}
+        pods = [p for p in pods if p.name not in gone]
+        for cr in plan.creates:
+            made += 1
+            if cr.member is not None:
+                key = f"rs-worker-{role.target_hash}-{cr.index}"
+                pods.append(
+                    info(
+                        f"{key}-{cr.member}",
+                        index=cr.index,
+                        group=key,
+                        member=cr.member,
+                        size=role.group_size,
+                        ready=False,
+                        hash_=role.target_hash,
+                    )
+                )
+            elif cr.index is not None:
+                pods.append(info(f"rs-worker-{role.target_hash}-{cr.index}", index=cr.index, ready=False))
+            else:
+                pods.append(info(f"new{made}", ready=False))
+        p = progress(role, build_view(role, pods))
+        min_ready, max_live = min(min_ready, p.ready), max(max_live, p.live)
+        pods = [replace(x, ready=True) for x in pods]
+    raise AssertionError(f"did not finish: {pods}")
+
+
+@pytest.mark.parametrize(
+    ("role", "pods"),
+    [
+        (params(3, stateful=True, surge=0, unavailable=1), unslotted(3)),
+        (params(4, stateful=True, surge=1, unavailable=0), unslotted(4)),
+        (params(4, stateful=True, surge=1, unavailable=2), unslotted(4)),
+        (params(3, group_size=2, surge=0, unavailable=1), unslotted(3)),
+        (params(2, group_size=3, surge=0, unavailable=1), group(0, 2) + group(1, 2)),
+        (
+            params(3, group_size=2, stateful=True, surge=0, unavailable=1),
+            [info(f"s{i}", index=i) for i in range(3)],
+        ),
+        (params(3, stateful=True, surge=0, unavailable=1), group(0, 2) + group(1, 2) + group(2, 2)),
+    ],
+    ids=[
+        "stateless->stateful",
+        "stateless->stateful surge",
+        "stateless->stateful unavailable 2",
+        "stateless->grouped",
+        "podGroupSize 2->3",
+        "stateful->grouped",
+        "grouped->stateful",
+    ],
+)
+def test_switch_keeps_ready_within_budget(role: RoleParams, pods: list[PodInfo]) -> None:
+    min_ready, max_live, end = _walk(role, pods)
+    assert min_ready >= role.replicas - role.unavailable
+    assert max_live <= role.replicas + role.surge
+    view = build_view(role, end)
+    assert not view.unslotted and not view.cleanup
+    assert progress(role, view).done(role.replicas)
+    assert sorted(i.index for i in view.instances if i.index is not None) == list(range(role.replicas))
