@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import structlog
 
 from apis.v1alpha1 import constants as c
+from apis.v1alpha1.defaults import DEFAULT_REVISION_HISTORY_LIMIT
 from apis.v1alpha1.types import LENIENT, LabelSelector
 from controller.runtime.client import KubeClient, Obj, object_key
 from controller.runtime.controllerref import (
@@ -326,7 +327,9 @@ class StormServiceSync:
     async def _truncate_history(self, obj: Obj, revs: Revisions, views: list[RoleSetView]) -> None:
         limit = (obj.get("spec") or {}).get("revisionHistoryLimit")
         live = {revision_name(revs.current), revision_name(revs.update)} | {v.revision for v in views}
-        for rev in history_to_delete(revs.all, live, 10 if limit is None else int(limit)):
+        for rev in history_to_delete(
+            revs.all, live, DEFAULT_REVISION_HISTORY_LIMIT if limit is None else int(limit)
+        ):
             await self.history.delete_revision(rev)
 
     # --- headless Service ---------------------------------------------------------------------------
