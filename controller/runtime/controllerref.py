@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from controller.runtime.client import KubeClient, Obj, PatchType
-from controller.runtime.errors import Conflict, Invalid, NotFound
+from controller.runtime.errors import Invalid, NotFound
 from controller.runtime.resources import Resource
 
 MatchFunc = Callable[[Obj], bool]
@@ -115,9 +115,10 @@ async def adopt_object(client: KubeClient, resource: Resource, obj: Obj, ref: Ma
 
 async def release_object(client: KubeClient, resource: Resource, obj: Obj, owner_uid: str) -> Obj | None:
     """Remove our ownerReference. Returns None when there was nothing to release: the object is
-    gone (404), or it is no longer the object we saw or no longer refers to us (422: the uid or
-    the `test` precondition failed; 409: a patch carries no resourceVersion, so a conflict can
-    only be the uid precondition, as some servers and our fake report it)."""
+    gone (404), or it is no longer the object we saw or no longer refers to us (422: the API
+    server rejects a patch whose uid differs, and a failed JSON patch `test`, as Invalid). A 409
+    is not swallowed: the patches carry no resourceVersion, so it means the server gave up
+    retrying its own write conflicts, and the sync should be retried."""
     built = release_patch(obj, owner_uid, strategic=supports_strategic_merge(resource))
     if built is None:
         return None
@@ -125,7 +126,7 @@ async def release_object(client: KubeClient, resource: Resource, obj: Obj, owner
     meta = obj["metadata"]
     try:
         return await client.patch(resource, meta.get("namespace"), meta["name"], patch, patch_type=patch_type)
-    except (NotFound, Invalid, Conflict):
+    except (NotFound, Invalid):
         return None
 
 

@@ -15,8 +15,12 @@ What it models, like the API server does:
   with BOOKMARKs on request (`bookmark()`), normal ends (`end_watches()`) and 410 (`expire_watches()`).
 
 What it does not: no garbage collector (delete owned objects yourself), no admission/validation,
-no field ownership for server-side apply (apply = create-or-merge), strategic merge patch merges
-lists of named items by `name` only (and is refused for custom resources, as the server does).
+no field ownership for server-side apply (apply = create-or-merge). Strategic merge patch knows the
+merge key of ownerReferences (`uid`, with the server's `$patch: delete`/`replace` directives and
+element order); other lists of maps merge by `name` when every item has one, else are replaced;
+it is refused for custom resources, as the server does. A patch that would change metadata.uid
+(the uid precondition in a patch body) fails with 422 Invalid, like the server; a PUT or DELETE
+with a stale uid gets 409 Conflict, like the server.
 
 Test helpers: `actions` / `requests` (what a sync did), `inject_error()`, `seed()` and
 `set_status()` (setup without recording actions), `objects()`.
@@ -268,9 +272,92 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+# patchMergeKey of the list fields whose strategic merge the fake models exactly (from the
+# Kubernetes API types); ownerReferences merge by uid: two owners may share a name.
+_MERGE_KEYS = {"ownerReferences": "uid"}
+
+
+def _merge_keyed_list(current: list[Any], patch: list[Any], merge_key: str) -> list[Any]:
+    """apimachinery's strategicpatch mergeSlice for a list of maps with a merge key: `$patch:
+    delete` items remove the matching entries, `$patch: replace` makes the patch's items the whole
+    list, other items merge into the entry with the same key or are appended. The order is the
+    server's: patch items in patch order, interleaved with the server-only items in their original
+    order (a patch item already present keeps its place relative to them)."""
+    original: list[Any] = list(current)
+    items: list[Mapping[str, Any]] = []
+    replace = False
+    for item in patch:
+        if not isinstance(item, Mapping):
+            raise ValueError(f"a list merged by {merge_key!r} holds only objects")
+        directive = item.get("$patch")
+        if directive is None:
+            if merge_key not in item:
+                raise ValueError(f"map: {dict(item)} does not contain declared merge key: {merge_key}")
+            items.append(item)
+        elif directive == "delete":
+            if merge_key not in item:
+                raise ValueError(f"map: {dict(item)} does not contain declared merge key: {merge_key}")
+            original = [
+                o for o in original if not (isinstance(o, Mapping) and o.get(merge_key) == item[merge_key])
+            ]
+        elif directive == "replace":
+            replace = True
+        else:
+            raise ValueError(f"unknown patch directive {directive!r} in a list")
+    if replace:
+        return [_strategic_merge(None, item) for item in items]
+    merged: list[Any] = list(original)
+    for item in items:
+        at = next(
+            (
+                i
+                for i, o in enumerate(merged)
+                if isinstance(o, Mapping) and o.get(merge_key) == item[merge_key]
+            ),
+            None,
+        )
+        if at is None:
+            merged.append(_strategic_merge(None, item))
+        else:
+            merged[at] = _strategic_merge(merged[at], item)
+    patch_keys = [item[merge_key] for item in items]
+    server_keys = [o.get(merge_key) if isinstance(o, Mapping) else None for o in original]
+
+    def key_of(o: Any) -> Any:
+        return o.get(merge_key) if isinstance(o, Mapping) else None
+
+    from_patch = sorted(
+        (o for o in merged if key_of(o) in patch_keys), key=lambda o: patch_keys.index(key_of(o))
+    )
+    server_only = [o for o in merged if key_of(o) not in patch_keys]
+    ordered: list[Any] = []
+    i = j = 0
+    while i < len(server_only) or j < len(from_patch):
+        if j >= len(from_patch):
+            ordered.append(server_only[i])
+            i += 1
+        elif i >= len(server_only):
+            ordered.append(from_patch[j])
+            j += 1
+        else:
+            left, right = key_of(server_only[i]), key_of(from_patch[j])
+            if (
+                left in server_keys
+                and right in server_keys
+                and server_keys.index(left) < server_keys.index(right)
+            ):
+                ordered.append(server_only[i])
+                i += 1
+            else:
+                ordered.append(from_patch[j])
+                j += 1
+    return ordered
+
+
 def _strategic_merge(target: Any, patch: Any) -> Any:
-    """A subset of strategic merge patch: maps merge, lists of maps that all carry `name` merge
-    by name (with `$patch: delete`), other lists are replaced."""
+    """A subset of strategic merge patch: maps merge; lists with a known merge key merge as the
+    server does (`_merge_keyed_list`); other lists of maps that all carry `name` merge by name
+    (with `$patch: delete`); other lists are replaced."""
     if not isinstance(patch, Mapping):
         return _copy(patch)
     result: dict[str, Any] = dict(target) if isinstance(target, Mapping) else {}
@@ -278,8 +365,15 @@ def _strategic_merge(target: Any, patch: Any) -> Any:
         if key.startswith("$"):
             continue
         current = result.get(key)
+        merge_key = _MERGE_KEYS.get(key)
         if value is None:
             result.pop(key, None)
+        elif merge_key is not None and isinstance(value, list):
+            keyed = _merge_keyed_list(current if isinstance(current, list) else [], value, merge_key)
+            if keyed:
+                result[key] = keyed
+            else:
+                result.pop(key, None)  # an empty list is omitted (omitempty), as the server stores it
         elif (
             isinstance(value, list)
             and isinstance(current, list)
@@ -1003,7 +1097,22 @@ class FakeClient:
             ) from None
         if not isinstance(wanted, dict):
             raise Invalid(code=422, reason="Invalid", message="the patch did not produce an object")
+        self._check_uid_unchanged(resource, current, wanted)
         return self._update(resource, key, current, wanted, subresource)
+
+    @staticmethod
+    def _check_uid_unchanged(resource: Resource, current: Obj, wanted: Obj) -> None:
+        """A patch carrying another uid (a uid precondition that no longer holds) is rejected by
+        the server's validation of the patched object (422), not as a precondition (409)."""
+        uid = (wanted.get("metadata") or {}).get("uid")
+        if uid and uid != current["metadata"].get("uid"):
+            detail = f'Invalid value: "{uid}": field is immutable'
+            raise Invalid(
+                code=422,
+                reason="Invalid",
+                message=f'{resource.kind} "{current["metadata"]["name"]}" is invalid: metadata.uid: {detail}',
+                causes=[StatusCause(reason="FieldValueInvalid", message=detail, field="metadata.uid")],
+            )
 
     async def delete(
         self,

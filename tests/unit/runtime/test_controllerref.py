@@ -293,7 +293,7 @@ async def test_release_object_tolerates_gone_or_replaced_objects() -> None:
     assert stored is not None and stored["metadata"]["ownerReferences"] == [MINE]
 
 
-@pytest.mark.parametrize("error", [NotFound(404), Invalid(422), Conflict(409)])
+@pytest.mark.parametrize("error", [NotFound(404), Invalid(422)])
 async def test_release_object_ignores_errors_that_mean_nothing_to_release(error: Exception) -> None:
     client = FakeClient()
     seen = seeded(client, PODS, obj("p", refs=[MINE]))
@@ -301,12 +301,20 @@ async def test_release_object_ignores_errors_that_mean_nothing_to_release(error:
     assert await release_object(client, PODS, seen, OWNER_UID) is None
 
 
-async def test_release_object_raises_other_errors_and_skips_objects_we_do_not_reference() -> None:
+@pytest.mark.parametrize("error", [ServerError(500), Conflict(409)])
+async def test_release_object_raises_other_errors(error: Exception) -> None:
+    """A 409 on a patch without resourceVersion is the server giving up on its own write
+    conflicts (a stale uid is 422): the release did not happen and must be retried."""
     client = FakeClient()
     seen = seeded(client, PODS, obj("p", refs=[MINE]))
-    client.inject_error("patch", PODS, ServerError(500))
-    with pytest.raises(ServerError):
+    client.inject_error("patch", PODS, error)
+    with pytest.raises(type(error)):
         await release_object(client, PODS, seen, OWNER_UID)
+
+
+async def test_release_object_skips_objects_we_do_not_reference() -> None:
+    client = FakeClient()
+    seeded(client, PODS, obj("p", refs=[MINE]))
     client.clear_actions()
     assert await release_object(client, PODS, obj("p", refs=[THEIRS]), OWNER_UID) is None
     assert client.actions == []
@@ -314,9 +322,8 @@ async def test_release_object_raises_other_errors_and_skips_objects_we_do_not_re
 
 async def test_strategic_release_patch_is_sent_for_built_in_kinds() -> None:
     client = FakeClient()
-    seen = seeded(client, PODS, obj("p", refs=[MINE]))
-    client.inject_error("patch", PODS, NotFound(404))  # only the request matters here
-    await release_object(client, PODS, seen, OWNER_UID)
+    seen = seeded(client, PODS, obj("p", refs=[NON_CONTROLLER, MINE]))
+    released = await release_object(client, PODS, seen, OWNER_UID)
     request = client.requests[-1]
     assert request.options["patch_type"] == "strategic"
     assert request.body == {
@@ -325,6 +332,48 @@ async def test_strategic_release_patch_is_sent_for_built_in_kinds() -> None:
             "uid": seen["metadata"]["uid"],
         }
     }
+    assert released is not None and released["metadata"]["ownerReferences"] == [NON_CONTROLLER]
+    stored = client.get_object(PODS, "ns", "p")
+    assert stored is not None and stored["metadata"]["ownerReferences"] == [NON_CONTROLLER]
+
+
+async def test_strategic_release_of_the_only_reference_leaves_none() -> None:
+    client = FakeClient()
+    seen = seeded(client, PODS, obj("p", refs=[MINE]))
+    released = await release_object(client, PODS, seen, OWNER_UID)
+    assert released is not None and controller_ref(released) is None
+    stored = client.get_object(PODS, "ns", "p")
+    assert stored is not None and "ownerReferences" not in stored["metadata"]
+
+
+async def test_strategic_adopt_keeps_a_reference_to_another_owner_of_the_same_name() -> None:
+    """ownerReferences merge by uid: an owner of the same name (another kind, or a deleted and
+    re-created one) is a different reference, not one to overwrite."""
+    client = FakeClient()
+    namesake = {"apiVersion": "v1", "kind": "ConfigMap", "name": "ss", "uid": "uid-namesake"}
+    pod = seeded(client, PODS, obj("p", refs=[namesake]))
+    ref = new_controller_ref(OWNER, API, "StormService")
+    adopted = await adopt_object(client, PODS, pod, ref)
+    # The server puts patch items first when they are new to the list.
+    assert adopted["metadata"]["ownerReferences"] == [ref, namesake]
+    released = await release_object(client, PODS, adopted, OWNER_UID)
+    assert released is not None and released["metadata"]["ownerReferences"] == [namesake]
+
+
+async def test_strategic_adopt_and_release_of_a_recreated_pod_fail_as_invalid() -> None:
+    """The uid in a patch body that no longer matches is a 422 from the API server (metadata.uid
+    is immutable), for strategic merge patches as for merge and JSON patches."""
+    client = FakeClient()
+    seen = seeded(client, PODS, obj("p", refs=[MINE]))
+    await client.delete(PODS, "ns", "p")
+    seeded(client, PODS, obj("p"))
+    with pytest.raises(Invalid) as err:
+        await adopt_object(client, PODS, seen, new_controller_ref(OWNER, API, "StormService"))
+    assert err.value.code == 422
+    assert [c.field for c in err.value.causes] == ["metadata.uid"]
+    assert await release_object(client, PODS, seen, OWNER_UID) is None
+    stored = client.get_object(PODS, "ns", "p")
+    assert stored is not None and "ownerReferences" not in stored["metadata"]
 
 
 async def test_for_resource_wires_patches() -> None:

@@ -442,3 +442,113 @@ async def test_returned_objects_are_copies() -> None:
     obj = await fake.create(PODS, "ns", {"metadata": {"name": "a", "labels": {"x": "1"}}})
     obj["metadata"]["labels"]["x"] = "mutated"
     assert (await fake.get(PODS, "ns", "a"))["metadata"]["labels"] == {"x": "1"}
+
+
+def owner(name: str, uid: str, controller: bool | None = None) -> dict[str, Any]:
+    ref: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "name": name, "uid": uid}
+    if controller is not None:
+        ref["controller"] = controller
+    return ref
+
+
+# Each step's expected list is what kube-apiserver 1.34 answered to the same sequence of
+# strategic merge patches of a ConfigMap's ownerReferences (recorded on the local cluster).
+OWNER_REFERENCE_STEPS: list[tuple[str, list[Any], list[tuple[str, str, bool | None]]]] = [
+    ("delete on an absent list", [{"$patch": "delete", "uid": "b"}], []),
+    (
+        "delete and add on an absent list",
+        [{"$patch": "delete", "uid": "b"}, owner("c", "c")],
+        [("c", "c", None)],
+    ),
+    (
+        "new items come first",
+        [owner("b", "b"), owner("d", "d")],
+        [("b", "b", None), ("d", "d", None), ("c", "c", None)],
+    ),
+    (
+        "an existing item keeps its place among the server's",
+        [owner("e", "e"), {"uid": "c", "controller": True}],
+        [("e", "e", None), ("b", "b", None), ("d", "d", None), ("c", "c", True)],
+    ),
+    (
+        "patch items keep the patch's order",
+        [{"uid": "c", "controller": False}, owner("b", "b")],
+        [("e", "e", None), ("d", "d", None), ("c", "c", False), ("b", "b", None)],
+    ),
+    (
+        "same name, other uid: another reference",
+        [owner("e", "e2")],
+        [("e", "e2", None), ("e", "e", None), ("d", "d", None), ("c", "c", False), ("b", "b", None)],
+    ),
+    (
+        "delete by uid only",
+        [{"$patch": "delete", "uid": "e"}, {"$patch": "delete", "uid": "missing"}],
+        [("e", "e2", None), ("d", "d", None), ("c", "c", False), ("b", "b", None)],
+    ),
+    (
+        "duplicates in the patch merge",
+        [owner("d", "d"), owner("d", "d")],
+        [("e", "e2", None), ("d", "d", None), ("c", "c", False), ("b", "b", None)],
+    ),
+    (
+        "an empty list changes nothing",
+        [],
+        [("e", "e2", None), ("d", "d", None), ("c", "c", False), ("b", "b", None)],
+    ),
+    ("replace", [{"$patch": "replace"}, owner("b", "b")], [("b", "b", None)]),
+    ("replace with nothing", [{"$patch": "replace"}], []),
+]
+
+
+async def test_strategic_patch_merges_owner_references_by_uid_as_the_server_does() -> None:
+    fake = FakeClient()
+    await fake.create(PODS, "ns", {"metadata": {"name": "p"}})
+    for step, refs, want in OWNER_REFERENCE_STEPS:
+        got = await fake.patch(
+            PODS, "ns", "p", {"metadata": {"ownerReferences": refs}}, patch_type="strategic"
+        )
+        seen = [
+            (r["name"], r["uid"], r.get("controller")) for r in got["metadata"].get("ownerReferences", [])
+        ]
+        assert seen == want, step
+        if not want:
+            assert "ownerReferences" not in got["metadata"], step
+
+
+async def test_strategic_owner_reference_without_uid_is_invalid() -> None:
+    fake = FakeClient()
+    await fake.create(PODS, "ns", {"metadata": {"name": "p", "ownerReferences": [owner("a", "a")]}})
+    for refs in ([{"name": "x"}], [{"$patch": "delete", "name": "a"}]):
+        with pytest.raises(Invalid):
+            await fake.patch(PODS, "ns", "p", {"metadata": {"ownerReferences": refs}}, patch_type="strategic")
+
+
+@pytest.mark.parametrize(
+    ("patch_type", "patch"),
+    [
+        ("merge", {"metadata": {"uid": "stale", "labels": {"x": "1"}}}),
+        ("strategic", {"metadata": {"uid": "stale", "labels": {"x": "1"}}}),
+        ("json", [{"op": "replace", "path": "/metadata/uid", "value": "stale"}]),
+        ("json", [{"op": "test", "path": "/metadata/uid", "value": "stale"}]),
+    ],
+)
+async def test_patch_with_another_uid_is_invalid_as_on_the_server(patch_type: str, patch: Any) -> None:
+    """kube-apiserver answers 422 Invalid (metadata.uid is immutable; a failed JSON patch test is
+    422 too) to a patch; only a PUT or a DELETE with another uid is a 409 precondition failure."""
+    fake = FakeClient()
+    created = await fake.create(PODS, "ns", {"metadata": {"name": "p"}})
+    with pytest.raises(Invalid) as err:
+        await fake.patch(PODS, "ns", "p", patch, patch_type=patch_type)  # type: ignore[arg-type]
+    assert err.value.code == 422
+    if patch_type != "json" or patch[0]["op"] != "test":
+        assert [c.field for c in err.value.causes] == ["metadata.uid"]
+    stored = fake.get_object(PODS, "ns", "p")
+    assert (
+        stored is not None and stored["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+    )
+    with pytest.raises(Conflict):
+        await fake.replace(PODS, "ns", "p", {**created, "metadata": {**created["metadata"], "uid": "stale"}})
+    same = await fake.patch(
+        PODS, "ns", "p", {"metadata": {"uid": created["metadata"]["uid"], "labels": {"y": "1"}}}
+    )
+    assert same["metadata"]["labels"] == {"y": "1"}
