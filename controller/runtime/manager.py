@@ -243,4 +243,12 @@ class Manager:
 
 
 def _new_elector(client: KubeClient, options: Options, identity: str) -> LeaderElector:
-    return LeaderElector(client, options.leader_elect_namespace, options.leader_elect_id, identity)
+    return LeaderElector(
+        client,
+        options.leader_elect_namespace,
+        options.leader_elect_id,
+        identity,
+        lease_duration=options.leader_elect_lease_duration,
+        renew_deadline=options.leader_elect_renew_deadline,
+        retry_period=options.leader_elect_retry_period,
+    )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from controller.runtime.leaderelection import JITTER_FACTOR
 from controller.runtime.logging import LEVELS, LogFormat
 
 SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -23,12 +25,16 @@ class Options:
     leader_elect: bool = True
     leader_elect_namespace: str = "default"
     leader_elect_id: str = DEFAULT_LEASE_NAME
+    leader_elect_lease_duration: float = 15.0
+    leader_elect_renew_deadline: float = 10.0
+    leader_elect_retry_period: float = 2.0
     metrics_bind_address: str = ":8080"
     health_probe_bind_address: str = ":8081"
     kube_api_qps: float = 50.0
     kube_api_burst: int = 100
     log_level: str = "info"
     log_format: LogFormat = "json"
+    inplace_update_deadline_seconds: float = 600.0
 
 
 def parse_bind_address(address: str) -> tuple[str, int] | None:
@@ -92,6 +98,33 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, not {text!r}")
+    return value
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from a Go duration ("15s", "1m30s", "500ms"), as client-go's flags take them, or
+    from a bare number of seconds ("15", "2.5")."""
+    value = text.strip()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    if not value or _DURATION_PART.sub("", value) != "":
+        raise ValueError(f"invalid duration {text!r}: expected seconds or a duration like 15s, 1m30s, 500ms")
+    return sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(value))
+
+
+def _positive_duration(text: str) -> float:
+    try:
+        value = parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive duration, not {text!r}")
     return value
 
 
@@ -161,6 +194,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="name of the leader election Lease (default: %(default)s)",
     )
     parser.add_argument(
+        "--leader-elect-lease-duration",
+        type=_positive_duration,
+        default=defaults.leader_elect_lease_duration,
+        metavar="DURATION",
+        help="how long a standby waits, after it last saw the Lease renewed, before taking it over "
+        "(seconds or a duration like 15s; default: 15s)",
+    )
+    parser.add_argument(
+        "--leader-elect-renew-deadline",
+        type=_positive_duration,
+        default=defaults.leader_elect_renew_deadline,
+        metavar="DURATION",
+        help="how long the leader keeps trying to renew before it stops leading; less than the lease "
+        "duration (default: 10s)",
+    )
+    parser.add_argument(
+        "--leader-elect-retry-period",
+        type=_positive_duration,
+        default=defaults.leader_elect_retry_period,
+        metavar="DURATION",
+        help=f"interval between attempts to acquire or renew the Lease; the renew deadline must exceed "
+        f"{JITTER_FACTOR} times it (default: 2s)",
+    )
+    parser.add_argument(
         "--metrics-bind-address",
         type=_bind_address,
         default=defaults.metrics_bind_address,
@@ -193,7 +250,34 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.log_format,
         help="log format (default: %(default)s)",
     )
+    parser.add_argument(
+        "--inplace-update-deadline",
+        type=_positive_duration,
+        default=defaults.inplace_update_deadline_seconds,
+        metavar="SECONDS",
+        help="how long an in-place update of a pod may take before the RoleSet controller reports it "
+        "as stuck (seconds or a duration like 10m; default: 600)",
+    )
     return parser
+
+
+def _check_leader_election_timing(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The rules LeaderElector enforces (client-go's), reported as usage errors at startup."""
+    lease, renew, retry = (
+        args.leader_elect_lease_duration,
+        args.leader_elect_renew_deadline,
+        args.leader_elect_retry_period,
+    )
+    if not renew < lease:
+        parser.error(
+            f"--leader-elect-renew-deadline ({renew:g}s) must be less than "
+            f"--leader-elect-lease-duration ({lease:g}s)"
+        )
+    if not JITTER_FACTOR * retry < renew:
+        parser.error(
+            f"--leader-elect-retry-period ({retry:g}s) must be less than --leader-elect-renew-deadline "
+            f"({renew:g}s) divided by {JITTER_FACTOR} (the jitter of the retries)"
+        )
 
 
 def parse_args(
@@ -202,7 +286,9 @@ def parse_args(
     env: Mapping[str, str] | None = None,
     service_account_file: Path = SERVICE_ACCOUNT_NAMESPACE_FILE,
 ) -> Options:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_leader_election_timing(parser, args)
     return Options(
         kubeconfig=args.kubeconfig or None,
         namespace=args.namespace or None,
@@ -212,10 +298,14 @@ def parse_args(
         leader_elect_namespace=args.leader_elect_namespace
         or default_leader_elect_namespace(env, service_account_file),
         leader_elect_id=args.leader_elect_id,
+        leader_elect_lease_duration=args.leader_elect_lease_duration,
+        leader_elect_renew_deadline=args.leader_elect_renew_deadline,
+        leader_elect_retry_period=args.leader_elect_retry_period,
         metrics_bind_address=args.metrics_bind_address,
         health_probe_bind_address=args.health_probe_bind_address,
         kube_api_qps=args.kube_api_qps,
         kube_api_burst=args.kube_api_burst,
         log_level=args.log_level,
         log_format=args.log_format,
+        inplace_update_deadline_seconds=args.inplace_update_deadline,
     )

@@ -196,6 +196,29 @@ async def test_leader_election_acquires_and_releases() -> None:
     assert lease is not None and lease["spec"]["holderIdentity"] == ""
 
 
+async def test_the_elector_takes_its_timing_from_the_options() -> None:
+    client = FakeClient()
+    seed_pod(client, "a")
+    timing = {
+        "leader_elect_lease_duration": 7.0,
+        "leader_elect_renew_deadline": 5.0,
+        "leader_elect_retry_period": 0.25,
+    }
+    manager = Manager(client, options(leader_elect=True, **timing), identity="me")
+    ctl = PodController(manager)
+    manager.add(ctl, 1)
+    stop = asyncio.Event()
+    async with running(manager, stop) as task:
+        await wait_until(lambda: ctl.synced == ["ns/a"])
+        elector = manager.elector
+        assert elector is not None
+        assert (elector.lease_duration, elector.renew_deadline, elector.retry_period) == (7.0, 5.0, 0.25)
+        lease = client.get_object(LEASES, "ops", "stormservice-controller")
+        assert lease is not None and lease["spec"]["leaseDurationSeconds"] == 7
+        stop.set()
+        await asyncio.wait_for(task, PATIENCE)
+
+
 async def test_a_standby_is_ready_and_idle() -> None:
     client = FakeClient()
     seed_pod(client, "a")
