@@ -221,13 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-bind-address",
         type=_bind_address,
         default=defaults.metrics_bind_address,
-        help="host:port of the Prometheus /metrics endpoint; 0 disables it (default: %(default)s)",
+        help="host:port of the Prometheus /metrics endpoint; 0 disables it (default: %(default)s, "
+        "every interface, so that an in-cluster Prometheus can scrape the pod IP; 127.0.0.1:8080 "
+        "keeps it local)",
     )
     parser.add_argument(
         "--health-probe-bind-address",
         type=_bind_address,
         default=defaults.health_probe_bind_address,
-        help="host:port of /healthz and /readyz; 0 disables them (default: %(default)s)",
+        help="host:port of /healthz and /readyz; 0 disables them (default: %(default)s, every "
+        "interface, since the kubelet probes the pod IP)",
     )
     parser.add_argument(
         "--kube-api-qps",

@@ -256,3 +256,10 @@ def test_help_lists_every_flag(command: list[str]) -> None:
     for flag in FLAGS:
         assert flag in out, flag
 
+
+def test_help_says_the_default_bind_addresses_listen_on_every_interface() -> None:
+    from controller.runtime.options import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    assert "(default: :8080, every interface" in text
+    assert "(default: :8081, every interface" in text
