@@ -4,6 +4,7 @@ chunked watch streams)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,10 +33,14 @@ from controller.runtime.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from controller.runtime.informer import Informer
 from controller.runtime.ratelimit import FakeClock, TokenBucket
 from controller.runtime.resources import PODS, STORMSERVICES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# An upper bound only (a loaded machine can be slow).
+PATIENCE = 30
 
 
 @dataclass
@@ -422,6 +427,56 @@ async def test_unauthorized_refreshes_credentials_once(server: tuple[FakeApiServ
         assert Loader.calls == 1
     finally:
         await api_client.close()
+
+
+async def test_informer_items_carry_api_version_and_kind(api: FakeApiServer, client: ApiClient) -> None:
+    """The API server's list items have no apiVersion/kind (watch objects do): whatever reaches
+    the informer's store through list_all, paged or after a 410 fallback to one full list,
+    says what it is, as handlers and owner references need."""
+    expire = False
+    watch_started = asyncio.Event()
+
+    def bare(name: str) -> Obj:
+        return {"metadata": {"name": name, "namespace": "ns", "resourceVersion": "5"}}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.query.get("watch") == "true":
+            response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+            await response.prepare(request)
+            watch_started.set()
+            await asyncio.sleep(PATIENCE)
+            return response
+        token = request.query.get("continue")
+        if "limit" not in request.query:
+            return web.json_response({"metadata": {"resourceVersion": "9"}, "items": [bare("a"), bare("b")]})
+        if token is None:
+            return web.json_response(
+                {"metadata": {"resourceVersion": "5", "continue": "t1"}, "items": [bare("a")]}
+            )
+        if expire:
+            return status_response(410, "Expired", "The provided continue parameter is too old")
+        return web.json_response({"metadata": {"resourceVersion": "5"}, "items": [bare("b")]})
+
+    api.on("GET", "/api/v1/namespaces/ns/pods", handler)
+    for expire in (False, True):
+        items, _ = await client.list_all(PODS, "ns", page_size=1)
+        assert [(i["apiVersion"], i["kind"]) for i in items] == [("v1", "Pod")] * 2, expire
+
+        watch_started.clear()
+        informer = Informer(client, PODS, namespace="ns", page_size=1)
+        task = asyncio.create_task(informer.run())
+        try:
+            assert await informer.wait_for_sync(PATIENCE)
+            await asyncio.wait_for(watch_started.wait(), PATIENCE)
+            cached = sorted(informer.store.list(), key=lambda o: o["metadata"]["name"])
+            assert [(o["metadata"]["name"], o["apiVersion"], o["kind"]) for o in cached] == [
+                ("a", "v1", "Pod"),
+                ("b", "v1", "Pod"),
+            ], expire
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 # --- watch ------------------------------------------------------------------------------------------
