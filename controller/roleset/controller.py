@@ -14,13 +14,14 @@ from apis.v1alpha1.constants import API_VERSION, KIND_ROLE_SET
 from controller.roleset import adoption
 from controller.roleset import labels as L
 from controller.roleset.podcontrol import KubeObjectControl, ObjectControl
-from controller.roleset.scheduling import SCHEDULERS
+from controller.roleset.scheduling import SCHEDULERS, Scheduler
 from controller.roleset.sync import Recorder, RoleSetSync, SyncConfig
 from controller.runtime.client import KubeClient, Obj, object_key
 from controller.runtime.controllerref import controller_ref
 from controller.runtime.expectations import ControllerExpectations
 from controller.runtime.informer import DeletedFinalStateUnknown, FuncHandler, Informer, InformerFactory
 from controller.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS, POD_DISRUPTION_BUDGETS, PODS, ROLESETS
+from controller.runtime.store import Store
 from controller.runtime.workqueue import RateLimitingQueue
 
 CONTROLLER_NAME = "roleset"
@@ -75,6 +76,9 @@ class RoleSetController:
         self.pods.store.add_indexers({adoption.INDEX_ROLESET_LABEL: adoption.roleset_label_index})
         self.pdbs: Informer = informers.informer(POD_DISRUPTION_BUDGETS)
         self.crds: Informer = informers.informer(CUSTOM_RESOURCE_DEFINITIONS)
+        self._informers = informers
+        # One informer per scheduler whose PodGroup CRD exists, started when it first appears.
+        self.pod_group_informers: dict[str, Informer] = {}
         self.syncer = RoleSetSync(
             rolesets=self.rolesets.store,
             pods=self.pods.store,
@@ -84,6 +88,7 @@ class RoleSetController:
             recorder=recorder,
             expectations=self.expectations,
             config=config,
+            pod_groups=self._pod_group_store,
         )
         self.rolesets.add_event_handler(
             FuncHandler(
@@ -213,10 +218,37 @@ class RoleSetController:
         self._owned_changed(_unwrap(obj))
 
     def _crd_changed(self, obj: Obj) -> None:
-        if (obj.get("metadata") or {}).get("name") in _POD_GROUP_CRDS:
+        name = (obj.get("metadata") or {}).get("name")
+        if name in _POD_GROUP_CRDS:
+            self._watch_pod_groups(name)
             # Rare: a scheduler was installed or removed; every RoleSet may care.
             for key in self.rolesets.store.keys():  # noqa: SIM118 (Store is not a dict)
                 self._queue.add(key)
+
+    # --- PodGroups ----------------------------------------------------------------------------------
+
+    def _watch_pod_groups(self, crd_name: str) -> None:
+        """Start caching a scheduler's PodGroups once its CRD exists (an informer on a resource
+        the API server does not serve would only fail and back off). Only PodGroups carrying
+        our roleset-name label, which every PodGroup we create has. The informer stays after
+        the CRD goes: the factory cannot stop one informer, and a reinstalled CRD resumes it."""
+        for sched in SCHEDULERS.values():
+            if sched.crd_name != crd_name or sched.strategy_key in self.pod_group_informers:
+                continue
+            informer = self._informers.informer(sched.resource, label_selector=L.ROLESET_NAME_LABEL)
+            informer.add_event_handler(
+                FuncHandler(
+                    on_add=self._owned_changed, on_update=self._owned_updated, on_delete=self._owned_deleted
+                )
+            )
+            self.pod_group_informers[sched.strategy_key] = informer
+
+    def _pod_group_store(self, sched: Scheduler) -> Store | None:
+        """The PodGroup cache of `sched` once it has listed, while its CRD exists."""
+        informer = self.pod_group_informers.get(sched.strategy_key)
+        if informer is None or not informer.has_synced() or self.crds.store.get(sched.crd_name) is None:
+            return None
+        return informer.store
 
     def _crd_updated(self, old: Obj, new: Obj) -> None:
         pass  # only presence matters

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import orjson
 import structlog
 
 from apis.v1alpha1.intstr import resolve_fenceposts
@@ -32,6 +31,7 @@ from controller.roleset.pods import PodSpecInputs, RoleSetInfo, render_pod
 from controller.roleset.rollout import RoleRollout, plan_gates
 from controller.roleset.scale import CreatePod, DeletePod, RolePlan, classify, plan_role, progress
 from controller.roleset.scheduling import (
+    SCHEDULERS,
     Scheduler,
     chosen_scheduler,
     has_affinity_term,
@@ -50,7 +50,7 @@ from controller.roleset.status import (
     status_changed,
 )
 from controller.runtime.client import Obj
-from controller.runtime.controllerref import ClaimError
+from controller.runtime.controllerref import ClaimError, is_controlled_by
 from controller.runtime.errors import AlreadyExists, ApiError, Conflict, NotFound, ServerError
 from controller.runtime.expectations import ControllerExpectations
 from controller.runtime.resources import POD_DISRUPTION_BUDGETS, PODS, ROLESETS
@@ -63,6 +63,8 @@ WARNING = "Warning"
 NORMAL = "Normal"
 # A pod patch whose result the cache has not shown after this long is assumed lost.
 WRITE_SETTLE_SECONDS = 60.0
+# How soon to look again when a PodGroup CRD has just appeared and its cache has not listed.
+POD_GROUP_CACHE_WAIT = 1.0
 
 
 class Recorder(Protocol):
@@ -140,6 +142,7 @@ class RoleSetSync:
         expectations: ControllerExpectations,
         config: SyncConfig | None = None,
         clock: Callable[[], datetime] = utc_now,
+        pod_groups: Callable[[Scheduler], Store | None] | None = None,
     ) -> None:
         self.rolesets = rolesets
         self.pods = pods
@@ -152,8 +155,9 @@ class RoleSetSync:
         self.clock = clock
         # pod uid -> (resourceVersion of our last write, monotonic time of it)
         self._written: dict[str, tuple[int, float]] = {}
-        # RoleSet key -> PodGroup name -> canonical spec last applied
-        self._pod_groups: dict[str, dict[str, tuple[Scheduler, bytes]]] = {}
+        # The cache of a scheduler's PodGroups (those labelled roleset-name), once listed; None
+        # while its CRD is missing or the first list is under way.
+        self.pod_groups: Callable[[Scheduler], Store | None] = pod_groups or (lambda _: None)
 
     # --- entry point ------------------------------------------------------------------------
 
@@ -161,7 +165,6 @@ class RoleSetSync:
         obj = self.rolesets.get(key)
         if obj is None:
             self.expectations.delete_expectations(key)
-            self._pod_groups.pop(key, None)
             return None
         meta = obj["metadata"]
         if meta.get("deletionTimestamp"):
@@ -440,7 +443,10 @@ class RoleSetSync:
         if any(c.plan.creates or c.plan.deletes or c.plan.inplace for c in roles) or deletes:
             obs.acted = True
 
-        await self._sync_pod_groups(key, obj, info, roles, rs_sched, obs)
+        if await self._sync_pod_groups(key, obj, info, roles, rs_sched, obs):
+            # Not event-driven: an informer's first list has no event when nothing is listed.
+            # Only until a freshly seen PodGroup CRD's cache has listed.
+            requeue = POD_GROUP_CACHE_WAIT if requeue is None else min(requeue, POD_GROUP_CACHE_WAIT)
         await self._sync_pdbs(obj, info, roles, obs)
         return requeue
 
@@ -699,7 +705,9 @@ class RoleSetSync:
         roles: Sequence[RoleCtx],
         rs_sched: tuple[Scheduler, Mapping[str, Any]] | None,
         obs: Observations,
-    ) -> None:
+    ) -> bool:
+        """Create, update and delete this RoleSet's PodGroups. True when it had to wait for a
+        PodGroup cache that has not listed yet."""
         desired: dict[str, tuple[Scheduler, Obj]] = {}
         if rs_sched is not None:
             total = sum(c.params.replicas * c.params.group_size for c in roles if c.role_sched is None)
@@ -716,9 +724,16 @@ class RoleSetSync:
             names |= {inst.key for inst in ctx.view.instances if inst.size > 1}
             for name in names:
                 desired[name] = (sched, spec)
-        memo = self._pod_groups.setdefault(key, {})
-        if not desired and not memo:
-            return
+        # What exists is read from the cluster (the PodGroup caches), not remembered: PodGroups
+        # of groups that are gone are found after a restart too, and under any scheduler.
+        stores = {s.strategy_key: self.pod_groups(s) for s in SCHEDULERS.values()}
+        existing: dict[str, tuple[Scheduler, Obj]] = {}
+        for sched in SCHEDULERS.values():
+            store = stores[sched.strategy_key]
+            for pg in store.by_index(INDEX_CONTROLLER_UID, info.uid) if store is not None else ():
+                existing[f"{sched.strategy_key}/{pg['metadata']['name']}"] = (sched, pg)
+        if not desired and not existing:
+            return False
         missing = sorted(
             {
                 s.crd_name
@@ -732,45 +747,60 @@ class RoleSetSync:
             if prev is None or prev.get("reason") != "PodGroupCRDMissing":
                 self.recorder.event(obj, WARNING, L.EVENT_POD_GROUP_CRD_MISSING, msg)
             obs.pod_group = CondSpec(L.COND_POD_GROUP_SYNCED, "False", "PodGroupCRDMissing", msg)
-            return
+            return False
+        if any(stores[s.strategy_key] is None for s, _ in desired.values()):
+            # The CRD is new and its PodGroups are not listed yet; the list brings us back.
+            obs.pod_group = self._stored_condition(obj, L.COND_POD_GROUP_SYNCED)
+            return True
         owner = info.owner_ref()
         errors: list[str] = []
         for name, (sched, spec) in sorted(desired.items()):
-            canonical = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)
-            if memo.get(name) == (sched, canonical):
-                continue
-            body = pod_group_object(
-                sched, name=name, namespace=info.namespace, roleset=info.name, owner_ref=owner, spec=spec
-            )
+            store = stores[sched.strategy_key]
+            assert store is not None
+            current = store.get(f"{info.namespace}/{name}")
             try:
-                try:
-                    current = await self.control.get(sched.resource, info.namespace, name)
-                except NotFound:
-                    await self.control.create(sched.resource, info.namespace, body)
-                else:
-                    ref = next(
-                        (r for r in current["metadata"].get("ownerReferences") or () if r.get("controller")),
-                        None,
+                if current is None:
+                    body = pod_group_object(
+                        sched,
+                        name=name,
+                        namespace=info.namespace,
+                        roleset=info.name,
+                        owner_ref=owner,
+                        spec=spec,
                     )
-                    if ref is None or ref.get("uid") != info.uid:
-                        errors.append(f"PodGroup {name} exists and is not controlled by this RoleSet")
-                        continue
-                    if orjson.dumps(current.get("spec") or {}, option=orjson.OPT_SORT_KEYS) != canonical:
-                        await self.control.patch(sched.resource, info.namespace, name, {"spec": spec})
+                    try:
+                        await self.control.create(sched.resource, info.namespace, body)
+                    except AlreadyExists:
+                        # Ours and not cached yet, ours without the label the cache selects on
+                        # (label it, so the cache sees it from now on), or someone else's.
+                        found = await self.control.get(sched.resource, info.namespace, name)
+                        if not is_controlled_by(found, info.uid):
+                            errors.append(f"PodGroup {name} exists and is not controlled by this RoleSet")
+                            continue
+                        if L.labels_of(found).get(L.ROLESET_NAME_LABEL) != info.name:
+                            await self.control.patch(
+                                sched.resource,
+                                info.namespace,
+                                name,
+                                {"metadata": {"labels": {L.ROLESET_NAME_LABEL: info.name}}, "spec": spec},
+                            )
+                elif not is_controlled_by(current, info.uid):
+                    errors.append(f"PodGroup {name} exists and is not controlled by this RoleSet")
+                elif not _spec_has(current.get("spec") or {}, spec):
+                    await self.control.patch(sched.resource, info.namespace, name, {"spec": spec})
             except ApiError as err:
                 errors.append(f"PodGroup {name}: {err}")
+        wanted = {f"{s.strategy_key}/{name}" for name, (s, _) in desired.items()}
+        for ref, (sched, pg) in sorted(existing.items()):
+            if ref in wanted:
                 continue
-            memo[name] = (sched, canonical)
-        for name in sorted(set(memo) - set(desired)):
-            sched = memo[name][0]
+            name = pg["metadata"]["name"]
             try:
-                await self.control.delete(sched.resource, info.namespace, name)
-            except NotFound:
+                await self.control.delete(sched.resource, info.namespace, name, uid=pg["metadata"].get("uid"))
+            except (NotFound, Conflict):
                 pass
             except ApiError as err:
                 errors.append(f"PodGroup {name}: {err}")
-                continue
-            del memo[name]
         if errors:
             obs.pod_group = CondSpec(
                 L.COND_POD_GROUP_SYNCED, "False", "PodGroupSyncFailed", "; ".join(errors[:3])
@@ -784,6 +814,7 @@ class RoleSetSync:
                 "PodGroupSynced",
                 f"{len(desired)} PodGroups ({', '.join(kinds)})",
             )
+        return False
 
     async def _sync_pdbs(
         self, obj: Obj, info: RoleSetInfo, roles: Sequence[RoleCtx], obs: Observations
@@ -865,6 +896,12 @@ class RoleSetSync:
             )
         except NotFound:
             return
+
+
+def _spec_has(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    """Whether `current` already has every field of `wanted` (fields the server or the scheduler
+    added are not ours to remove, and must not cause a write on every pass)."""
+    return all(current.get(k) == v for k, v in wanted.items())
 
 
 def _cut_at_instance(creates: list[tuple[RoleCtx, CreatePod]], burst: int) -> list[tuple[RoleCtx, CreatePod]]:

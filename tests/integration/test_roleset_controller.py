@@ -22,7 +22,7 @@ from controller.roleset.podcontrol import KubeObjectControl
 from controller.roleset.sync import SyncConfig, template_hash
 from controller.runtime import metrics as runtime_metrics
 from controller.runtime.client import Obj, create_client
-from controller.runtime.errors import NotFound
+from controller.runtime.errors import AlreadyExists, ApiError, NotFound
 from controller.runtime.events import EventRecorder
 from controller.runtime.informer import InformerFactory
 from controller.runtime.loop import run_workers
@@ -74,7 +74,9 @@ class Controller:
         )
         factory.start()
         stack.push_async_callback(factory.stop)
-        assert await factory.wait_for_sync(timeout=30)
+        # Twice: a PodGroup informer added during the first wait (its CRD was listed) is not
+        # part of that wait's snapshot.
+        assert await factory.wait_for_sync(timeout=30) or await factory.wait_for_sync(timeout=30)
         workers = asyncio.create_task(run_workers(self.ctrl, 2))
 
         async def stop_workers() -> None:
@@ -1075,3 +1077,57 @@ async def test_pdb_per_role(controller: Controller, api: Api, kube: Any, namespa
         return await pdb() is None
 
     await eventually(gone, "PodDisruptionBudget removed")
+
+
+async def test_pod_groups_of_removed_groups_deleted_after_restart(
+    kubeconfig: str, namespace: str, crds: list[str], api: Api, kube: Any
+) -> None:
+    """What exists is read from the cluster: a controller that never wrote the PodGroups still
+    removes those of groups that are gone."""
+    with contextlib.suppress(AlreadyExists):
+        await kube.create(CUSTOM_RESOURCE_DEFINITIONS, None, POD_GROUP_CRD)
+
+    async def served() -> bool:
+        try:
+            await kube.list(PODGROUPS, namespace)
+        except ApiError:  # 404 until the CRD is established; 429 while its storage initializes
+            return False
+        return True
+
+    await eventually(served, "PodGroup CRD served")
+    try:
+        c = Controller(kubeconfig, namespace)
+        await c.start()
+        try:
+            strategy = {"coschedulingSchedulingStrategy": {"scheduleTimeoutSeconds": 30}}
+            await api.create(
+                roleset("pgr", [role("w", replicas=2, podGroupSize=2, schedulingStrategy=strategy)])
+            )
+            await eventually(lambda: settled(api, "pgr", {"w": 2}), "2 groups")
+
+            async def pod_group_names() -> set[str]:
+                return {pg["metadata"]["name"] for pg in (await kube.list(PODGROUPS, namespace))["items"]}
+
+            async def two() -> bool:
+                return len(await pod_group_names()) == 2
+
+            await eventually(two, "a PodGroup per group")
+        finally:
+            await c.stop()
+        # While no controller runs, the role shrinks to one group.
+        await api.patch_spec("pgr", lambda s: s["roles"][0].__setitem__("replicas", 1))
+        c2 = Controller(kubeconfig, namespace)
+        await c2.start()
+        try:
+            await eventually(lambda: settled(api, "pgr", {"w": 1}), "1 group")
+
+            async def only_the_live_group() -> bool:
+                groups = {p["metadata"]["labels"][L.PODSET_NAME_LABEL] for p in await api.pods("pgr")}
+                return len(groups) == 1 and await pod_group_names() == groups
+
+            await eventually(only_the_live_group, "the removed group's PodGroup deleted")
+        finally:
+            await c2.stop()
+    finally:
+        with contextlib.suppress(NotFound):
+            await kube.delete(CUSTOM_RESOURCE_DEFINITIONS, None, POD_GROUP_CRD["metadata"]["name"])
