@@ -308,8 +308,12 @@ async def test_stateless_scale_status_labels_env(controller: Controller, api: Ap
     )
 
     # Scale down: newest first, down to 1; then a terminated pod is replaced.
+    deleted = "stormservice_roleset_pods_deleted_total"
+    scaled_down_before = counter(deleted, role="worker", reason="scale-down")
+    terminated_before = counter(deleted, role="worker", reason="terminated")
     await api.patch_spec("web", lambda s: s["roles"][0].__setitem__("replicas", 1))
     await eventually(lambda: settled(api, "web", {"worker": 1}), "scaled to 1")
+    assert counter(deleted, role="worker", reason="scale-down") - scaled_down_before == 2
     (survivor,) = await api.pods("web")
     assert survivor["metadata"]["creationTimestamp"] == min(p["metadata"]["creationTimestamp"] for p in pods)
     await api.set_pod_status(survivor, phase="Failed")
@@ -323,6 +327,8 @@ async def test_stateless_scale_status_labels_env(controller: Controller, api: Ap
         )
 
     await eventually(replaced, "failed pod replaced")
+    assert counter(deleted, role="worker", reason="terminated") - terminated_before == 1
+    assert counter(deleted, role="worker", reason="scale-down") - scaled_down_before == 2
 
 
 async def test_no_double_creation(controller: Controller, api: Api) -> None:
@@ -882,6 +888,64 @@ async def test_in_place_update(controller: Controller, api: Api, kube: Any, name
         lambda: _has(api, "InPlaceUpdateStarted", "InPlaceUpdateCompleted"), "in-place events"
     )
     assert reasons
+
+
+async def test_in_place_update_of_a_grouped_role(
+    controller: Controller, api: Api, kube: Any, namespace: str
+) -> None:
+    """Every member of a group is patched in place, one group at a time (maxUnavailable 1
+    instance); names and UIDs stay."""
+    strategy = {"type": "InPlaceIfPossible", "maxUnavailable": 1}
+    await api.create(roleset("gip", [role("w", replicas=2, podGroupSize=2, updateStrategy=strategy)]))
+    await eventually(lambda: settled(api, "gip", {"w": 2}), "2 ready groups")
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in await api.pods("gip")}
+    assert len(before) == 4
+    completed_before = counter("stormservice_inplace_updates_total", result="completed")
+    fallback_before = counter("stormservice_inplace_updates_total", result="fallback")
+    await api.patch_spec(
+        "gip", lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("image", IMAGE_V2)
+    )
+    target = template_hash((await api.get("gip"))["spec"]["roles"][0]["template"])
+    done_groups: set[str] = set()
+    while len(done_groups) < 2:
+
+        async def group_patched() -> list[Obj] | None:
+            inflight = [
+                p
+                for p in await api.pods("gip")
+                if p["metadata"]["annotations"].get(L.INPLACE_TARGET_HASH_ANNOTATION) == target
+            ]
+            groups = {p["metadata"]["labels"][L.PODSET_NAME_LABEL] for p in inflight}
+            assert len(groups) <= 1, f"two groups in flight at once (maxUnavailable 1): {groups}"
+            return inflight if len(inflight) == 2 else None
+
+        members = await eventually(group_patched, "a whole group patched in place")
+        (group,) = {p["metadata"]["labels"][L.PODSET_NAME_LABEL] for p in members}
+        assert group not in done_groups
+        for p in members:
+            assert p["spec"]["containers"][0]["image"] == IMAGE_V2
+            assert before[p["metadata"]["name"]] == p["metadata"]["uid"]
+            await api.run_new_images(p, image_id=f"sha256:{p['metadata']['name']}")
+
+        async def group_finished(
+            names: tuple[str, ...] = tuple(p["metadata"]["name"] for p in members),
+        ) -> bool:
+            for name in names:
+                p = await kube.get(PODS, namespace, name)
+                if pod_hash(p) != target or L.INPLACE_TARGET_HASH_ANNOTATION in p["metadata"]["annotations"]:
+                    return False
+            return True
+
+        await eventually(group_finished, f"in-place update of {group} completed")
+        done_groups.add(group)
+    await eventually(lambda: settled(api, "gip", {"w": 2}), "all groups updated and ready")
+    after = {p["metadata"]["name"]: p["metadata"]["uid"] for p in await api.pods("gip")}
+    assert after == before, "same names and UIDs for every member"
+    for p in await api.pods("gip"):
+        assert p["spec"]["containers"][0]["image"] == IMAGE_V2
+        assert L.INPLACE_STATE_ANNOTATION not in p["metadata"]["annotations"]
+    assert counter("stormservice_inplace_updates_total", result="completed") - completed_before == 4
+    assert counter("stormservice_inplace_updates_total", result="fallback") == fallback_before
 
 
 async def _has(api: Api, *reasons: str) -> list[str] | None:

@@ -371,3 +371,60 @@ async def test_role_level_pod_groups_per_instance(h: Harness) -> None:
     h.update_spec(lambda s: s["roles"][0].__setitem__("replicas", 1))
     await h.converge()
     assert len(h.client.objects(SCHEDULERS["volcanoSchedulingStrategy"].resource, NS)) == 1
+
+
+def deleted_total(role_name: str, reason: str) -> float:
+    from controller.runtime.metrics import REGISTRY
+
+    value = REGISTRY.get_sample_value(
+        "stormservice_roleset_pods_deleted_total", {"role": role_name, "reason": reason}
+    )
+    return value or 0.0
+
+
+async def test_pods_deleted_metric_by_role_and_reason(h: Harness) -> None:
+    h.create(roleset(roles=[role("mdel", replicas=3), role("mgone", replicas=2)]))
+    await h.converge()
+    before = {
+        (r, why): deleted_total(r, why)
+        for r in ("mdel", "mgone")
+        for why in ("scale-down", "terminated", "role-removed", "rollout")
+    }
+    # Scale down by two, one pod fails, a role is removed.
+    h.update_spec(lambda s: s["roles"][0].__setitem__("replicas", 1))
+    await h.converge()
+    (survivor,) = h.pods("mdel")
+    status = dict(survivor.get("status") or {})
+    status["phase"] = "Failed"
+    h.client.set_status(PODS, NS, survivor["metadata"]["name"], status)
+    await h.sync()  # (converge would first mark it Running again, as kwok does for new pods)
+    await h.converge()
+    h.update_spec(lambda s: s.__setitem__("roles", [s["roles"][0]]))
+    await h.converge()
+    delta = {k: deleted_total(*k) - v for k, v in before.items()}
+    assert delta == {
+        ("mdel", "scale-down"): 2,
+        ("mdel", "terminated"): 1,
+        ("mdel", "role-removed"): 0,
+        ("mdel", "rollout"): 0,
+        ("mgone", "scale-down"): 0,
+        ("mgone", "terminated"): 0,
+        ("mgone", "role-removed"): 2,
+        ("mgone", "rollout"): 0,
+    }
+    # Each count is one successful DELETE: the metric matches what reached the API server.
+    deletes = [a for a in h.client.writes() if a.verb == "delete" and a.resource == "pods"]
+    assert len(deletes) == 5
+
+
+async def test_failed_delete_is_not_counted(h: Harness) -> None:
+    h.create(roleset(roles=[role("mfail", replicas=2)]))
+    await h.converge()
+    before = deleted_total("mfail", "scale-down")
+    h.update_spec(lambda s: s["roles"][0].__setitem__("replicas", 1))
+    h.client.inject_error("delete", "pods", ServerError(500, "InternalError", "boom"), times=1)
+    with pytest.raises(SyncError):
+        await h.sync()
+    assert deleted_total("mfail", "scale-down") == before
+    await h.converge()
+    assert deleted_total("mfail", "scale-down") - before == 1
