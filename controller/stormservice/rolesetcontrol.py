@@ -3,11 +3,9 @@ unit tests."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import itertools
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from controller.runtime.client import KubeClient, Obj, PatchType, PropagationPolicy
@@ -17,7 +15,6 @@ from controller.runtime.resources import ROLESETS
 #: A deleted RoleSet stays (terminating) until the garbage collector has removed its pods, so it
 #: keeps counting against maxSurge while its pods still hold their resources.
 DELETE_PROPAGATION: PropagationPolicy = "Foreground"
-SLOW_START_INITIAL_BATCH = 1
 
 
 class RoleSetControl(Protocol):
@@ -106,22 +103,3 @@ class FakeRoleSetControl:
         self.actions.append(("delete", roleset["metadata"]["name"]))
         self._maybe_fail("delete")
 
-
-async def slow_start(
-    count: int, call: Callable[[int], Awaitable[None]], initial: int = SLOW_START_INITIAL_BATCH
-) -> tuple[int, BaseException | None]:
-    """Run `call(0..count-1)` in batches of 1, 2, 4, ... (concurrently within a batch), stopping
-    after the first batch with a failure, as kube-controller-manager's slowStartBatch does: a
-    persistent error (quota, admission) then costs one request, not `count`. Returns how many
-    calls succeeded and the first error."""
-    done = 0
-    batch = max(1, initial)
-    while done < count:
-        size = min(batch, count - done)
-        results = await asyncio.gather(*(call(done + i) for i in range(size)), return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        done += size - len(errors)
-        if errors:
-            return done, errors[0]
-        batch *= 2
-    return done, None

@@ -29,6 +29,7 @@ import structlog
 from apis.v1alpha1 import constants as c
 from apis.v1alpha1.defaults import DEFAULT_REVISION_HISTORY_LIMIT
 from apis.v1alpha1.types import LENIENT, LabelSelector
+from controller.runtime.batch import slow_start_batch
 from controller.runtime.client import KubeClient, Obj, object_key
 from controller.runtime.controllerref import (
     ControllerRefManager,
@@ -56,7 +57,7 @@ from controller.stormservice.revisions import (
     template_of,
     with_role_replicas,
 )
-from controller.stormservice.rolesetcontrol import RoleSetControl, slow_start
+from controller.stormservice.rolesetcontrol import RoleSetControl
 from controller.stormservice.scale import budget_for, role_replica_patch
 from controller.stormservice.service import desired_service, plan_service
 from controller.stormservice.status import Failure, advance_current_revision, compute_status, status_patch
@@ -160,6 +161,17 @@ def legacy_finalizer_patch(obj: Mapping[str, Any]) -> Obj | None:
         return None
     keep = [f for f in finalizers if f not in c.LEGACY_FINALIZERS]
     return {"metadata": {"finalizers": keep or None, "resourceVersion": meta.get("resourceVersion")}}
+
+
+def _raise_first(errors: list[BaseException], reason: str) -> None:
+    """Raise for a failed slow-start batch: an error that is not the API server's (a bug) goes
+    first, unwrapped; otherwise the first API error, as a ReconcileFailure with `reason`."""
+    if not errors:
+        return
+    first = next((e for e in errors if not isinstance(e, ApiError)), errors[0])
+    if isinstance(first, ApiError):
+        raise ReconcileFailure(reason, first) from first
+    raise first
 
 
 @dataclass
@@ -553,13 +565,11 @@ class StormServiceSync:
                 obj, NORMAL, EVENT_CREATED, f"Created RoleSet {created['metadata']['name']} (revision {rev})"
             )
 
-        done, first = await slow_start(len(bodies), create)
+        done, errors = await slow_start_batch(len(bodies), create)
         if done < len(bodies):
+            # Creations that failed or were never attempted will never be observed.
             self.expectations.lower_expectations(key, adds=len(bodies) - done)
-        if first is not None:
-            if isinstance(first, ApiError):
-                raise ReconcileFailure(EVENT_FAILED_CREATE, first) from first
-            raise first
+        _raise_first(errors, EVENT_FAILED_CREATE)
 
     async def _delete(self, key: str, obj: Obj, doomed: Iterable[RoleSetView]) -> None:
         doomed = list(doomed)
@@ -583,15 +593,13 @@ class StormServiceSync:
                 obj, NORMAL, EVENT_DELETED, f"Deleted RoleSet {v.name} (revision {v.revision})"
             )
 
-        _, first = await slow_start(len(doomed), delete)
-        if first is not None:
+        _, errors = await slow_start_batch(len(doomed), delete)
+        if errors:
             # Deletions that failed or were not attempted will never be observed.
             self.expectations.lower_expectations(
                 key, object_keys_deleted=[k for k in keys if k not in deleted]
             )
-            if isinstance(first, ApiError):
-                raise ReconcileFailure(EVENT_FAILED_DELETE, first) from first
-            raise first
+        _raise_first(errors, EVENT_FAILED_DELETE)
 
     async def _rewrite(self, obj: Obj, rolesets: Iterable[RoleSetView], target: Obj) -> None:
         for v in rolesets:

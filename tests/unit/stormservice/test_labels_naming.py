@@ -58,7 +58,7 @@ def _ss() -> dict[str, Any]:
 
 
 def test_render_roleset_wire_format() -> None:
-    template = {
+    template: dict[str, Any] = {
         "metadata": {"labels": {"app": "llm"}, "annotations": {"team": "a"}},
         "spec": {"roles": [{"name": "prefill", "replicas": 2}]},
     }

@@ -6,11 +6,13 @@ from typing import Any
 
 import pytest
 
+from controller.runtime.client import Obj, PatchType
 from controller.runtime.errors import ApiError, Forbidden, ServerError
+from controller.runtime.fake import FakeClient
 from controller.runtime.resources import CONTROLLER_REVISIONS, ROLESETS, SERVICES, STORMSERVICES
 from controller.runtime.revision import hash_revision_data
 from controller.stormservice.revisions import revision_data
-from controller.stormservice.rolesetcontrol import FakeRoleSetControl
+from controller.stormservice.rolesetcontrol import FakeRoleSetControl, KubeRoleSetControl
 from tests.unit.stormservice.harness import API, NS, Env, P, storm
 
 pytestmark = pytest.mark.timeout(30)
@@ -553,6 +555,47 @@ async def test_api_errors_are_returned_and_reported() -> None:
         await env.sync()
         assert len(env.rolesets()) == 2
         assert env.condition("ReplicaFailure") is None
+
+
+class FailingCreates:
+    """The real RoleSet control over the FakeClient, except that the creates numbered in `fail`
+    (0-based, in call order) raise an API error."""
+
+    def __init__(self, client: FakeClient, fail: set[int]) -> None:
+        self.inner = KubeRoleSetControl(client)
+        self.fail = fail
+        self.creates = 0
+
+    async def create(self, roleset: Obj) -> Obj:
+        n = self.creates
+        self.creates += 1
+        if n in self.fail:
+            raise Forbidden(403, "Forbidden", f"create {n} refused")
+        return await self.inner.create(roleset)
+
+    async def patch(self, roleset: Obj, patch: dict[str, Any] | list[dict[str, Any]], patch_type: PatchType) -> Obj:
+        return await self.inner.patch(roleset, patch, patch_type)
+
+    async def delete(self, roleset: Obj) -> None:
+        await self.inner.delete(roleset)
+
+
+async def test_create_failure_in_a_later_batch_stops_the_rest() -> None:
+    client = FakeClient()
+    control = FailingCreates(client, fail={4})  # in the third batch (creates 3..6)
+    async with Env(client, control) as env:
+        env.seed(STORMSERVICES, storm(replicas=10))
+        with pytest.raises(ApiError):
+            await env.sync()
+        assert control.creates == 1 + 2 + 4, "batches after the failing one never start"
+        assert len(env.rolesets()) == 6
+        failure = env.condition("ReplicaFailure")
+        assert failure is not None and "create 4 refused" in failure["message"]
+        # The failed create and the three never attempted are not awaited; the six are seen.
+        assert env.ctrl.expectations.satisfied(f"{NS}/llm")
+        await env.sync()
+        assert control.creates == 7 + 1 + 2 + 1
+        assert len(env.rolesets()) == 10
 
 
 async def test_status_write_error_is_returned() -> None:
