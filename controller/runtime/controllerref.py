@@ -84,6 +84,10 @@ def adopt_patch(obj: Mapping[str, Any], ref: Mapping[str, Any], *, strategic: bo
         ops.append({"op": "test", "path": "/metadata/ownerReferences", "value": current})
         ops.append({"op": "add", "path": "/metadata/ownerReferences/-", "value": dict(ref)})
     else:
+        # `add` of the whole list would replace references added since we looked (another
+        # controller's adoption among them); a `test` of null passes only while the list is
+        # still absent (the server omits an empty one).
+        ops.append({"op": "test", "path": "/metadata/ownerReferences", "value": current})
         ops.append({"op": "add", "path": "/metadata/ownerReferences", "value": [dict(ref)]})
     return ops, "json"
 

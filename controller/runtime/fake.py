@@ -463,6 +463,16 @@ def _remove(doc: Any, parts: list[str]) -> Any:
     raise ValueError("invalid path")
 
 
+def _test(doc: Any, parts: list[str], value: Any) -> bool:
+    """A `test` op as the API server's json-patch library runs it: a null value also matches
+    a member that is absent from an existing object."""
+    if value is None and parts:
+        parent, last = _resolve_parent(doc, parts)
+        if isinstance(parent, dict) and last not in parent:
+            return True
+    return bool(_get(doc, parts) == value)
+
+
 def json_patch(doc: Any, operations: Sequence[Mapping[str, Any]]) -> Any:
     """RFC 6902 JSON patch (returns a new document); raises ValueError on a failed op or test."""
     doc = _copy(doc)
@@ -489,7 +499,7 @@ def json_patch(doc: Any, operations: Sequence[Mapping[str, Any]]) -> Any:
                 value = _copy(value)
             doc = _add(doc, parts, value)
         elif kind == "test":
-            if _get(doc, parts) != op.get("value"):
+            if not _test(doc, parts, op.get("value")):
                 raise ValueError(f"test operation failed at {op.get('path')!r}")
         else:
             raise ValueError(f"unknown JSON patch op {kind!r}")

@@ -234,6 +234,29 @@ def test_json_adopt_patch_adds_the_reference_and_tests_uid_and_list() -> None:
         json_patch(changed, ops)
 
 
+def test_json_adopt_of_an_unowned_object_fails_once_someone_else_adopted_it() -> None:
+    """Adding the whole list would silently replace another controller's reference."""
+    ref = new_controller_ref(OWNER, "v1", "StormService")
+    ops, _ = adopt_patch(obj("p"), ref, strategic=False)
+    assert {"op": "test", "path": "/metadata/ownerReferences", "value": None} in ops
+    with pytest.raises(ValueError):
+        json_patch(obj("p", refs=[THEIRS]), ops)
+    ops, _ = adopt_patch(obj("p", refs=[]), ref, strategic=False)
+    assert json_patch(obj("p", refs=[]), ops)["metadata"]["ownerReferences"] == [ref]
+    with pytest.raises(ValueError):
+        json_patch(obj("p", refs=[THEIRS]), ops)
+
+
+async def test_json_adopt_against_the_fake_fails_after_a_concurrent_adoption() -> None:
+    client = FakeClient()
+    seen = seeded(client, ROLESETS, obj("r"))
+    await client.patch(ROLESETS, "ns", "r", {"metadata": {"ownerReferences": [THEIRS]}})
+    with pytest.raises(Invalid):
+        await adopt_object(client, ROLESETS, seen, new_controller_ref(OWNER, API, "StormService"))
+    stored = client.get_object(ROLESETS, "ns", "r")
+    assert stored is not None and stored["metadata"]["ownerReferences"] == [THEIRS]
+
+
 def test_json_release_patch_removes_only_our_reference() -> None:
     seen = obj("p", refs=[NON_CONTROLLER, MINE])
     built = release_patch(seen, OWNER_UID, strategic=False)

@@ -552,3 +552,17 @@ async def test_patch_with_another_uid_is_invalid_as_on_the_server(patch_type: st
         PODS, "ns", "p", {"metadata": {"uid": created["metadata"]["uid"], "labels": {"y": "1"}}}
     )
     assert same["metadata"]["labels"] == {"y": "1"}
+
+
+def test_json_patch_test_of_null_matches_an_absent_member_as_on_the_server() -> None:
+    doc = {"metadata": {"name": "a"}}
+    test_null = [{"op": "test", "path": "/metadata/ownerReferences", "value": None}]
+    assert json_patch(doc, test_null) == doc
+    for other in (
+        {"metadata": {"name": "a", "ownerReferences": []}},
+        {"metadata": {"name": "a", "ownerReferences": [{"uid": "u"}]}},
+    ):
+        with pytest.raises(ValueError):
+            json_patch(other, test_null)
+    with pytest.raises(ValueError):  # a missing parent is still an error
+        json_patch(doc, [{"op": "test", "path": "/metadata/nothere/deeper", "value": None}])
