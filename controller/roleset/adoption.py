@@ -6,9 +6,12 @@ selector field; that label is what every tool reads). Candidates come from the p
 pods we control (controller-uid index) and pods labelled with the RoleSet's name (the index
 below). Pods controlled by anyone else are never touched.
 
-Adoption and release are JSON patches with a `metadata.uid` test: a patch aimed at a pod deleted
-and re-created under the same name fails instead of claiming the new one, and an adoption racing
-another controller's fails on the ownerReferences test instead of adding a second controller.
+Writes carry a `metadata.uid` precondition, so a patch aimed at a pod deleted and re-created under
+the same name fails instead of claiming the new one. Adoption is client-go's strategic merge
+patch: ownerReferences merge by uid, so an adoption racing another controller's ends with two
+controller references, which the API server rejects (a JSON patch `add` of the whole list, as a
+cache that still shows an orphan would send, would replace the other controller's reference).
+Release is a JSON patch that tests the uid and the reference at the index it removes.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from controller.roleset import labels as L
-from controller.runtime.client import Obj
+from controller.runtime.client import Obj, PatchType
 from controller.runtime.controllerref import (
     ControllerRefManager,
     adopt_patch,
@@ -31,7 +34,7 @@ from controller.runtime.store import INDEX_CONTROLLER_UID, Store
 
 INDEX_ROLESET_LABEL = "roleset-label"
 
-PatchPod = Callable[[str, list[Obj]], Awaitable[Obj]]
+PatchPod = Callable[[str, Obj | list[Obj], PatchType], Awaitable[Obj]]
 
 
 def roleset_label_index(obj: Obj) -> list[str]:
@@ -74,23 +77,23 @@ def pod_claimer(
     get_fresh: Callable[[], Awaitable[Obj]],
     on_written: Callable[[Obj], None],
 ) -> ControllerRefManager:
-    """A one-pass ControllerRefManager for the pods of `roleset`. `patch(name, ops)` sends a
-    JSON patch to a pod; `get_fresh` reads the RoleSet from the API server (before the first
+    """A one-pass ControllerRefManager for the pods of `roleset`. `patch(name, body, type)`
+    patches a pod; `get_fresh` reads the RoleSet from the API server (before the first
     adoption only); `on_written` sees every adopted pod as the server returned it."""
     meta = roleset["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
 
     async def adopt(pod: Obj) -> None:
-        ops, _ = adopt_patch(pod, owner_ref, strategic=False)
-        on_written(await patch(pod["metadata"]["name"], ops))
+        body, patch_type = adopt_patch(pod, owner_ref, strategic=True)
+        on_written(await patch(pod["metadata"]["name"], body, patch_type))
 
     async def release(pod: Obj) -> None:
         built = release_patch(pod, uid, strategic=False)
         if built is None:
             return
-        ops, _ = built
+        ops, patch_type = built
         try:
-            await patch(pod["metadata"]["name"], ops)
+            await patch(pod["metadata"]["name"], ops, patch_type)
         except (NotFound, Invalid, Conflict):
             # Gone, replaced, or no longer ours (the `test` failed): nothing to release.
             return

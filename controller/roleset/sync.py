@@ -49,7 +49,7 @@ from controller.roleset.status import (
     condition,
     status_changed,
 )
-from controller.runtime.client import Obj
+from controller.runtime.client import Obj, PatchType
 from controller.runtime.controllerref import ClaimError, is_controlled_by
 from controller.runtime.errors import AlreadyExists, ApiError, Conflict, NotFound, ServerError
 from controller.runtime.expectations import ControllerExpectations
@@ -235,8 +235,8 @@ class RoleSetSync:
         if not adoption.needs_claim(self.pods, key, info.namespace, info.name, info.uid):
             return self.pods.by_index(INDEX_CONTROLLER_UID, info.uid)
 
-        async def patch(name: str, ops: list[Obj]) -> Obj:
-            return await self.control.patch(PODS, info.namespace, name, ops, patch_type="json")
+        async def patch(name: str, body: Obj | list[Obj], patch_type: PatchType) -> Obj:
+            return await self.control.patch(PODS, info.namespace, name, body, patch_type=patch_type)
 
         async def get_fresh() -> Obj:
             return await self.control.get(ROLESETS, info.namespace, info.name)

@@ -104,8 +104,10 @@ async def test_matching_orphan_is_adopted_and_counted(h: Harness) -> None:
     }
     # The adoption is preconditioned on the uid of the pod we saw.
     (adopt,) = patches_of(h, "orphan")
-    assert adopt.options["patch_type"] == "json"
-    assert {"op": "test", "path": "/metadata/uid", "value": pod["metadata"]["uid"]} in adopt.body
+    # Strategic: ownerReferences merge by uid, so a racing adoption by another controller ends
+    # in two controller references, which the API server rejects.
+    assert adopt.options["patch_type"] == "strategic"
+    assert adopt.body["metadata"]["uid"] == pod["metadata"]["uid"]
     # Counted from this pass on.
     assert h.get()["status"]["roles"][0]["replicas"] == 3
     creates_before = sum(1 for a in h.client.writes() if a.verb == "create")
@@ -226,3 +228,19 @@ async def test_failed_adoption_is_reported_and_retried(h: Harness) -> None:
     await h.sync()
     pod = h.client.get_object(PODS, NS, "orphan")
     assert pod is not None and controller_uid(pod) == h.get()["metadata"]["uid"]
+
+
+async def test_adoption_never_claims_a_pod_recreated_under_the_same_name(h: Harness) -> None:
+    h.create(roleset(roles=[role("worker", replicas=2)]))
+    await h.converge()
+    h.client.seed(PODS, orphan())
+    await h.settle()
+    # The cache (frozen) shows the first orphan; the server now has another pod of that name.
+    await h.factory.stop()
+    await h.client.delete(PODS, NS, "orphan")
+    h.client.seed(PODS, orphan())
+    # (The API server answers a uid mismatch in a patch body with 422 "field is immutable".)
+    with pytest.raises(SyncError, match="FailedClaim"):
+        await h.ctrl.sync(f"{NS}/rs")
+    pod = h.client.get_object(PODS, NS, "orphan")
+    assert pod is not None and controller_uid(pod) is None
