@@ -6,7 +6,6 @@ ownerReference) and record what the expectations wait for; the reconcile is in s
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -25,7 +24,6 @@ from controller.runtime.store import Store
 from controller.runtime.workqueue import RateLimitingQueue
 
 CONTROLLER_NAME = "roleset"
-DEADLINE_ENV = "STORMSERVICE_INPLACE_UPDATE_DEADLINE_SECONDS"
 _POD_GROUP_CRDS = frozenset(s.crd_name for s in SCHEDULERS.values())
 
 
@@ -259,12 +257,7 @@ class RoleSetController:
 
 def _deadline(options: Any) -> float:
     value = getattr(options, "inplace_update_deadline_seconds", None)
-    if value is None:
-        value = os.environ.get(DEADLINE_ENV)
-    try:
-        return float(value) if value is not None else SyncConfig().inplace_deadline_seconds
-    except ValueError:
-        return SyncConfig().inplace_deadline_seconds
+    return float(value) if value is not None else SyncConfig().inplace_deadline_seconds
 
 
 def new_roleset_controller(manager: _Manager) -> RoleSetController:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -49,6 +49,7 @@ from controller.roleset.status import (
     condition,
     status_changed,
 )
+from controller.runtime.batch import slow_start_batch
 from controller.runtime.client import Obj, PatchType
 from controller.runtime.controllerref import ClaimError, is_controlled_by
 from controller.runtime.errors import AlreadyExists, ApiError, Conflict, NotFound, ServerError
@@ -93,27 +94,6 @@ def _rfc3339(t: datetime) -> str:
 def template_hash(template: Mapping[str, Any]) -> str:
     """The role template hash: the runtime's pinned revision hash of the raw template."""
     return hash_revision_data(template, None)
-
-
-async def slow_start(
-    n: int, initial: int, op: Callable[[int], Awaitable[None]]
-) -> tuple[int, list[BaseException]]:
-    """Run op(0..n-1) in batches of 1, 2, 4, ...; stop after the first batch with a failure.
-    Returns (successes, errors); ops never started count as neither."""
-    done = 0
-    batch = min(n, max(1, initial))
-    errors: list[BaseException] = []
-    pos = 0
-    while batch > 0:
-        results = await asyncio.gather(*(op(i) for i in range(pos, pos + batch)), return_exceptions=True)
-        errs = [r for r in results if isinstance(r, BaseException)]
-        done += batch - len(errs)
-        pos += batch
-        if errs:
-            errors.extend(errs)
-            break
-        batch = min(2 * batch, n - pos)
-    return done, errors
 
 
 @dataclass(slots=True)
@@ -540,7 +520,7 @@ class RoleSetSync:
                 raise
             M.PODS_CREATED.labels(role=ctx.spec.name, reason=c.reason).inc()
 
-        done, errors = await slow_start(len(creates), self.config.initial_batch, one)
+        done, errors = await slow_start_batch(len(creates), one, initial=self.config.initial_batch)
         skipped = len(creates) - done - len(errors)
         if skipped > 0:
             self.expectations.lower_expectations(key, adds=skipped)
