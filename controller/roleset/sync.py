@@ -51,10 +51,10 @@ from controller.roleset.status import (
 )
 from controller.runtime.batch import slow_start_batch
 from controller.runtime.client import Obj, PatchType
-from controller.runtime.controllerref import ClaimError, is_controlled_by
+from controller.runtime.controllerref import ClaimError, controller_ref, is_controlled_by
 from controller.runtime.errors import AlreadyExists, ApiError, Conflict, NotFound, ServerError
 from controller.runtime.expectations import ControllerExpectations
-from controller.runtime.resources import POD_DISRUPTION_BUDGETS, PODS, ROLESETS
+from controller.runtime.resources import POD_DISRUPTION_BUDGETS, PODS, ROLESETS, STORMSERVICES
 from controller.runtime.revision import hash_revision_data
 from controller.runtime.store import INDEX_CONTROLLER_UID, Store
 
@@ -803,7 +803,11 @@ class RoleSetSync:
             return
         existing = {p["metadata"]["name"]: p for p in self.pdbs.by_index(INDEX_CONTROLLER_UID, info.uid)}
         desired: dict[str, Obj] = {}
-        for ctx in roles:
+        # A StormService's RoleSets get one PDB per role for the whole service from the
+        # StormService controller; a per-RoleSet PDB as well would put each pod under two
+        # budgets, and the eviction API refuses to evict such pods at all.
+        owned_by_storm_service = (controller_ref(obj) or {}).get("kind") == STORMSERVICES.kind
+        for ctx in () if owned_by_storm_service else roles:
             tol = ctx.spec.disruption_tolerance
             if tol is None or tol.max_unavailable is None:
                 continue

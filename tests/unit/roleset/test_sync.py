@@ -10,7 +10,7 @@ import pytest
 from controller.roleset import labels as L
 from controller.roleset.sync import SyncConfig, SyncError, template_hash
 from controller.runtime.errors import ServerError
-from controller.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS, POD_DISRUPTION_BUDGETS, PODS
+from controller.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS, POD_DISRUPTION_BUDGETS, PODS, ROLESETS
 from tests.unit.roleset.harness import NS, Harness, role, roleset
 
 
@@ -309,6 +309,29 @@ async def test_pdb_per_role(h: Harness) -> None:
         "selector": {"matchLabels": {"roleset-name": "rs", "role-name": "worker"}},
     }
     h.update_spec(lambda s: s["roles"][0].pop("disruptionTolerance"))
+    await h.converge()
+    assert h.client.objects(POD_DISRUPTION_BUDGETS, NS) == []
+
+
+async def test_no_per_roleset_pdb_under_a_stormservice(h: Harness) -> None:
+    """The StormService controller owns the per-role PDBs of its RoleSets; a second PDB per
+    RoleSet would put each pod under two budgets, which blocks every eviction."""
+    obj = roleset(roles=[role("worker", replicas=2, disruptionTolerance={"maxUnavailable": 1})])
+    h.create(obj)
+    await h.converge()
+    assert [p["metadata"]["name"] for p in h.client.objects(POD_DISRUPTION_BUDGETS, NS)] == ["rs-worker"]
+    # Adopted by a StormService: its own PDB goes away.
+    adopted = h.get()
+    adopted["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": "orchestration.aibrix.ai/v1alpha1",
+            "kind": "StormService",
+            "name": "ss",
+            "uid": "ss-uid",
+            "controller": True,
+        }
+    ]
+    h.client.seed(ROLESETS, adopted)
     await h.converge()
     assert h.client.objects(POD_DISRUPTION_BUDGETS, NS) == []
 
