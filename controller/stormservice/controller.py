@@ -17,10 +17,17 @@ from controller.runtime.expectations import ControllerExpectations
 from controller.runtime.informer import DeletedFinalStateUnknown, FuncHandler, InformerFactory
 from controller.runtime.loop import Reconciler
 from controller.runtime.manager import Manager
-from controller.runtime.resources import CONTROLLER_REVISIONS, ROLESETS, SERVICES, STORMSERVICES
+from controller.runtime.resources import (
+    CONTROLLER_REVISIONS,
+    POD_DISRUPTION_BUDGETS,
+    ROLESETS,
+    SERVICES,
+    STORMSERVICES,
+)
 from controller.runtime.revision import KubeRevisionHistory, RevisionHistory
 from controller.runtime.store import INDEX_NAMESPACE, Store
 from controller.runtime.workqueue import RateLimitingQueue
+from controller.stormservice.pdb import desired_pdbs
 from controller.stormservice.rolesetcontrol import KubeRoleSetControl, RoleSetControl
 from controller.stormservice.sync import (
     INDEX_ORPHAN_BY_STORM_SERVICE,
@@ -58,6 +65,8 @@ class StormServiceController:
         rs_informer = informers.informer(ROLESETS)
         cr_informer = informers.informer(CONTROLLER_REVISIONS)
         svc_informer = informers.informer(SERVICES)
+        # Shared with the RoleSet controller (same factory): one watch, one cache.
+        pdb_informer = informers.informer(POD_DISRUPTION_BUDGETS)
         rs_informer.store.add_indexers({INDEX_ORPHAN_BY_STORM_SERVICE: orphan_index})
         self.stormservices: Store = ss_informer.store
         cr_store = cr_informer.store
@@ -66,6 +75,7 @@ class StormServiceController:
             stormservices=ss_informer.store,
             rolesets=rs_informer.store,
             services=svc_informer.store,
+            pdbs=pdb_informer.store,
             history=history or KubeRevisionHistory(client, lambda ns: cr_store.by_index(INDEX_NAMESPACE, ns)),
             control=control or KubeRoleSetControl(client),
             recorder=recorder,
@@ -95,6 +105,13 @@ class StormServiceController:
                 on_add=self._service_changed,
                 on_update=lambda _old, new: self._service_changed(new),
                 on_delete=lambda obj: self._service_changed(_unwrap(obj)),
+            )
+        )
+        pdb_informer.add_event_handler(
+            FuncHandler(
+                on_add=self._pdb_changed,
+                on_update=self._pdb_updated,
+                on_delete=self._pdb_deleted,
             )
         )
 
@@ -185,6 +202,31 @@ class StormServiceController:
             key = self._owner_key(candidate) or self._adopter_key(candidate)
             if key is not None:
                 self._queue.add(key)
+
+    def _pdb_changed(self, obj: Obj) -> None:
+        key = self._owner_key(obj)
+        if key is not None:
+            self._queue.add(key)
+            return
+        # Not ours: it may hold (or have held) the name a StormService wants for a role PDB.
+        meta = _meta(obj)
+        namespace, name = meta.get("namespace"), meta.get("name")
+        for ss in self.stormservices.by_index(INDEX_NAMESPACE, str(namespace or "")):
+            if name in desired_pdbs(ss):
+                self._queue.add(object_key(ss))
+
+    def _pdb_updated(self, old: Obj, new: Obj) -> None:
+        if _meta(old).get("resourceVersion") == _meta(new).get("resourceVersion"):
+            return  # a resync: nothing changed
+        old_key = self._owner_key(old)
+        if old_key is not None and old_key != self._owner_key(new):
+            self._queue.add(old_key)  # re-owned: the old owner recounts
+        self._pdb_changed(new)
+
+    def _pdb_deleted(self, obj: Obj | DeletedFinalStateUnknown) -> None:
+        pdb = _unwrap(obj)
+        self.syncer.fence.forget(str(_meta(pdb).get("uid") or ""))
+        self._pdb_changed(pdb)
 
     def _service_changed(self, obj: Obj) -> None:
         # Our headless Service shares the StormService's name, and so does a conflicting one.

@@ -7,7 +7,7 @@ Order of one pass:
    name label and match the selector are adopted; nothing is ever released, so a selector change
    cannot orphan RoleSets);
 3. find or create the update revision (rollback renumbers an old one);
-4. repair the headless Service;
+4. repair the headless Service, and the per-role PodDisruptionBudgets (`pdb.py`);
 5. only when the cache has seen our earlier writes (expectations, write fence): apply role
    replicas in place, then scale, or roll out (RollingUpdate / InPlaceUpdate) when not paused
    and no scaling was needed;
@@ -37,15 +37,23 @@ from controller.runtime.controllerref import (
     is_controlled_by,
     recheck_deletion_timestamp,
 )
-from controller.runtime.errors import AlreadyExists, ApiError, NotFound
+from controller.runtime.errors import AlreadyExists, ApiError, Conflict, NotFound
 from controller.runtime.expectations import ControllerExpectations
-from controller.runtime.resources import CONTROLLER_REVISIONS, ROLESETS, SERVICES, STORMSERVICES, Resource
+from controller.runtime.resources import (
+    CONTROLLER_REVISIONS,
+    POD_DISRUPTION_BUDGETS,
+    ROLESETS,
+    SERVICES,
+    STORMSERVICES,
+    Resource,
+)
 from controller.runtime.revision import RevisionHistory, new_revision, sort_revisions
 from controller.runtime.store import INDEX_CONTROLLER_UID, Store
 from controller.stormservice.inplace import rewrite_patch
 from controller.stormservice.labels import render_roleset
 from controller.stormservice.metrics import RoleSetGauge, RolloutTimer
 from controller.stormservice.naming import lowest_free_indexes
+from controller.stormservice.pdb import PdbAction, plan_pdbs
 from controller.stormservice.plan import plan_pass
 from controller.stormservice.revisions import (
     choose_current_revision,
@@ -84,6 +92,11 @@ EVENT_SERVICE_REPAIRED = "HeadlessServiceRepaired"
 EVENT_SERVICE_CONFLICT = "HeadlessServiceConflict"
 EVENT_SELECTOR_MISMATCH = "SelectorMismatch"
 EVENT_LEGACY_FINALIZER = "RemovedLegacyFinalizer"
+EVENT_PDB_CREATED = "CreatedPodDisruptionBudget"
+EVENT_PDB_UPDATED = "UpdatedPodDisruptionBudget"
+EVENT_PDB_DELETED = "DeletedPodDisruptionBudget"
+EVENT_PDB_CONFLICT = "PodDisruptionBudgetConflict"
+EVENT_PDB_FAILED = "FailedPodDisruptionBudget"
 
 NORMAL, WARNING = "Normal", "Warning"
 
@@ -191,6 +204,7 @@ class StormServiceSync:
         stormservices: Store,
         rolesets: Store,
         services: Store,
+        pdbs: Store,
         history: RevisionHistory,
         control: RoleSetControl,
         recorder: Recorder,
@@ -201,6 +215,7 @@ class StormServiceSync:
         self.stormservices = stormservices
         self.rolesets = rolesets
         self.services = services
+        self.pdbs = pdbs
         self.history = history
         self.control = control
         self.recorder = recorder
@@ -210,6 +225,8 @@ class StormServiceSync:
         self.timer = RolloutTimer()
         self.clock = clock
         self._service_conflicts: set[str] = set()
+        #: StormService key -> names of PDBs in the way, reported once per appearance.
+        self._pdb_conflicts: dict[str, set[str]] = {}
 
     # --- entry -----------------------------------------------------------------------------------
 
@@ -228,6 +245,7 @@ class StormServiceSync:
         self.gauge.forget(key)
         self.timer.forget(key)
         self._service_conflicts.discard(key)
+        self._pdb_conflicts.pop(key, None)
 
     # --- deletion ----------------------------------------------------------------------------------
 
@@ -398,6 +416,104 @@ class StormServiceSync:
         except ApiError as err:
             raise ReconcileFailure("FailedServiceSync", err) from err
 
+    # --- PodDisruptionBudgets ----------------------------------------------------------------------
+
+    async def _sync_pdbs(self, key: str, obj: Obj) -> Failure | None:
+        """Create, patch or delete the role PDBs (reading the cache only). Returns a Failure for a
+        PDB someone else holds (nothing to retry: its deletion event brings the next pass); raises
+        ReconcileFailure for the first API error, after trying every PDB."""
+        meta = obj["metadata"]
+        ns = meta["namespace"]
+        owned = [
+            p
+            for p in self.pdbs.by_index(INDEX_CONTROLLER_UID, meta["uid"])
+            if p["metadata"].get("namespace") == ns
+        ]
+        actions = plan_pdbs(obj, owned, lambda name: self.pdbs.get(f"{ns}/{name}"))
+        conflicts = sorted(a.name for a in actions if a.action == "conflict")
+        reported = self._pdb_conflicts.get(key, set())
+        for name in conflicts:
+            if name not in reported:
+                self.recorder.event(
+                    obj,
+                    WARNING,
+                    EVENT_PDB_CONFLICT,
+                    f"PodDisruptionBudget {name} exists and is not controlled by this StormService; "
+                    "left alone, so that role has no budget of ours until it is removed",
+                )
+        if conflicts:
+            self._pdb_conflicts[key] = set(conflicts)
+        else:
+            self._pdb_conflicts.pop(key, None)
+        first: ApiError | None = None
+        for action in actions:
+            if action.existing is not None and self.fence.is_stale(action.existing):
+                continue  # our last patch is not in the cache yet: its event brings the next pass
+            try:
+                await self._apply_pdb(obj, action)
+            except ApiError as err:
+                self.recorder.event(
+                    obj, WARNING, EVENT_PDB_FAILED, f"Error syncing PodDisruptionBudget {action.name}: {err}"
+                )
+                first = first or err
+        if first is not None:
+            raise ReconcileFailure(EVENT_PDB_FAILED, first)
+        if conflicts:
+            return Failure(
+                EVENT_PDB_CONFLICT,
+                f"PodDisruptionBudgets not controlled by this StormService: {', '.join(conflicts)}",
+            )
+        return None
+
+    async def _apply_pdb(self, obj: Obj, action: PdbAction) -> None:
+        ns = obj["metadata"]["namespace"]
+        if action.action == "create":
+            assert action.body is not None
+            try:
+                await self.client.create(POD_DISRUPTION_BUDGETS, ns, action.body)
+            except AlreadyExists:
+                return  # the cache is behind; the object's event brings the next pass
+            spec = action.body["spec"]
+            self.recorder.event(
+                obj,
+                NORMAL,
+                EVENT_PDB_CREATED,
+                f"Created PodDisruptionBudget {action.name} (minAvailable {spec['minAvailable']})",
+            )
+        elif action.action == "patch":
+            assert action.body is not None and action.existing is not None
+            try:
+                after = await self.client.patch(
+                    POD_DISRUPTION_BUDGETS, ns, action.name, action.body, patch_type="merge"
+                )
+            except NotFound:
+                return
+            self.fence.wrote(action.existing, after)
+            self.recorder.event(
+                obj,
+                NORMAL,
+                EVENT_PDB_UPDATED,
+                f"Updated PodDisruptionBudget {action.name} (minAvailable "
+                f"{(after.get('spec') or {}).get('minAvailable')})",
+            )
+        elif action.action == "delete":
+            assert action.existing is not None
+            try:
+                await self.client.delete(
+                    POD_DISRUPTION_BUDGETS,
+                    ns,
+                    action.name,
+                    uid_precondition=action.existing["metadata"].get("uid"),
+                )
+            except (NotFound, Conflict):
+                return  # already gone, or replaced by an object that is not the one we saw
+            self.recorder.event(
+                obj,
+                NORMAL,
+                EVENT_PDB_DELETED,
+                f"Deleted PodDisruptionBudget {action.name}: no longer requested",
+            )
+
     # --- the pass -------------------------------------------------------------------------------------
 
     async def _reconcile(self, key: str, obj: Obj) -> float | None:
@@ -429,6 +545,13 @@ class StormServiceSync:
                 await self._manage(key, obj, views, revs)
         except ReconcileFailure as f:
             failure, error = Failure(f.reason, str(f.cause)), f.cause
+        # Apart from the rest, so that a PDB problem (say, no RBAC for PDBs) never stalls RoleSets.
+        try:
+            pdb_conflict = await self._sync_pdbs(key, obj)
+        except ReconcileFailure as f:
+            pdb_conflict = Failure(f.reason, str(f.cause))
+            error = error or f.cause
+        failure = failure or pdb_conflict
 
         old_status = obj.get("status") or {}
         if old_status.get("updateRevision") and old_status.get("updateRevision") != update_name:

@@ -28,6 +28,7 @@ from controller.runtime.client import KubeClient, Obj, list_all
 from controller.runtime.errors import ApiError, Gone, NotFound
 from controller.runtime.resources import (
     CONTROLLER_REVISIONS,
+    POD_DISRUPTION_BUDGETS,
     PODS,
     ROLESETS,
     SERVICES,
@@ -162,7 +163,7 @@ class Monitor:
                     rv = meta.get("resourceVersion") or rv
                     if event.get("type") == "BOOKMARK":
                         continue
-                    name = meta.get("name")
+                    name = str(meta.get("name") or "")
                     if event.get("type") == "DELETED":
                         store.pop(name, None)
                         if resource == PODS:
@@ -284,7 +285,7 @@ class Env:
         status = ss.get("status") or {}
         if status.get("observedGeneration") != ss["metadata"]["generation"]:
             return None
-        ready = next((c for c in status.get("conditions") or () if c["type"] == "Ready"), {})
+        ready: dict[str, Any] = next((c for c in status.get("conditions") or () if c["type"] == "Ready"), {})
         if ready.get("status") != "True" or status.get("currentRevision") != status.get("updateRevision"):
             return None
         rolesets = await self.rolesets(name)
@@ -493,7 +494,9 @@ async def test_pause_and_resume(env: Env) -> None:
     async def paused_with_new_revision() -> Obj | None:
         ss = await env.ss("paused")
         status = ss.get("status") or {}
-        progressing = next((c for c in status.get("conditions") or () if c["type"] == "Progressing"), {})
+        progressing: dict[str, Any] = next(
+            (c for c in status.get("conditions") or () if c["type"] == "Progressing"), {}
+        )
         if (
             status.get("observedGeneration") == ss["metadata"]["generation"]
             and progressing.get("reason") == "Paused"
@@ -573,3 +576,81 @@ async def test_controller_killed_mid_rollout_converges(env: Env) -> None:
     await asyncio.sleep(3)
     assert len(await env.rolesets("crash")) == 4
     assert len(await env.pods("crash")) == 4 * pods_per_roleset(manifest)
+
+
+async def test_pdb_per_role_follows_disruption_tolerance(env: Env) -> None:
+    manifest = storm("budget", replicas=2)  # prefill: 1 pod per instance, decode: groups of 2
+    manifest["spec"]["disruptionTolerance"] = {"maxUnavailable": 1}
+    env.apply(manifest)
+    ss = await env.wait_settled("budget")
+    uid = ss["metadata"]["uid"]
+
+    async def budgets(want: dict[str, tuple[int, int]]) -> dict[str, Obj] | None:
+        """The StormService's PDBs once they are {name: (minAvailable, pods selected)}, as the
+        disruption controller has evaluated them."""
+        items, _ = await list_all(env.kube, POD_DISRUPTION_BUDGETS, env.namespace)
+        ours = {
+            p["metadata"]["name"]: p
+            for p in items
+            if any(
+                r.get("uid") == uid and r.get("controller")
+                for r in p["metadata"].get("ownerReferences") or ()
+            )
+        }
+        seen = {
+            n: (p["spec"].get("minAvailable"), (p.get("status") or {}).get("expectedPods"))
+            for n, p in ours.items()
+        }
+        if seen != want or any(
+            (p.get("status") or {}).get("observedGeneration") != p["metadata"].get("generation")
+            for p in ours.values()
+        ):
+            return None
+        return ours
+
+    def check(pdbs: dict[str, Obj], allowed: dict[str, int]) -> None:
+        for role_name, disruptions in allowed.items():
+            pdb = pdbs[f"budget-{role_name}"]
+            assert pdb["spec"]["selector"] == {
+                "matchLabels": {"storm-service-name": "budget", "role-name": role_name}
+            }
+            assert "maxUnavailable" not in pdb["spec"]
+            cond = next(c for c in pdb["status"]["conditions"] if c["type"] == "DisruptionAllowed")
+            assert (cond["status"], cond["reason"]) == ("True", "SufficientPods"), cond
+            # Evictions are possible, exactly as many as the tolerance allows.
+            assert pdb["status"]["disruptionsAllowed"] == disruptions
+
+    # 1 instance: prefill 1 of 2 pods, decode 2 of 4 pods (one group).
+    pdbs = await env.eventually(
+        lambda: budgets({"budget-prefill": (1, 2), "budget-decode": (2, 4)}), "a PDB per role"
+    )
+    check(pdbs, {"prefill": 1, "decode": 2})
+    uids = {n: p["metadata"]["uid"] for n, p in pdbs.items()}
+
+    # A change of the StormService-wide value (no new revision, no rollout) is followed in place:
+    # 25% of 2 pods rounds up to 1, 25% of 4 pods is 1.
+    await env.patch_spec(
+        "budget", [{"op": "replace", "path": "/spec/disruptionTolerance/maxUnavailable", "value": "25%"}]
+    )
+    pdbs = await env.eventually(
+        lambda: budgets({"budget-prefill": (1, 2), "budget-decode": (3, 4)}), "the PDBs to follow 25%"
+    )
+    check(pdbs, {"prefill": 1, "decode": 1})
+    assert {n: p["metadata"]["uid"] for n, p in pdbs.items()} == uids
+
+    # Scaling moves the floor with the desired pods: 3 RoleSets, 25% of 3 and of 6 pods.
+    env.kubectl("scale", "storm/budget", "--replicas=3", "-n", env.namespace)
+    await env.wait_settled("budget")
+    pdbs = await env.eventually(
+        lambda: budgets({"budget-prefill": (2, 3), "budget-decode": (4, 6)}), "the PDBs to follow the scale"
+    )
+    check(pdbs, {"prefill": 1, "decode": 2})
+
+    # Dropping the tolerance removes them.
+    await env.patch_spec("budget", [{"op": "remove", "path": "/spec/disruptionTolerance"}])
+
+    async def none_left() -> bool:
+        return await budgets({}) == {}
+
+    await env.eventually(none_left, "the PDBs to be deleted")
+    assert len(await env.rolesets("budget")) == 3

@@ -11,14 +11,21 @@ from typing import Any
 from controller.runtime.client import Obj
 from controller.runtime.fake import FakeClient
 from controller.runtime.informer import InformerFactory
-from controller.runtime.resources import CONTROLLER_REVISIONS, ROLESETS, SERVICES, STORMSERVICES, Resource
+from controller.runtime.resources import (
+    CONTROLLER_REVISIONS,
+    POD_DISRUPTION_BUDGETS,
+    ROLESETS,
+    SERVICES,
+    STORMSERVICES,
+    Resource,
+)
 from controller.stormservice.controller import StormServiceController
 from controller.stormservice.rolesetcontrol import RoleSetControl
 
 NS = "ns"
 API = "orchestration.aibrix.ai/v1alpha1"
 P = "stormservice.orchestration.aibrix.ai/"
-WATCHED = (STORMSERVICES, ROLESETS, CONTROLLER_REVISIONS, SERVICES)
+WATCHED = (STORMSERVICES, ROLESETS, CONTROLLER_REVISIONS, SERVICES, POD_DISRUPTION_BUDGETS)
 
 
 def role(name: str, image: str, replicas: int = 1, **extra: Any) -> dict[str, Any]:
