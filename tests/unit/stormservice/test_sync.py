@@ -573,7 +573,9 @@ class FailingCreates:
             raise Forbidden(403, "Forbidden", f"create {n} refused")
         return await self.inner.create(roleset)
 
-    async def patch(self, roleset: Obj, patch: dict[str, Any] | list[dict[str, Any]], patch_type: PatchType) -> Obj:
+    async def patch(
+        self, roleset: Obj, patch: dict[str, Any] | list[dict[str, Any]], patch_type: PatchType
+    ) -> Obj:
         return await self.inner.patch(roleset, patch, patch_type)
 
     async def delete(self, roleset: Obj) -> None:
