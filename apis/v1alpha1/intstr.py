@@ -85,6 +85,28 @@ def resolve_fenceposts(
     return surge, unavailable
 
 
+def pdb_min_available(max_unavailable: IntOrStr, *, instances: int, group_size: int) -> int:
+    """The integer `minAvailable` of a PodDisruptionBudget over `instances` role instances of
+    `group_size` pods each that tolerates `max_unavailable` of them down (disruptionTolerance).
+
+    An int counts instances (so `group_size` pods each); a percent counts pods, rounded up as the
+    disruption controller rounds a percent maxUnavailable. PDBs over our pods must use an integer
+    minAvailable: for maxUnavailable (or a percent minAvailable) the disruption controller needs a
+    scale subresource on the pods' controller, and a RoleSet has none, so such a PDB never
+    allows an eviction. ValueError for a malformed percent.
+    """
+    size = max(1, group_size)
+    pods = max(0, instances) * size
+    if isinstance(max_unavailable, bool):
+        raise TypeError("disruption tolerance must be an int or a percent string, not a bool")
+    down = (
+        max_unavailable * size
+        if isinstance(max_unavailable, int)
+        else scaled_value(max_unavailable, pods, round_up=True)
+    )
+    return max(0, pods - down)
+
+
 def round_half_away_from_zero(x: float | int | Fraction) -> int:
     """Round to the nearest integer, halves away from zero (Go's math.Round): 2.5 -> 3, -2.5 -> -3.
 

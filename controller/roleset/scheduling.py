@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from apis.v1alpha1.intstr import pdb_min_available
 from controller.roleset import labels as L
 from controller.roleset.naming import object_name
 from controller.runtime.resources import Resource
@@ -152,22 +153,17 @@ def pdb_name(roleset: str, role: str) -> str:
     return object_name(roleset, role)
 
 
-def scaled_max_unavailable(value: int | str, group_size: int) -> int | str:
-    """disruptionTolerance counts role instances; a PDB counts pods."""
-    if isinstance(value, int):
-        return value * max(1, group_size)
-    return value
-
-
 def pdb_object(
     *,
     roleset: str,
     namespace: str,
     role: str,
     max_unavailable: int | str,
+    instances: int,
     group_size: int,
     owner_ref: Mapping[str, Any],
 ) -> Obj:
+    """One role's PDB, as an integer minAvailable (see `pdb_min_available` for why)."""
     selector = {L.ROLESET_NAME_LABEL: roleset, L.ROLE_NAME_LABEL: role}
     return {
         "apiVersion": "policy/v1",
@@ -179,7 +175,7 @@ def pdb_object(
             "ownerReferences": [dict(owner_ref)],
         },
         "spec": {
-            "maxUnavailable": scaled_max_unavailable(max_unavailable, group_size),
+            "minAvailable": pdb_min_available(max_unavailable, instances=instances, group_size=group_size),
             "selector": {"matchLabels": selector},
         },
     }

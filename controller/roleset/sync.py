@@ -816,6 +816,7 @@ class RoleSetSync:
                 namespace=info.namespace,
                 role=ctx.spec.name,
                 max_unavailable=tol.max_unavailable,
+                instances=ctx.spec.replicas,
                 group_size=ctx.params.group_size,
                 owner_ref=info.owner_ref(),
             )
@@ -834,7 +835,7 @@ class RoleSetSync:
                         )
                         continue
                     await self.control.create(POD_DISRUPTION_BUDGETS, info.namespace, body)
-                elif {k: (current.get("spec") or {}).get(k) for k in ("maxUnavailable", "selector")} != body[
+                elif {k: (current.get("spec") or {}).get(k) for k in ("minAvailable", "selector")} != body[
                     "spec"
                 ]:
                     await self.control.patch(
@@ -843,8 +844,8 @@ class RoleSetSync:
                         name,
                         {
                             "spec": {
-                                "maxUnavailable": body["spec"]["maxUnavailable"],
-                                "minAvailable": None,
+                                "minAvailable": body["spec"]["minAvailable"],
+                                "maxUnavailable": None,
                                 "selector": body["spec"]["selector"],
                             }
                         },

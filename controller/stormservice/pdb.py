@@ -31,39 +31,27 @@ object that someone else may still be managing.
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from apis.v1alpha1 import constants as c
+from apis.v1alpha1.intstr import pdb_min_available
 from controller.runtime.controllerref import is_controlled_by, new_controller_ref
 from controller.stormservice.naming import pdb_name
 
 Obj = dict[str, Any]
 
 
-_PERCENT = re.compile(r"^([0-9]+)%$")
-
-
-def unavailable_pods(value: int | str, desired_pods: int, group_size: int) -> int | None:
-    """How many of the role's `desired_pods` may be down: an integer counts role instances (each
-    `group_size` pods); a percent counts pods, rounded up as the disruption controller rounds a
-    percent maxUnavailable. None for a value admission would have refused."""
-    if isinstance(value, int):
-        return value * max(1, group_size)
-    match = _PERCENT.match(value)
-    if match is None:
-        return None
-    return math.ceil(int(match.group(1)) * desired_pods / 100)
-
-
 def min_available(value: int | str, *, replicas: int, role_replicas: int, group_size: int) -> int | None:
-    """The PDB's minAvailable for a tolerance of `value` (see the module docstring)."""
-    desired = max(0, replicas) * max(0, role_replicas) * max(1, group_size)
-    down = unavailable_pods(value, desired, group_size)
-    return None if down is None else max(0, desired - down)
+    """The PDB's minAvailable for a tolerance of `value` over every RoleSet's instances of the
+    role (see the module docstring); None for a value admission would have refused."""
+    try:
+        return pdb_min_available(
+            value, instances=max(0, replicas) * max(0, role_replicas), group_size=group_size
+        )
+    except ValueError:
+        return None
 
 
 def _max_unavailable(tolerance: Any) -> int | str | None:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from apis.v1alpha1.intstr import (
     is_valid_int_or_percent,
     parse_percent,
+    pdb_min_available,
     resolve_fenceposts,
     round_half_away_from_zero,
     scaled_value,
@@ -224,3 +225,27 @@ def test_round_float_matches_exact_rational(x: float) -> None:
     q = Fraction(x)
     assert abs(q - got) <= Fraction(1, 2)
     assert got == -round_half_away_from_zero(-x)
+
+
+@pytest.mark.parametrize(
+    ("tolerance", "instances", "group_size", "want"),
+    [
+        (1, 4, 1, 3),  # one instance of four
+        (1, 4, 2, 6),  # one group of two pods, of eight pods
+        (0, 3, 1, 3),  # nothing may be down
+        (5, 2, 1, 0),  # tolerating more than exist: never negative
+        ("50%", 2, 1, 1),
+        ("25%", 3, 1, 2),  # ceil(0.75) = 1 pod down
+        ("25%", 2, 2, 3),  # a percent counts pods: ceil(25% of 4) = 1
+        ("100%", 4, 1, 0),
+        ("0%", 4, 1, 4),
+        (1, 0, 4, 0),  # a role scaled to zero
+    ],
+)
+def test_pdb_min_available(tolerance: int | str, instances: int, group_size: int, want: int) -> None:
+    assert pdb_min_available(tolerance, instances=instances, group_size=group_size) == want
+
+
+def test_pdb_min_available_rejects_malformed_percent() -> None:
+    with pytest.raises(ValueError):
+        pdb_min_available("50", instances=2, group_size=1)
