@@ -179,8 +179,9 @@ def disruption_tolerance(unit: str) -> Schema:
     return _object(
         {
             "maxUnavailable": int_or_percent(
-                f"How many {unit} may be unavailable through voluntary disruptions (evictions); "
-                "used for a PodDisruptionBudget."
+                f"How many {unit} may be unavailable through voluntary disruptions (evictions): "
+                "an integer counts role instances (a pod group counts once), a percent counts pods. "
+                "Becomes a PodDisruptionBudget per role."
             )
         },
         "Disruption budget.",
@@ -318,7 +319,7 @@ def role() -> Schema:
             ),
             "stateful": _bool("Instance i is a fixed slot with a stable name and index."),
             "template": template,
-            "disruptionTolerance": disruption_tolerance("pods of this role"),
+            "disruptionTolerance": disruption_tolerance("instances of this role"),
             "podRecoveryPolicy": _string(
                 "ReplaceUnhealthy replaces a failed pod of a group; Recreate recreates the whole group.",
                 enum=["ReplaceUnhealthy", "Recreate"],
@@ -461,7 +462,7 @@ def storm_service_spec() -> Schema:
             ),
             "paused": _bool("Stops rollouts; scaling goes on."),
             "progressDeadlineSeconds": _int32("Accepted for AIBrix manifests; unused.", minimum=0),
-            "disruptionTolerance": disruption_tolerance("pods of each role"),
+            "disruptionTolerance": disruption_tolerance("instances of each role, across all RoleSets,"),
         },
         "Desired state of the StormService.",
         required=["selector", "template"],
