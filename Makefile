@@ -62,7 +62,7 @@ run: install controlplane ## local cluster + CRDs + controller + samples/prefill
 
 .PHONY: bench
 bench: install ## speed and memory benchmarks of the runtime hot paths
-	$(PY) -m bench
+	$(PY) -m bench --check
 
 .PHONY: clean
 clean: cluster-down ## stop the cluster and remove the virtualenv
