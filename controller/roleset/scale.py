@@ -11,7 +11,7 @@ One pass over a role does, in order:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from controller.roleset.instances import Instance, PodInfo, RoleParams, RoleView, slot_map
@@ -134,6 +134,22 @@ def plan_role(
     return plan
 
 
+def _delete_within_budget(
+    plan: RolePlan, order: Sequence[Instance], excess: int, ready: int, min_ready: int
+) -> None:
+    """Delete up to `excess` instances in `order` for scale-down, skipping ready ones whose loss
+    would take the ready count below `min_ready`."""
+    for inst in order:
+        if excess == 0:
+            break
+        if inst.ready:
+            if ready - 1 < min_ready:
+                continue
+            ready -= 1
+        _delete_instance(plan, inst, "scale-down")
+        excess -= 1
+
+
 def _plan_stateless(
     plan: RolePlan, role: RoleParams, view: RoleView, gate: Gate, inplace: bool, eligible: frozenset[str]
 ) -> None:
@@ -152,15 +168,7 @@ def _plan_stateless(
             _removal_order(live),
             key=lambda i: kinds[i.key] != "outdated",  # stable: outdated first, keeps the rest
         )
-        for inst in order:
-            if excess == 0:
-                break
-            if inst.ready:
-                if ready - 1 < min_ready:
-                    continue
-                ready -= 1
-            _delete_instance(plan, inst, "scale-down")
-            excess -= 1
+        _delete_within_budget(plan, order, excess, ready, min_ready)
         plan.scaled = True
         return
     if len(live) < n:
@@ -302,15 +310,7 @@ def _plan_unslotted(
     max_live = n + (role.surge if gate.allowed else 0)
     if live > max_live:
         excess = live - max_live
-        for inst in order:
-            if excess == 0:
-                break
-            if inst.ready:
-                if ready - 1 < min_ready:
-                    continue
-                ready -= 1
-            _delete_instance(plan, inst, "scale-down")
-            excess -= 1
+        _delete_within_budget(plan, order, excess, ready, min_ready)
         plan.scaled = True
         return
     if not gate.allowed:
