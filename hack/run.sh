@@ -79,4 +79,8 @@ else
 fi
 echo "run: controller running (pid ${controller_pid}); Ctrl-C to stop. In another shell:" >&2
 "${PY}" hack/localcluster.py env --dir "${CLUSTER_DIR}" >&2
+cat >&2 <<'HINT'
+kubectl get storm,rolesets,pods                   # watch it (add -w to follow)
+kubectl scale storm/llama-pd --replicas=3         # scale through the scale subresource
+HINT
 wait "${controller_pid}"
