@@ -522,6 +522,9 @@ class StormServiceSync:
         template = spec.get("template") or {}
         selector = LabelSelector.model_validate(spec.get("selector") or {}, context={LENIENT: True})
 
+        # Checked before the cache is read: the awaits below let the informer deliver events, and
+        # a creation observed then satisfies the expectations without being in `owned`.
+        satisfied = self.expectations.satisfied(key)
         owned = await self._claim_rolesets(obj, selector)
         revs = await self._sync_revisions(obj, await self._claim_revisions(obj))
         update_name, current_name = revision_name(revs.update), revision_name(revs.current)
@@ -533,7 +536,7 @@ class StormServiceSync:
         try:
             await self._sync_service(key, obj)
             stale = [v.name for v in views if self.fence.is_stale(v.obj)]
-            if not self.expectations.satisfied(key) or stale:
+            if not satisfied or stale:
                 log.debug("waiting for the cache", pending=self.expectations.pending(key), stale=stale)
                 requeue = WAIT_FOR_CACHE_REQUEUE_SECONDS
             elif not selector.matches(dict((template.get("metadata") or {}).get("labels") or {})):

@@ -739,3 +739,43 @@ async def test_role_replicas_and_template_change_together_in_place() -> None:
         for rs in env.rolesets():
             assert image_of(rs) == "prefill:v2"
             assert rs["spec"]["roles"][0]["replicas"] == 3
+
+
+async def test_expectations_are_checked_before_reading_the_cache() -> None:
+    """The cache is read first and the awaits of the pass (headless Service, revisions) let the
+    informer deliver events: a creation observed during them satisfies the expectations, but the
+    RoleSets the pass already read do not include it. Acting on them would create a duplicate."""
+    async with Env() as env:
+        key = f"{NS}/llm"
+        env.seed(STORMSERVICES, storm(replicas=1))
+        await converge(env)
+        [a] = env.rolesets()
+        await env.client.delete(SERVICES, NS, "llm")  # the next pass awaits a Service create
+        await env.settle()
+
+        def scale(spec: dict[str, Any]) -> None:
+            spec["replicas"] = 2
+
+        await env.edit(scale)
+        await env.settle()
+        # An earlier pass created RoleSet b; the cache has not shown it yet.
+        env.ctrl.expectations.expect_creations(key, 1)
+        b = env.copy(a)
+        b["metadata"] = {
+            k: v for k, v in a["metadata"].items() if k not in ("uid", "resourceVersion", "creationTimestamp")
+        }
+        b["metadata"]["name"] = "llm-roleset-bbbbb"
+        b["metadata"]["annotations"] = {**a["metadata"]["annotations"], f"{P}roleset-index": "1"}
+        create = env.client.create
+
+        async def create_then_deliver(resource: Any, namespace: str | None, body: Obj) -> Obj:
+            if resource == SERVICES:
+                env.client.seed(ROLESETS, b)
+                await env.settle()  # the informer delivers b: the creation is observed
+            return await create(resource, namespace, body)
+
+        env.client.create = create_then_deliver  # type: ignore[method-assign]
+        await env.ctrl.sync(key)
+        env.client.create = create  # type: ignore[method-assign]
+        await env.settle()
+        assert len(env.rolesets(live_only=True)) == 2
