@@ -30,6 +30,16 @@ def group_name(roleset: str, role: str, template_hash: str, index: int) -> str:
     return shorten(f"{roleset}-{role}", f"-{template_hash}-{index}")
 
 
+def group_hash(roleset: str, role: str, group: str, index: int) -> str | None:
+    """The template hash group `group` (slot `index`) was named with, or None when `group` is
+    not a name `group_name` gives. The tail `-<hash>-<i>` survives shortening."""
+    parts = group.rsplit("-", 2)
+    if len(parts) != 3 or parts[2] != str(index):
+        return None
+    h = parts[1]
+    return h if h and group_name(roleset, role, h, index) == group else None
+
+
 def stateful_pod_name(roleset: str, role: str, template_hash: str, index: int) -> str:
     return group_name(roleset, role, template_hash, index)
 

@@ -59,14 +59,21 @@ class PodSpecInputs:
     scheduler_labels: Mapping[str, str] = field(default_factory=dict)
     scheduler_annotations: Mapping[str, str] = field(default_factory=dict)
     affinity: tuple[str, Obj] | None = None
+    # The hash pod and group names carry, when it is not `template_hash`: a member replaced in a
+    # group that was updated in place keeps the group's names.
+    name_hash: str | None = None
+
+    @property
+    def names_hash(self) -> str:
+        return self.name_hash or self.template_hash
 
 
 def pod_name(rs: RoleSetInfo, spec: PodSpecInputs, index: int | None, member: int | None) -> str | None:
     """The fixed name of a stateful or grouped pod; None for stateless pods (generateName)."""
     if member is not None and index is not None:
-        return naming.member_pod_name(rs.name, spec.role, spec.template_hash, index, member)
+        return naming.member_pod_name(rs.name, spec.role, spec.names_hash, index, member)
     if index is not None:
-        return naming.stateful_pod_name(rs.name, spec.role, spec.template_hash, index)
+        return naming.stateful_pod_name(rs.name, spec.role, spec.names_hash, index)
     return None
 
 
@@ -89,8 +96,8 @@ def builtin_env(rs: RoleSetInfo, spec: PodSpecInputs, index: int | None, member:
     if index is not None:
         env.append({"name": L.ENV_ROLE_REPLICA_INDEX, "value": str(index)})
     if member is not None and index is not None:
-        group = naming.group_name(rs.name, spec.role, spec.template_hash, index)
-        leader = naming.member_pod_name(rs.name, spec.role, spec.template_hash, index, 0)
+        group = naming.group_name(rs.name, spec.role, spec.names_hash, index)
+        leader = naming.member_pod_name(rs.name, spec.role, spec.names_hash, index, 0)
         env += [
             {"name": L.ENV_PODSET_NAME, "value": group},
             {"name": L.ENV_POD_GROUP_INDEX, "value": str(member)},
@@ -136,7 +143,7 @@ def render_pod(
         anns[L.ROLE_REPLICA_INDEX_ANNOTATION] = str(index)
     if member is not None and index is not None:
         lbls[L.POD_GROUP_INDEX_LABEL] = str(member)
-        lbls[L.PODSET_NAME_LABEL] = naming.group_name(rs.name, spec.role, spec.template_hash, index)
+        lbls[L.PODSET_NAME_LABEL] = naming.group_name(rs.name, spec.role, spec.names_hash, index)
         anns[L.POD_GROUP_SIZE_ANNOTATION] = str(spec.group_size)
     lbls.update(spec.scheduler_labels)
     anns.update(spec.scheduler_annotations)

@@ -22,6 +22,9 @@ class CreatePod:
     index: int | None
     member: int | None
     reason: str
+    # The existing group a missing member joins (its key): the member takes that group's names,
+    # which carry the hash the group was created with (an in-place update keeps them).
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +129,7 @@ def plan_role(
         plan.deletes.append(DeletePod(pod, reason))
     for inst, member in view.missing_members:
         if inst.index is not None and (inst.index, member) not in view.taken:
-            plan.creates.append(CreatePod(inst.index, member, "missing-member"))
+            plan.creates.append(CreatePod(inst.index, member, "missing-member", group=inst.key))
     if role.slotted:
         _plan_slotted(plan, role, view, gate, inplace, inplace_eligible)
     else:

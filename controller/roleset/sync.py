@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -291,20 +292,28 @@ class RoleSetSync:
             role_sched=role_sched,
         )
 
-    def _inputs_for(self, info: RoleSetInfo, ctx: RoleCtx, index: int | None) -> PodSpecInputs:
-        if ctx.role_sched is None or index is None:
+    def _inputs_for(
+        self, info: RoleSetInfo, ctx: RoleCtx, index: int | None, group: str | None = None
+    ) -> PodSpecInputs:
+        """The inputs of a pod in slot `index`; `group`: the existing group a replacement member
+        joins, whose names it takes."""
+        if index is None:
             return ctx.inputs
-        group = naming.group_name(info.name, ctx.spec.name, ctx.params.target_hash, index)
-        lbls, anns = pod_group_keys(ctx.role_sched[0], group)
-        return PodSpecInputs(
-            role=ctx.inputs.role,
-            template=ctx.inputs.template,
-            template_hash=ctx.inputs.template_hash,
-            group_size=ctx.inputs.group_size,
-            stateful=ctx.inputs.stateful,
-            scheduler_labels=lbls,
-            scheduler_annotations=anns,
-            affinity=ctx.inputs.affinity,
+        name_hash = None
+        if group is not None:
+            found = naming.group_hash(info.name, ctx.spec.name, group, index)
+            if found is not None and found != ctx.params.target_hash:
+                name_hash = found
+        if ctx.role_sched is None and name_hash is None:
+            return ctx.inputs
+        lbls, anns = dict(ctx.inputs.scheduler_labels), dict(ctx.inputs.scheduler_annotations)
+        if ctx.role_sched is not None:
+            group_name = naming.group_name(
+                info.name, ctx.spec.name, name_hash or ctx.params.target_hash, index
+            )
+            lbls, anns = pod_group_keys(ctx.role_sched[0], group_name)
+        return dataclasses.replace(
+            ctx.inputs, scheduler_labels=lbls, scheduler_annotations=anns, name_hash=name_hash
         )
 
     def _stale(self, owned: Iterable[Obj]) -> bool:
@@ -496,14 +505,21 @@ class RoleSetSync:
 
         async def one(i: int) -> None:
             ctx, c = creates[i]
-            body = render_pod(info, self._inputs_for(info, ctx, c.index), c.index, c.member)
+            body = render_pod(info, self._inputs_for(info, ctx, c.index, c.group), c.index, c.member)
             try:
                 await self.control.create(PODS, info.namespace, body)
-            except AlreadyExists:
-                # Someone (an earlier pass whose pod is still leaving) holds the name; its
-                # deletion event brings us back.
+            except AlreadyExists as err:
                 self.expectations.lower_expectations(key, adds=1)
-                return
+                name = body["metadata"].get("name", "")
+                held = self.pods.get(f"{info.namespace}/{name}")
+                if held is not None and is_controlled_by(held, info.uid):
+                    # Our own pod, still leaving: its deletion event brings us back.
+                    return
+                # Someone else's pod holds the name: no event of ours will free it.
+                self.recorder.event(
+                    obj, WARNING, L.EVENT_FAILED_CREATE, f"create pod {name} for role {ctx.spec.name}: {err}"
+                )
+                raise
             except ServerError as err:
                 if err.code not in (0, 504):
                     # A timeout may still have created it: keep expecting it (it expires).

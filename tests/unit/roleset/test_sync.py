@@ -452,3 +452,61 @@ async def test_failed_delete_is_not_counted(h: Harness) -> None:
     assert deleted_total("mfail", "scale-down") == before
     await h.converge()
     assert deleted_total("mfail", "scale-down") - before == 1
+
+
+async def test_lost_member_of_an_in_place_updated_group_rejoins_its_group(h: Harness) -> None:
+    """A group updated in place keeps its names (they carry the old hash); a member lost later
+    is replaced under the group's own name, group label and leader, not as a new group."""
+    strategy = {"type": "InPlaceIfPossible", "maxUnavailable": 1}
+    h.create(roleset(roles=[role("worker", replicas=1, podGroupSize=2, updateStrategy=strategy)]))
+    await h.converge()
+    before = {p["metadata"]["name"]: p for p in h.pods()}
+    (group,) = {p["metadata"]["labels"][L.PODSET_NAME_LABEL] for p in before.values()}
+    h.update_spec(lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("image", "img:2"))
+    new_hash = template_hash(h.get()["spec"]["roles"][0]["template"])
+    for _ in range(10):
+        await h.sync()
+        for p in h.pods():
+            if p["metadata"]["annotations"].get(L.INPLACE_TARGET_HASH_ANNOTATION):
+                h.set_ready(p, image_id="id-new-" + p["metadata"]["name"])
+    assert {p["metadata"]["name"] for p in h.pods()} == set(before)
+    assert all(p["metadata"]["labels"][L.ROLE_TEMPLATE_HASH_LABEL] == new_hash for p in h.pods())
+
+    lost = next(p for p in before.values() if p["metadata"]["labels"][L.POD_GROUP_INDEX_LABEL] == "1")
+    await h.client.delete(PODS, NS, lost["metadata"]["name"])
+    await h.converge()
+    pods = {p["metadata"]["name"]: p for p in h.pods()}
+    assert set(pods) == set(before), "the member comes back under its group's name"
+    back = pods[lost["metadata"]["name"]]
+    assert back["metadata"]["uid"] != lost["metadata"]["uid"]
+    assert back["metadata"]["labels"][L.PODSET_NAME_LABEL] == group
+    assert back["metadata"]["labels"][L.ROLE_TEMPLATE_HASH_LABEL] == new_hash
+    assert back["spec"]["containers"][0]["image"] == "img:2"
+    env = {e["name"]: e.get("value") for e in back["spec"]["containers"][0]["env"]}
+    leader = next(p for p in before.values() if p["metadata"]["labels"][L.POD_GROUP_INDEX_LABEL] == "0")
+    assert env[L.ENV_PODSET_NAME] == group
+    assert env[L.ENV_LEADER_ADDRESS].split(".")[0] == leader["metadata"]["name"]
+
+
+async def test_name_held_by_a_pod_of_another_owner_is_reported(h: Harness) -> None:
+    """A fixed pod name taken by someone else's pod never frees itself by an event of ours:
+    the failed create must show in ReplicaFailure and back off, not be dropped silently."""
+    from controller.roleset import naming
+
+    spec_role = role("decode", replicas=1, stateful=True)
+    h.create(roleset(roles=[spec_role]))
+    await h.settle()
+    name = naming.stateful_pod_name("rs", "decode", template_hash(spec_role["template"]), 0)
+    h.client.seed(
+        PODS,
+        {"metadata": {"name": name, "namespace": NS}, "spec": {"containers": [{"name": "c", "image": "i"}]}},
+    )
+    # Not labelled for us, so never in our cache: sync without waiting for it to show.
+    with pytest.raises(SyncError):
+        await h.ctrl.sync(f"{NS}/rs")
+    failure = h.condition("ReplicaFailure")
+    assert failure is not None and failure["reason"] == "FailedCreate", failure
+    assert name in failure.get("message", "")
+    assert "FailedCreate" in h.recorder.reasons()
+    assert h.ctrl.expectations.satisfied(f"{NS}/rs")
+
