@@ -33,12 +33,19 @@ ObjectAction = Callable[[Obj], Awaitable[None]]
 CanAdoptFunc = Callable[[], Awaitable[None]]
 
 
-def controller_ref(obj: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The ownerReference with controller=true, if any."""
+def controller_ref_of(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The ownerReference with controller=true, if any, not copied (client-go's
+    GetControllerOfNoCopy): for indexers and event handlers, which only read it."""
     for ref in obj.get("metadata", {}).get("ownerReferences") or ():
         if ref.get("controller"):
-            return dict(ref)
+            return ref  # type: ignore[no-any-return]
     return None
+
+
+def controller_ref(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ownerReference with controller=true, if any (a copy)."""
+    ref = controller_ref_of(obj)
+    return None if ref is None else dict(ref)
 
 
 def new_controller_ref(owner: Mapping[str, Any], api_version: str, kind: str) -> dict[str, Any]:

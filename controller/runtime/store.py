@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 from controller.runtime.client import Obj, object_key
+from controller.runtime.controllerref import controller_ref as controller_ref
+from controller.runtime.controllerref import controller_ref_of
 
 IndexFunc = Callable[[Obj], list[str]]
 
@@ -26,18 +27,8 @@ def namespace_index(obj: Obj) -> list[str]:
 
 def controller_uid_index(obj: Obj) -> list[str]:
     """The uid of the ownerReference with controller=true, if any."""
-    for ref in obj.get("metadata", {}).get("ownerReferences") or ():
-        if ref.get("controller") and ref.get("uid"):
-            return [str(ref["uid"])]
-    return []
-
-
-def controller_ref(obj: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The ownerReference with controller=true, if any."""
-    for ref in obj.get("metadata", {}).get("ownerReferences") or ():
-        if ref.get("controller"):
-            return dict(ref)
-    return None
+    ref = controller_ref_of(obj)
+    return [str(ref["uid"])] if ref is not None and ref.get("uid") else []
 
 
 def strip_object(obj: Obj) -> Obj:

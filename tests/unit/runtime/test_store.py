@@ -124,3 +124,18 @@ def test_strip_object_drops_managed_fields_only() -> None:
 def test_controller_uid_index_ignores_malformed_refs() -> None:
     assert controller_uid_index({"metadata": {"ownerReferences": [{"controller": True}]}}) == []
     assert controller_uid_index({"metadata": {}}) == []
+
+
+def test_one_controller_ref_serves_the_store_and_controllerref() -> None:
+    from controller.runtime import controllerref, store
+
+    assert store.controller_ref is controllerref.controller_ref
+    cases: list[Obj] = [
+        {"metadata": {}},
+        {"metadata": {"ownerReferences": [{"uid": "u1", "controller": False}]}},
+        {"metadata": {"ownerReferences": [{"uid": "u1"}, {"uid": "u2", "controller": True}]}},
+        pod("a", owner="u3"),
+    ]
+    for obj in cases:
+        ref = controllerref.controller_ref(obj)
+        assert controller_uid_index(obj) == ([] if ref is None else [ref["uid"]])
