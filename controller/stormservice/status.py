@@ -86,25 +86,31 @@ def get_condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any] | 
 
 
 def role_statuses(rolesets: Sequence[RoleSetView], update_revision: str) -> list[Obj]:
-    """Per role, summed over the StormService's RoleSets, in pods (instances for grouped roles).
+    """Per role, summed over the StormService's RoleSets, in pods: a RoleSet counts a grouped
+    role in instances, so those counts are multiplied by the role's podGroupSize.
     The updated counts come only from RoleSets of the update revision whose status is current:
     an old RoleSet's pods are "updated" only to its own, outdated spec (the reference summed spec
     replicas here)."""
     sums: dict[str, Obj] = {}
     for rs in rolesets:
         counts_updated = rs.revision == update_revision and status_is_fresh(rs.obj)
+        group_sizes = {
+            r.get("name"): max(1, int(r.get("podGroupSize") or 1))
+            for r in (rs.obj.get("spec") or {}).get("roles") or ()
+        }
         for role in (rs.obj.get("status") or {}).get("roles") or ():
             name = role.get("name")
             if not name:
                 continue
+            size = group_sizes.get(name, 1)
             acc = sums.setdefault(
                 name, {"name": name, **dict.fromkeys(ROLE_COUNT_FIELDS + ROLE_UPDATED_FIELDS, 0)}
             )
             for f in ROLE_COUNT_FIELDS:
-                acc[f] += int(role.get(f) or 0)
+                acc[f] += int(role.get(f) or 0) * size
             if counts_updated:
                 for f in ROLE_UPDATED_FIELDS:
-                    acc[f] += int(role.get(f) or 0)
+                    acc[f] += int(role.get(f) or 0) * size
     return [sums[name] for name in sorted(sums)]
 
 

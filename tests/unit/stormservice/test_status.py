@@ -282,3 +282,38 @@ def test_status_patch() -> None:
     assert status_patch({"a": 1}, {"a": 1}) is None
     assert status_patch(None, {"a": 1}) == {"status": {"a": 1}}
     assert status_patch({"a": 1, "legacy": 2}, {"a": 2}) == {"status": {"a": 2, "legacy": None}}
+
+
+@pytest.mark.parametrize(
+    ("group_size", "expected"),
+    [
+        pytest.param(None, (2, 1, 1, 2, 1), id="ungrouped-pods-as-reported"),
+        pytest.param(1, (2, 1, 1, 2, 1), id="group-of-one"),
+        pytest.param(4, (8, 4, 4, 8, 4), id="grouped-instances-times-group-size"),
+    ],
+)
+def test_role_statuses_count_pods_for_grouped_roles(
+    group_size: int | None, expected: tuple[int, int, int, int, int]
+) -> None:
+    """Spec section 4: a RoleSet counts a grouped role in instances, the StormService in pods."""
+    role: dict[str, Any] = {"name": "decode", "replicas": 2}
+    if group_size is not None:
+        role["podGroupSize"] = group_size
+    view = _rs_obj(
+        "a",
+        "new",
+        [
+            {
+                "name": "decode",
+                "replicas": 2,
+                "readyReplicas": 1,
+                "notReadyReplicas": 1,
+                "updatedReplicas": 2,
+                "updatedReadyReplicas": 1,
+            }
+        ],
+    )
+    view.obj["spec"] = {"roles": [role]}
+    [out] = role_statuses([view], "new")
+    fields = ("replicas", "readyReplicas", "notReadyReplicas", "updatedReplicas", "updatedReadyReplicas")
+    assert tuple(out[f] for f in fields) == expected
