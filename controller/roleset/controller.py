@@ -175,6 +175,12 @@ class RoleSetController:
     def _pod_updated(self, old: Obj, new: Obj) -> None:
         if _rv(old) == _rv(new):
             return
+        if old["metadata"].get("uid") != new["metadata"].get("uid"):
+            # Deleted and re-created under the same name while the informer was relisting: both
+            # happened, and expectations must see both, or the RoleSet waits for them to expire.
+            self._pod_deleted(old)
+            self._pod_added(new)
+            return
         if controller_ref(new) is None and (
             controller_ref(old) is not None or L.labels_of(old) != L.labels_of(new)
         ):

@@ -376,6 +376,19 @@ async def test_deleted_roleset_forgets_its_expectations(h: Harness) -> None:
     assert h.ctrl.expectations.pending(f"{NS}/rs") is None
 
 
+async def test_pod_recreated_under_the_same_name_counts_as_delete_and_create(h: Harness) -> None:
+    """A relist can deliver a deleted-and-recreated pod as one update with a new uid."""
+    h.create(roleset(roles=[role("worker", replicas=1, stateful=True)]))
+    await h.converge()
+    (pod,) = h.pods()
+    key, pod_key = f"{NS}/rs", f"{NS}/{pod['metadata']['name']}"
+    h.ctrl.expectations.expect_deletions(key, [pod_key])
+    h.ctrl.expectations.expect_creations(key, 1)
+    recreated = {**pod, "metadata": {**pod["metadata"], "uid": "new-uid", "resourceVersion": "999999"}}
+    h.ctrl._pod_updated(pod, recreated)
+    assert h.ctrl.expectations.satisfied(key)
+
+
 async def test_role_level_pod_groups_per_instance(h: Harness) -> None:
     from controller.roleset.scheduling import SCHEDULERS
 
