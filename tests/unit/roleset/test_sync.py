@@ -522,4 +522,3 @@ async def test_name_held_by_a_pod_of_another_owner_is_reported(h: Harness) -> No
     assert name in failure.get("message", "")
     assert "FailedCreate" in h.recorder.reasons()
     assert h.ctrl.expectations.satisfied(f"{NS}/rs")
-
