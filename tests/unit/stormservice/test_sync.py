@@ -779,3 +779,37 @@ async def test_expectations_are_checked_before_reading_the_cache() -> None:
         env.client.create = create  # type: ignore[method-assign]
         await env.settle()
         assert len(env.rolesets(live_only=True)) == 2
+
+
+async def test_deleting_a_roleset_already_gone_from_the_cache_expects_nothing() -> None:
+    """A RoleSet read at the start of the pass whose deletion the informer delivers during the
+    pass's awaits, before the pass deletes it: the delete finds nothing and no event will come,
+    so expecting that deletion would stall the StormService until the expectations expire."""
+    async with Env() as env:
+        key = f"{NS}/llm"
+        env.seed(STORMSERVICES, storm(replicas=2))
+        await converge(env)
+        victim = env.rolesets()[0]
+        env.report(victim, ready=False)  # not ready: the one a scale-down deletes
+        await env.client.delete(SERVICES, NS, "llm")  # the next pass awaits a Service create
+        await env.settle()
+
+        def scale(spec: dict[str, Any]) -> None:
+            spec["replicas"] = 1
+
+        await env.edit(scale)
+        await env.settle()
+        create = env.client.create
+
+        async def create_then_deliver(resource: Any, namespace: str | None, body: Obj) -> Obj:
+            if resource == SERVICES:
+                await env.client.delete(ROLESETS, NS, victim["metadata"]["name"])  # someone else
+                await env.settle()  # the informer delivers the deletion
+            return await create(resource, namespace, body)
+
+        env.client.create = create_then_deliver  # type: ignore[method-assign]
+        await env.ctrl.sync(key)
+        env.client.create = create  # type: ignore[method-assign]
+        await env.settle()
+        assert env.ctrl.expectations.satisfied(key), env.ctrl.expectations.pending(key)
+        assert len(env.rolesets(live_only=True)) == 1
