@@ -34,8 +34,9 @@ unit: install ## unit tests only (no cluster)
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 
 .PHONY: verify
-verify: install ## ruff, mypy --strict, import-linter layering, committed CRDs equal generated ones
-	$(VENV)/bin/ruff check apis controller tests e2e hack
+verify: install ## ruff (lint + format), mypy --strict, import-linter layering, committed CRDs equal generated ones
+	$(VENV)/bin/ruff check apis controller tests e2e hack bench conftest.py
+	$(VENV)/bin/ruff format --check apis controller tests e2e hack bench conftest.py
 	$(VENV)/bin/mypy --strict
 	$(VENV)/bin/lint-imports
 	$(PY) -m apis.crdgen --check

@@ -38,7 +38,7 @@ def shorten_name(head: str, tail: str, limit: int = MAX_OBJECT_NAME_LENGTH) -> s
         cut = head[:room].rstrip("-.")
         return f"{cut}-{digest}{tail}" if cut else f"{digest}{tail}"
     # The tail alone is too long (only for names from before admission limited them): keep its end.
-    return f"{digest}-{tail[-(limit - _DIGEST_LENGTH - 1):].lstrip('-.')}"
+    return f"{digest}-{tail[-(limit - _DIGEST_LENGTH - 1) :].lstrip('-.')}"
 
 
 def pdb_name(storm_service: str, role: str) -> str:

@@ -102,4 +102,3 @@ class FakeRoleSetControl:
     async def delete(self, roleset: Obj) -> None:
         self.actions.append(("delete", roleset["metadata"]["name"]))
         self._maybe_fail("delete")
-
