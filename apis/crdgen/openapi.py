@@ -37,7 +37,7 @@ import argparse
 import copy
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,20 +98,22 @@ def _ref_name(ref: str) -> str:
     return ref[len(_REF_PREFIX) :]
 
 
-def _refs(node: Any) -> Iterator[str]:
+def _refs(node: Any, to_name: Callable[[str], str]) -> Iterator[str]:
     if isinstance(node, dict):
         for key, value in node.items():
             if key == "$ref" and isinstance(value, str):
-                yield _ref_name(value)
+                yield to_name(value)
             else:
-                yield from _refs(value)
+                yield from _refs(value, to_name)
     elif isinstance(node, list):
         for item in node:
-            yield from _refs(item)
+            yield from _refs(item, to_name)
 
 
-def closure(schemas: dict[str, Any], root: str) -> list[str]:
-    """Names of every definition reachable from `root` (sorted)."""
+def closure(schemas: dict[str, Any], root: str, *, to_name: Callable[[str], str] = _ref_name) -> list[str]:
+    """Names of every definition reachable from `root` (sorted). `to_name` maps a `$ref` value to
+    a definition name: OpenAPI's "#/components/schemas/<name>" by default; our converted
+    definitions refer to each other by bare name."""
     seen: set[str] = set()
     stack = [root]
     while stack:
@@ -121,7 +123,7 @@ def closure(schemas: dict[str, Any], root: str) -> list[str]:
         if name not in schemas:
             raise OpenAPIError(f"definition {name!r} is referenced but missing")
         seen.add(name)
-        stack.extend(_refs(schemas[name]))
+        stack.extend(_refs(schemas[name], to_name))
     return sorted(seen)
 
 
@@ -215,33 +217,8 @@ def extract(openapi: dict[str, Any], root: str = ROOT) -> dict[str, Any]:
             _restore_list_map_key_defaults(schemas[name], conv, schemas, name)
             definitions[name] = conv
     # The reduced ObjectMeta no longer needs what only the full one referenced.
-    used = set(_reachable(definitions, root))
-    return {"root": root, "definitions": {n: definitions[n] for n in sorted(used)}}
-
-
-def _reachable(definitions: dict[str, Any], root: str) -> Iterator[str]:
-    seen: set[str] = set()
-    stack = [root]
-    while stack:
-        name = stack.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        yield name
-        for node in _walk_refs(definitions[name]):
-            stack.append(node)
-
-
-def _walk_refs(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "$ref" and isinstance(value, str):
-                yield value
-            else:
-                yield from _walk_refs(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _walk_refs(item)
+    used = closure(definitions, root, to_name=str)
+    return {"root": root, "definitions": {n: definitions[n] for n in used}}
 
 
 def inline(bundle: dict[str, Any], name: str | None = None) -> dict[str, Any]:
