@@ -30,7 +30,7 @@ from apis.v1alpha1 import constants as c
 from apis.v1alpha1.defaults import DEFAULT_REVISION_HISTORY_LIMIT
 from apis.v1alpha1.types import LENIENT, LabelSelector
 from controller.runtime.batch import slow_start_batch
-from controller.runtime.client import KubeClient, Obj, object_key
+from controller.runtime.client import KubeClient, Obj, PatchType, object_key
 from controller.runtime.controllerref import (
     ControllerRefManager,
     controller_ref,
@@ -657,16 +657,8 @@ class StormServiceSync:
             ops = role_replica_patch(v.obj, template)
             if not ops:
                 continue
-            try:
-                after = await self.control.patch(v.obj, ops, "json")
-            except NotFound:
+            if not await self._patch_roleset(obj, v, ops, "json", "scaling roles of"):
                 continue
-            except ApiError as err:
-                self.recorder.event(
-                    obj, WARNING, EVENT_FAILED_UPDATE, f"Error scaling roles of RoleSet {v.name}: {err}"
-                )
-                raise ReconcileFailure(EVENT_FAILED_UPDATE, err) from err
-            self.fence.wrote(v.obj, after)
             patched = True
             scaled = ", ".join(
                 f"{test['value']}={add['value']}" for test, add in zip(ops[::2], ops[1::2], strict=True)
@@ -734,21 +726,28 @@ class StormServiceSync:
         cached = self.rolesets.get(object_key(view.obj))
         return cached is not None and cached.get("metadata", {}).get("uid") == view.uid
 
+    async def _patch_roleset(
+        self, obj: Obj, v: RoleSetView, patch: Obj | list[Obj], patch_type: PatchType, doing: str
+    ) -> bool:
+        """Patch one of our RoleSets and fence the write; False when it is already gone. An API
+        error is reported on the StormService and ends the pass (the work queue backs off)."""
+        try:
+            after = await self.control.patch(v.obj, patch, patch_type)
+        except NotFound:
+            return False
+        except ApiError as err:
+            self.recorder.event(obj, WARNING, EVENT_FAILED_UPDATE, f"Error {doing} RoleSet {v.name}: {err}")
+            raise ReconcileFailure(EVENT_FAILED_UPDATE, err) from err
+        self.fence.wrote(v.obj, after)
+        return True
+
     async def _rewrite(self, obj: Obj, rolesets: Iterable[RoleSetView], target: Obj) -> None:
         for v in rolesets:
             patch = rewrite_patch(v.obj, target)
             if patch is None:
                 continue
-            try:
-                after = await self.control.patch(v.obj, patch, "merge")
-            except NotFound:
+            if not await self._patch_roleset(obj, v, patch, "merge", "updating"):
                 continue
-            except ApiError as err:
-                self.recorder.event(
-                    obj, WARNING, EVENT_FAILED_UPDATE, f"Error updating RoleSet {v.name}: {err}"
-                )
-                raise ReconcileFailure(EVENT_FAILED_UPDATE, err) from err
-            self.fence.wrote(v.obj, after)
             self.recorder.event(
                 obj,
                 NORMAL,
