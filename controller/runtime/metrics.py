@@ -74,6 +74,7 @@ WORKQUEUE_RETRIES = Counter(
 )
 
 # --- REST client (client-go tools/metrics names) ----------------------------------------------
+REST_CLIENT_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 REST_CLIENT_REQUESTS = Counter(
     "rest_client_requests_total",
     "Number of HTTP requests, partitioned by status code, method, and host.",
@@ -84,14 +85,14 @@ REST_CLIENT_REQUEST_DURATION = Histogram(
     "rest_client_request_duration_seconds",
     "Request latency in seconds. Broken down by verb and host.",
     ["verb", "host"],
-    buckets=(0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0),
+    buckets=REST_CLIENT_BUCKETS,
     registry=REGISTRY,
 )
 REST_CLIENT_RATE_LIMITER_DURATION = Histogram(
     "rest_client_rate_limiter_duration_seconds",
     "Client side rate limiter latency in seconds. Broken down by verb and host.",
     ["verb", "host"],
-    buckets=(0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0),
+    buckets=REST_CLIENT_BUCKETS,
     registry=REGISTRY,
 )
 API_WRITES = Counter(
