@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -605,23 +606,27 @@ def ready_instances(pods: dict[str, Obj]) -> int:
     return ready
 
 
-class ReadyMonitor:
-    """Follows a RoleSet's pods through a watch, so that no transition is missed between polls,
-    and records the fewest ready instances seen."""
+class PodFollower:
+    """Follows a RoleSet's pods through a watch from a list's resourceVersion, so that no
+    transition is missed between polls; `on_change` sees the pods after every event."""
 
     def __init__(self, kube: Any, namespace: str, rs: str) -> None:
         self.kube, self.namespace, self.rs = kube, namespace, rs
         self.pods: dict[str, Obj] = {}
-        self.min_ready: int | None = None
+        self.uids: set[str] = set()  # of every pod seen
         self.events = 0
         self._task: asyncio.Task[None] | None = None
+
+    def on_change(self) -> None:
+        """Called once after the list and once after every watch event."""
 
     async def start(self) -> None:
         listed = await self.kube.list(
             PODS, self.namespace, label_selector=f"{L.ROLESET_NAME_LABEL}={self.rs}"
         )
         self.pods = {p["metadata"]["name"]: p for p in listed["items"]}
-        self.min_ready = ready_instances(self.pods)
+        self.uids.update(p["metadata"]["uid"] for p in listed["items"])
+        self.on_change()
         self._task = asyncio.create_task(self._run(listed["metadata"]["resourceVersion"]))
 
     async def _run(self, rv: str) -> None:
@@ -639,15 +644,52 @@ class ReadyMonitor:
                 self.pods.pop(obj["metadata"]["name"], None)
             else:
                 continue
+            self.uids.add(obj["metadata"]["uid"])
             self.events += 1
-            ready = ready_instances(self.pods)
-            self.min_ready = ready if self.min_ready is None else min(self.min_ready, ready)
+            self.on_change()
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+class ReadyMonitor(PodFollower):
+    """Records the fewest ready instances seen."""
+
+    min_ready: int | None = None
+
+    def on_change(self) -> None:
+        ready = ready_instances(self.pods)
+        self.min_ready = ready if self.min_ready is None else min(self.min_ready, ready)
+
+
+Sample = dict[str, tuple[int, int, int]]
+
+
+class RolloutRecorder(PodFollower):
+    """Records, after every pod event, (updated, updated-ready, total) live pods per role, where
+    "updated" means carrying the role's target template hash."""
+
+    def __init__(self, kube: Any, namespace: str, rs: str, targets: dict[str, str]) -> None:
+        super().__init__(kube, namespace, rs)
+        self.targets = targets
+        self.samples: list[Sample] = []
+
+    def on_change(self) -> None:
+        sample = {r: (0, 0, 0) for r in self.targets}
+        for p in self.pods.values():
+            r = p["metadata"]["labels"].get(L.ROLE_NAME_LABEL)
+            if r not in sample or p["metadata"].get("deletionTimestamp"):
+                continue
+            updated, updated_ready, total = sample[r]
+            if pod_hash(p) == self.targets[r]:
+                updated += 1
+                updated_ready += int(is_ready(p))
+            sample[r] = (updated, updated_ready, total + 1)
+        if not self.samples or self.samples[-1] != sample:
+            self.samples.append(sample)
 
 
 async def test_switch_to_stateful_then_grouped_respects_max_unavailable(
@@ -694,20 +736,20 @@ async def test_switch_to_stateful_then_grouped_respects_max_unavailable(
 # rollouts across roles
 
 
-async def _record_rollout(
-    api: Api, name: str, roles: list[str], targets: dict[str, str], stop: asyncio.Event
-) -> list[dict[str, tuple[int, int, int]]]:
-    """Samples (updated, updated-ready, total) pods per role until `stop`."""
-    samples: list[dict[str, tuple[int, int, int]]] = []
-    while not stop.is_set():
-        sample = {}
-        for r in roles:
-            ps = await api.pods(name, r)
-            upd = [p for p in ps if pod_hash(p) == targets[r]]
-            sample[r] = (len(upd), sum(1 for p in upd if is_ready(p)), len(ps))
-        samples.append(sample)
-        await asyncio.sleep(0.05)
-    return samples
+async def record_rollout(kube: Any, namespace: str, api: Api, name: str) -> RolloutRecorder:
+    """Starts following `name`'s pods, then bumps every role's image; the recorder has seen the
+    pods before the change, so it misses none of the rollout's steps."""
+    obj = await api.get(name)
+    bumped = copy.deepcopy(obj["spec"])
+    _bump_all(bumped)
+    targets = {r["name"]: template_hash(r["template"]) for r in bumped["roles"]}
+    recorder = RolloutRecorder(kube, namespace, name, targets)
+    await recorder.start()
+    await api.patch_spec(name, _bump_all)
+    assert targets == {
+        r["name"]: template_hash(r["template"]) for r in (await api.get(name))["spec"]["roles"]
+    }, "the server changed the bumped template (defaults?)"
+    return recorder
 
 
 def _bump_all(spec: dict[str, Any]) -> None:
@@ -715,7 +757,9 @@ def _bump_all(spec: dict[str, Any]) -> None:
         r["template"]["spec"]["containers"][0]["image"] = IMAGE_V2
 
 
-async def test_sequential_rollout_honours_upgrade_order(controller: Controller, api: Api) -> None:
+async def test_sequential_rollout_honours_upgrade_order(
+    controller: Controller, api: Api, kube: Any, namespace: str
+) -> None:
     roles = [
         role("decode", replicas=2, upgradeOrder=2),
         role("prefill", replicas=2, upgradeOrder=1),
@@ -723,18 +767,14 @@ async def test_sequential_rollout_honours_upgrade_order(controller: Controller, 
     ]
     await api.create(roleset("seq", roles))
     await eventually(lambda: settled(api, "seq", {"decode": 2, "prefill": 2, "router": 1}), "ready")
-    await api.patch_spec("seq", _bump_all)
-    obj = await api.get("seq")
-    targets = {r["name"]: template_hash(r["template"]) for r in obj["spec"]["roles"]}
-    stop = asyncio.Event()
-    recorder = asyncio.create_task(
-        _record_rollout(api, "seq", ["prefill", "decode", "router"], targets, stop)
-    )
-    await eventually(
-        lambda: settled(api, "seq", {"decode": 2, "prefill": 2, "router": 1}), "rolled out", timeout=120
-    )
-    stop.set()
-    samples = await recorder
+    recorder = await record_rollout(kube, namespace, api, "seq")
+    try:
+        await eventually(
+            lambda: settled(api, "seq", {"decode": 2, "prefill": 2, "router": 1}), "rolled out", timeout=120
+        )
+    finally:
+        await recorder.stop()
+    samples = recorder.samples
     order = ["prefill", "decode", "router"]  # upgradeOrder 1, 2, then unset
     for s in samples:
         for i, later in enumerate(order[1:], start=1):
@@ -742,47 +782,49 @@ async def test_sequential_rollout_honours_upgrade_order(controller: Controller, 
                 for earlier in order[:i]:
                     n = {"prefill": 2, "decode": 2, "router": 1}[earlier]
                     assert s[earlier][1] >= n, f"{later} changed before {earlier} was updated and ready: {s}"
-    assert any(s["prefill"][0] > 0 and s["decode"][0] == 0 for s in samples), "prefill rolled first"
+    assert any(s["prefill"][0] > 0 and s["decode"][0] == 0 for s in samples), (
+        f"prefill rolled first: {samples}"
+    )
+    assert samples[-1] == {"prefill": (2, 2, 2), "decode": (2, 2, 2), "router": (1, 1, 1)}, samples[-1]
 
 
-async def test_interleave_rollout_lock_step(controller: Controller, api: Api) -> None:
+async def test_interleave_rollout_lock_step(
+    controller: Controller, api: Api, kube: Any, namespace: str
+) -> None:
     roles = [role("a", replicas=4), role("b", replicas=4)]
     await api.create(roleset("il", roles, updateStrategy="Interleave"))
     await eventually(lambda: settled(api, "il", {"a": 4, "b": 4}), "ready")
-    await api.patch_spec("il", _bump_all)
-    obj = await api.get("il")
-    targets = {r["name"]: template_hash(r["template"]) for r in obj["spec"]["roles"]}
-    stop = asyncio.Event()
-    recorder = asyncio.create_task(_record_rollout(api, "il", ["a", "b"], targets, stop))
-    await eventually(lambda: settled(api, "il", {"a": 4, "b": 4}), "rolled out", timeout=120)
-    stop.set()
-    samples = await recorder
+    recorder = await record_rollout(kube, namespace, api, "il")
+    try:
+        await eventually(lambda: settled(api, "il", {"a": 4, "b": 4}), "rolled out", timeout=120)
+    finally:
+        await recorder.stop()
+    samples = recorder.samples
     # Step length max(1, 0 + 1) = 1: a role never has more than one updated pod beyond the
     # other's updated-and-ready count.
     for s in samples:
         assert s["a"][0] <= s["b"][1] + 1 and s["b"][0] <= s["a"][1] + 1, f"not in lock-step: {s}"
-    assert any(0 < s["a"][0] < 4 and 0 < s["b"][0] < 4 for s in samples), "both roles advanced together"
-
-
-async def test_parallel_rollout(controller: Controller, api: Api) -> None:
-    roles = [role("a", replicas=2, upgradeOrder=1), role("b", replicas=2, upgradeOrder=2)]
-    await api.create(roleset("par", roles, updateStrategy="Parallel"))
-    await eventually(lambda: settled(api, "par", {"a": 2, "b": 2}), "ready")
-    await api.patch_spec("par", _bump_all)
-    obj = await api.get("par")
-    targets = {r["name"]: template_hash(r["template"]) for r in obj["spec"]["roles"]}
-    stop = asyncio.Event()
-    recorder = asyncio.create_task(_record_rollout(api, "par", ["a", "b"], targets, stop))
-    await eventually(lambda: settled(api, "par", {"a": 2, "b": 2}), "rolled out", timeout=120)
-    stop.set()
-    samples = await recorder
-    assert any(s["a"][0] > 0 and s["a"][1] < 2 and s["b"][0] > 0 for s in samples), (
-        "both roles rolled at once"
+    assert any(0 < s["a"][0] < 4 and 0 < s["b"][0] < 4 for s in samples), (
+        f"both roles advanced together: {samples}"
     )
 
 
+async def test_parallel_rollout(controller: Controller, api: Api, kube: Any, namespace: str) -> None:
+    roles = [role("a", replicas=2, upgradeOrder=1), role("b", replicas=2, upgradeOrder=2)]
+    await api.create(roleset("par", roles, updateStrategy="Parallel"))
+    await eventually(lambda: settled(api, "par", {"a": 2, "b": 2}), "ready")
+    recorder = await record_rollout(kube, namespace, api, "par")
+    try:
+        await eventually(lambda: settled(api, "par", {"a": 2, "b": 2}), "rolled out", timeout=120)
+    finally:
+        await recorder.stop()
+    samples = recorder.samples
+    # Parallel ignores upgradeOrder: b starts before a has finished.
+    assert any(s["a"][1] < 2 and s["b"][0] > 0 for s in samples), f"both roles rolled at once: {samples}"
+
+
 async def test_restart_mid_rollout_converges_without_extra_pods(
-    kubeconfig: str, namespace: str, crds: list[str], api: Api
+    kubeconfig: str, namespace: str, crds: list[str], api: Api, kube: Any
 ) -> None:
     c = Controller(kubeconfig, namespace)
     await c.start()
@@ -791,39 +833,22 @@ async def test_restart_mid_rollout_converges_without_extra_pods(
             roleset("rr", [role("w", replicas=4, updateStrategy={"maxSurge": 1, "maxUnavailable": 0})])
         )
         await eventually(lambda: settled(api, "rr", {"w": 4}), "ready")
-        uids: set[str] = {p["metadata"]["uid"] for p in await api.pods("rr", live=False)}
-        await api.patch_spec("rr", _bump_all)
-        target = template_hash((await api.get("rr"))["spec"]["roles"][0]["template"])
-        max_live = 0
-
-        async def partly() -> bool:
-            nonlocal max_live
-            ps = await api.pods("rr")
-            uids.update(p["metadata"]["uid"] for p in ps)
-            max_live = max(max_live, len(ps))
-            return 0 < sum(1 for p in ps if pod_hash(p) == target) < 4
-
-        await eventually(partly, "rollout under way", interval=0.02)
+        recorder = await record_rollout(kube, namespace, api, "rr")
+        await eventually(lambda: 0 < recorder.samples[-1]["w"][0] < 4, "rollout under way", interval=0.01)
     finally:
         await c.stop()
     c2 = Controller(kubeconfig, namespace)
     await c2.start()
     try:
-
-        async def done() -> bool:
-            nonlocal max_live
-            ps = await api.pods("rr")
-            uids.update(p["metadata"]["uid"] for p in ps)
-            max_live = max(max_live, len(ps))
-            return await settled(api, "rr", {"w": 4})
-
-        await eventually(done, "converged after restart", timeout=120, interval=0.05)
+        await eventually(lambda: settled(api, "rr", {"w": 4}), "converged after restart", timeout=120)
         await asyncio.sleep(2)
-        uids.update(p["metadata"]["uid"] for p in await api.pods("rr", live=False))
     finally:
         await c2.stop()
-    assert len(uids) == 8, f"4 old + 4 new pods, nothing more: {len(uids)}"
-    assert max_live <= 5, "never above replicas + maxSurge"
+        await recorder.stop()
+    assert recorder.samples[-1] == {"w": (4, 4, 4)}, recorder.samples[-1]
+    assert len(recorder.uids) == 8, f"4 old + 4 new pods, nothing more: {len(recorder.uids)}"
+    max_live = max(s["w"][2] for s in recorder.samples)
+    assert max_live <= 5, f"never above replicas + maxSurge: {recorder.samples}"
 
 
 # ---------------------------------------------------------------------------------------------
