@@ -22,6 +22,7 @@ TIMEOUT = 180
 def sample() -> dict[str, Any]:
     docs = [d for d in yaml.safe_load_all(SAMPLE.read_text()) if d]
     (storm,) = [d for d in docs if d["kind"] == "StormService"]
+    assert isinstance(storm, dict)
     return storm
 
 

@@ -146,9 +146,10 @@ def generate_pki(pki: Path) -> None:
     until = now + datetime.timedelta(days=365)
 
     def key_pem(key: Any) -> bytes:
-        return key.private_bytes(
+        pem: bytes = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
+        return pem
 
     def name(cn: str, org: str | None = None) -> x509.Name:
         attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]

@@ -22,6 +22,7 @@ external cluster), STORMSERVICE_CONTROLPLANE_BIN (prebuilt binaries directory).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
 import os
@@ -325,8 +326,8 @@ def crds(kubectl: Kubectl) -> list[str]:
 
     for name in names:
         plural, _, group = name.partition(".")
-        wait_until(lambda p=plural, g=group: discovered(p, g), 30, f"{name} in discovery")
-        wait_until(lambda n=name: listable(n), 30, f"{name} listable")
+        wait_until(functools.partial(discovered, plural, group), 30, f"{name} in discovery")
+        wait_until(functools.partial(listable, name), 30, f"{name} listable")
     return names
 
 
@@ -337,7 +338,7 @@ def crds(kubectl: Kubectl) -> list[str]:
 @pytest.fixture
 async def kube(kubeconfig: str) -> AsyncIterator[Any]:
     """The project's own async client (controller.runtime.client.create_client)."""
-    from controller.runtime.client import create_client  # type: ignore[attr-defined]
+    from controller.runtime.client import create_client
 
     client = await create_client(kubeconfig)
     try:
