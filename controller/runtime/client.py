@@ -7,6 +7,7 @@ controller never needs them. The concrete client (`ApiClient`) is below the prot
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import gc
 import os
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+import structlog
 
 from controller.runtime import metrics
 from controller.runtime.errors import (
@@ -299,6 +301,8 @@ _PATCH_CONTENT_TYPES: dict[str, str] = {
     "apply": "application/apply-patch+yaml",
 }
 
+log = structlog.get_logger(__name__)
+
 _Query = builtins.list[tuple[str, str]]
 
 
@@ -307,7 +311,10 @@ class ApiClient:
     auth, TLS) and the aiohttp session; requests and JSON decoding are ours (orjson, no models).
 
     Every request but watches passes the client-side token bucket and carries `request_timeout`.
-    No automatic retries: errors surface typed, and the work queue's backoff retries.
+    The only automatic retries are client-go's: a 429, or a 5xx with Retry-After (API Priority
+    and Fairness rejected the request before doing anything), is retried after the seconds the
+    server asks for, up to `max_retries` times. Every other error surfaces typed, and the work
+    queue's backoff retries.
     """
 
     def __init__(
@@ -320,6 +327,8 @@ class ApiClient:
         user_agent: str = "stormservice-controller",
         loader: Any = None,
         max_connections: int = 100,
+        max_retries: int = 10,
+        max_retry_after: float = 60.0,
     ) -> None:
         from kubernetes_asyncio.client.rest import RESTClientObject
 
@@ -333,6 +342,8 @@ class ApiClient:
         self.host = urlsplit(self._base_url).netloc or self._base_url
         self.limiter = TokenBucket(qps, burst)
         self.request_timeout = request_timeout
+        self.max_retries = max_retries
+        self.max_retry_after = max_retry_after
         self.user_agent = user_agent
         self._loader = loader
         self._extra: dict[str, Any] = {}
@@ -376,11 +387,13 @@ class ApiClient:
     ) -> Any:
         if write is not None:
             metrics.API_WRITES.labels(verb=write[0], resource=write[1]).inc()
-        waited = await self.limiter.wait()
-        metrics.REST_CLIENT_RATE_LIMITER_DURATION.labels(verb=method, host=self.host).observe(waited)
         timeout = aiohttp.ClientTimeout(total=self.request_timeout)
         url = self._base_url + path
-        for attempt in (0, 1):
+        refreshed = False
+        retries = 0
+        while True:
+            waited = await self.limiter.wait()
+            metrics.REST_CLIENT_RATE_LIMITER_DURATION.labels(verb=method, host=self.host).observe(waited)
             headers = await self._headers(content_type if body is not None else None)
             code_label = "<error>"
             start = time.monotonic()
@@ -398,11 +411,10 @@ class ApiClient:
                     code_label = str(resp.status)
                     if 200 <= resp.status < 300:
                         return decode_json(data) if data else {}
-                    if resp.status == 401 and attempt == 0 and await self._refresh_credentials():
+                    if resp.status == 401 and not refreshed and await self._refresh_credentials():
+                        refreshed = True
                         continue  # an exec/OIDC token expired: reload it and try once more
-                    raise error_from_response(resp.status, data, resp.headers.get("Retry-After"))
-            except ApiError:
-                raise
+                    error = error_from_response(resp.status, data, resp.headers.get("Retry-After"))
             except (aiohttp.ClientError, TimeoutError, OSError) as err:
                 raise _transport_error(err, f"{method} {path}") from err
             except orjson.JSONDecodeError as err:
@@ -412,7 +424,21 @@ class ApiClient:
                 metrics.REST_CLIENT_REQUEST_DURATION.labels(verb=method, host=self.host).observe(
                     time.monotonic() - start
                 )
-        raise AssertionError("unreachable")
+            delay = self._retry_delay(error)
+            if delay is None or retries >= self.max_retries:
+                raise error
+            retries += 1
+            metrics.REST_CLIENT_REQUEST_RETRIES.labels(code=code_label, verb=method, host=self.host).inc()
+            log.debug("retrying after the server's Retry-After", method=method, path=path, code=error.code,
+                      retry_after=delay, retry=retries)  # fmt: skip
+            await asyncio.sleep(delay)
+
+    def _retry_delay(self, error: ApiError) -> float | None:
+        """Seconds to wait before retrying, when the server asked for a retry (client-go's
+        checkWait: 429 or 5xx, with a Retry-After header); None when the error is final."""
+        if error.retry_after_seconds is None or not (error.code == 429 or error.code >= 500):
+            return None
+        return min(error.retry_after_seconds, self.max_retry_after)
 
     @staticmethod
     def _path(

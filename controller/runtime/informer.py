@@ -60,6 +60,10 @@ class FuncHandler:
 Handler = ResourceEventHandler | FuncHandler
 
 
+# A Retry-After longer than this is taken as a misbehaving server, not a schedule.
+MAX_RETRY_AFTER = 60.0
+
+
 def _rv_of(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
@@ -205,6 +209,10 @@ class Informer:
 
     async def _sleep_backoff(self, what: str, err: BaseException | None) -> None:
         delay = self._backoff.next_delay()
+        if isinstance(err, ApiError) and err.retry_after_seconds is not None:
+            # The server said when it can take us again (API Priority and Fairness); coming back
+            # sooner only earns another 429.
+            delay = max(delay, min(err.retry_after_seconds, MAX_RETRY_AFTER))
         error = None if err is None else str(err)
         error_type = None if err is None else type(err).__name__
         self._log.warning(what, error=error, error_type=error_type, retry_in=round(delay, 3))

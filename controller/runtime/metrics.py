@@ -95,6 +95,12 @@ REST_CLIENT_RATE_LIMITER_DURATION = Histogram(
     buckets=REST_CLIENT_BUCKETS,
     registry=REGISTRY,
 )
+REST_CLIENT_REQUEST_RETRIES = Counter(
+    "rest_client_request_retries_total",
+    "Number of request retries, partitioned by status code, verb, and host.",
+    ["code", "verb", "host"],
+    registry=REGISTRY,
+)
 API_WRITES = Counter(
     "stormservice_api_writes_total",
     "Write requests sent to the API server, by verb (create, update, patch, delete) and resource "

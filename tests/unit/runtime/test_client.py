@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,7 +127,8 @@ async def api(server: tuple[FakeApiServer, TestServer]) -> AsyncIterator[FakeApi
 async def client(server: tuple[FakeApiServer, TestServer]) -> AsyncIterator[ApiClient]:
     configuration = Configuration(host=base_url(server[1]))
     configuration.api_key = {"BearerToken": "Bearer s3cret"}
-    api_client = ApiClient(configuration, qps=1000, burst=1000, request_timeout=2)
+    # Retry-After is honoured up to 5 ms here, so that retried answers keep the tests fast.
+    api_client = ApiClient(configuration, qps=1000, burst=1000, request_timeout=2, max_retry_after=0.005)
     try:
         yield api_client
     finally:
@@ -181,8 +183,85 @@ async def test_status_codes_map_to_typed_errors(
         assert err.value.reason == reason
     if status == 429:
         assert err.value.retry_after_seconds == 3.0
+        assert len(api.seen) == 1 + client.max_retries, "a 429 with Retry-After is retried"
+    else:
+        assert len(api.seen) == 1, "no retry without Retry-After"
     if status == 502:
         assert "bad gateway" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "headers", "retried"),
+    [
+        (429, "TooManyRequests", {"Retry-After": "1"}, True),
+        (503, "ServiceUnavailable", {"Retry-After": "1"}, True),
+        (500, "InternalError", {"Retry-After": "0"}, True),
+        (429, "TooManyRequests", None, False),  # client-go retries only when the server says when
+        (503, "ServiceUnavailable", None, False),
+        (409, "Conflict", {"Retry-After": "1"}, False),  # not a throttling answer
+    ],
+)
+async def test_retry_after_is_honoured_then_succeeds(
+    api: FakeApiServer,
+    client: ApiClient,
+    status: int,
+    reason: str,
+    headers: dict[str, str] | None,
+    retried: bool,
+) -> None:
+    answers = [(status, status_body(status, reason, "busy")), (status, status_body(status, reason, "busy"))]
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if answers:
+            code, body = answers.pop(0)
+            return web.Response(
+                status=code, body=orjson.dumps(body), headers=headers, content_type="application/json"
+            )
+        return web.json_response({"metadata": {"name": "p"}})
+
+    api.on("POST", "/api/v1/namespaces/ns/pods", handler)
+    before = (
+        metrics.REGISTRY.get_sample_value(
+            "rest_client_request_retries_total", {"code": str(status), "verb": "POST", "host": client.host}
+        )
+        or 0.0
+    )
+    if retried:
+        assert await client.create(PODS, "ns", {"metadata": {"name": "p"}}) == {"metadata": {"name": "p"}}
+        assert len(api.seen) == 3
+        after = metrics.REGISTRY.get_sample_value(
+            "rest_client_request_retries_total", {"code": str(status), "verb": "POST", "host": client.host}
+        )
+        assert after == before + 2
+    else:
+        with pytest.raises(ApiError) as err:
+            await client.create(PODS, "ns", {"metadata": {"name": "p"}})
+        assert err.value.code == status
+        assert len(api.seen) == 1
+
+
+async def test_retry_after_waits_the_seconds_asked(server: tuple[FakeApiServer, TestServer]) -> None:
+    api, test_server = server
+    calls: list[float] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            return web.Response(
+                status=429,
+                body=orjson.dumps(status_body(429, "TooManyRequests")),
+                headers={"Retry-After": "1"},
+                content_type="application/json",
+            )
+        return web.json_response({"ok": True})
+
+    api.on("GET", POD_PATH, handler)
+    api_client = ApiClient(Configuration(host=base_url(test_server)), request_timeout=5)
+    try:
+        assert await api_client.get(PODS, "ns", "p") == {"ok": True}
+    finally:
+        await api_client.close()
+    assert calls[1] - calls[0] >= 0.95
 
 
 async def test_invalid_carries_causes(api: FakeApiServer, client: ApiClient) -> None:

@@ -241,6 +241,19 @@ async def test_transient_watch_errors_resume_from_last_rv_without_relist() -> No
     await stop(task)
 
 
+async def test_throttled_watch_and_list_wait_for_retry_after() -> None:
+    throttled = ApiError(code=429, reason="TooManyRequests", retry_after_seconds=0.3)
+    client = ScriptedClient(lists=[throttled, page(10)], watches=[[throttled]])
+    informer = new_informer(client)  # its own backoff is at most 10 ms
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    task = await run_until_idle(client, informer)
+    assert loop.time() - started >= 0.6, "two Retry-After waits of 0.3 s"
+    assert len(client.list_calls) == 2
+    assert [c["resource_version"] for c in client.watch_calls] == ["10", "10"]
+    await stop(task)
+
+
 async def test_other_watch_errors_relist_after_backoff() -> None:
     client = ScriptedClient(
         lists=[page(10, pod("a", 1)), page(11, pod("a", 1))],
