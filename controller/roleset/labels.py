@@ -75,6 +75,8 @@ EVENT_POD_GROUP_SYNCED = "PodGroupSynced"
 # Condition types and reasons.
 COND_READY = C.CONDITION_READY
 COND_PROGRESSING = C.CONDITION_PROGRESSING
+# Progressing=False: a role cannot roll on within its budget (the message says why and how).
+REASON_ROLLOUT_BLOCKED = "RolloutBlocked"
 COND_REPLICA_FAILURE = C.CONDITION_REPLICA_FAILURE
 COND_POD_GROUP_SYNCED = "PodGroupSynced"
 COND_TOPOLOGY_POLICY_APPLIED = "TopologyPolicyApplied"

@@ -49,6 +49,8 @@ class RolePlan:
     # Instances replaced by delete/create although the role asked for in-place updates.
     fallback: list[Instance] = field(default_factory=list)
     scaled: bool = False
+    # Why the rollout cannot go on within the role's budget (None: it can, or it is done).
+    blocked: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +268,13 @@ def _plan_slotted(
             if _names_collide(role, inst):
                 # Same template, other podGroupSize: the successor's member names are the
                 # predecessor's, so it cannot surge next to it; with no unavailable budget
-                # the slot waits rather than go below replicas - maxUnavailable.
+                # the slot waits rather than go below replicas - maxUnavailable, and says so.
+                if role.unavailable == 0:
+                    plan.blocked = (
+                        f"podGroupSize changed to {role.group_size}: a new group reuses its "
+                        "predecessor's pod names, so it cannot surge next to it, and maxUnavailable "
+                        "is 0; set maxUnavailable to 1 or more to let groups be replaced"
+                    )
                 break
             total += 1
             _create_instance(plan, role, i, "rollout-surge")

@@ -37,6 +37,7 @@ class Observations:
 
     failures: list[tuple[str, str]] = field(default_factory=list)  # (reason, message)
     stuck: list[str] = field(default_factory=list)  # pods whose in-place update missed its deadline
+    blocked: list[str] = field(default_factory=list)  # "role: why" for rollouts that cannot go on
     pod_group: CondSpec | None = None
     topology_missing: list[str] | None = None  # None: no topology policy
     acted: bool = False  # the pass created, deleted or patched something
@@ -79,6 +80,8 @@ def conditions_for(roles: Sequence[RoleCounts], obs: Observations) -> list[CondS
                 "in-place update not complete within the deadline: " + _short_list(obs.stuck),
             )
         )
+    elif obs.blocked:
+        conds.append(CondSpec(L.COND_PROGRESSING, "False", L.REASON_ROLLOUT_BLOCKED, "; ".join(obs.blocked)))
     elif rolling:
         conds.append(
             CondSpec(L.COND_PROGRESSING, "True", "RollingUpdate", "updating roles: " + ", ".join(rolling))

@@ -186,6 +186,9 @@ class RoleSetSync:
         else:
             log.debug("waiting for the cache", pending=self.expectations.pending(key))
             obs.pod_group = self._stored_condition(obj, L.COND_POD_GROUP_SYNCED)
+            progressing = self._stored_condition(obj, L.COND_PROGRESSING)
+            if progressing is not None and progressing.reason == L.REASON_ROLLOUT_BLOCKED:
+                obs.blocked.append(progressing.message)  # not re-planned in this pass
             requeue = self._inflight_requeue(roles, obs, act=False)
 
         counts = [RoleCounts(r.spec.name, r.params.replicas, progress(r.params, r.view)) for r in roles]
@@ -415,6 +418,8 @@ class RoleSetSync:
             deletes.extend((ctx.spec.name, d) for d in ctx.plan.deletes)
             creates.extend((ctx, c) for c in ctx.plan.creates)
             starts.extend((ctx, inst) for inst in ctx.plan.inplace)
+            if ctx.plan.blocked is not None:
+                obs.blocked.append(f"role {ctx.spec.name}: {ctx.plan.blocked}")
             for inst in ctx.plan.fallback:
                 why = ctx.ineligible.get(inst.key, "in-place update not possible")
                 self.recorder.event(

@@ -21,6 +21,7 @@ def summary(plan: RolePlan) -> dict[str, object]:
         "inplace": sorted(i.key for i in plan.inplace),
         "fallback": sorted(i.key for i in plan.fallback),
         "scaled": plan.scaled,
+        "blocked": plan.blocked is not None,
     }
 
 
@@ -37,6 +38,7 @@ class Case:
     inplace_keys: list[str] = field(default_factory=list)
     fallback: list[str] = field(default_factory=list)
     scaled: bool = False
+    blocked: bool = False
 
 
 def c(*names_reasons: tuple[str, str]) -> list[tuple[str, str]]:
@@ -436,6 +438,19 @@ GROUPED = [
         create=sorted([(0, m, "rollout") for m in range(3)]),
     ),
     Case(
+        "grouped: podGroupSize change with surge and unavailable budget uses the unavailable one",
+        params(2, group_size=3, surge=1, unavailable=1),
+        group(0, 2) + group(1, 2),
+        delete=c(("rs-worker-new-1-0", "rollout"), ("rs-worker-new-1-1", "rollout")),
+        create=sorted([(1, m, "rollout") for m in range(3)]),
+    ),
+    Case(
+        "grouped: a template change surges a whole group under new names",
+        params(2, group_size=2, surge=1, unavailable=0),
+        group(0, 2, hash_="old") + group(1, 2, hash_="old"),
+        create=[(1, 0, "rollout-surge"), (1, 1, "rollout-surge")],
+    ),
+    Case(
         "grouped: podGroupSize 2 -> 1 turns groups into single pods",
         params(1, group_size=1, stateful=True),
         group(0, 2),
@@ -573,9 +588,10 @@ SWITCH = [
         create=[(1, 0, "rollout"), (1, 1, "rollout"), (1, 2, "rollout")],
     ),
     Case(
-        "podGroupSize 2 -> 3 with surge only: same names, cannot surge, waits",
+        "podGroupSize 2 -> 3 with surge only: same names, cannot surge, waits and says why",
         params(2, group_size=3, surge=1, unavailable=0),
         group(0, 2) + group(1, 2),
+        blocked=True,
     ),
     Case(
         "podGroupSize and template change with surge only: new names, surges",
@@ -603,6 +619,7 @@ def test_plan_role(case: Case) -> None:
         "inplace": sorted(case.inplace_keys),
         "fallback": sorted(case.fallback),
         "scaled": case.scaled,
+        "blocked": case.blocked,
     }
 
 

@@ -353,6 +353,26 @@ async def test_grouped_role_creates_whole_groups(h: Harness) -> None:
     assert (status["replicas"], status["readyReplicas"]) == (2, 1)
 
 
+async def test_blocked_group_size_change_is_reported_then_unblocked(h: Harness) -> None:
+    strategy = {"maxSurge": 1, "maxUnavailable": 0}
+    h.create(roleset(roles=[role("worker", replicas=2, podGroupSize=2, updateStrategy=strategy)]))
+    await h.converge()
+    before = {p["metadata"]["uid"] for p in h.pods()}
+    h.update_spec(lambda s: s["roles"][0].__setitem__("podGroupSize", 3))
+    await h.converge()
+    assert {p["metadata"]["uid"] for p in h.pods()} == before, "no group was taken down"
+    cond = h.condition("Progressing")
+    assert cond is not None and (cond["status"], cond["reason"]) == ("False", "RolloutBlocked")
+    assert "role worker: podGroupSize changed to 3" in cond["message"]
+    assert "maxUnavailable" in cond["message"]
+    # Following the message's advice lets the rollout finish.
+    h.update_spec(lambda s: s["roles"][0]["updateStrategy"].__setitem__("maxUnavailable", 1))
+    await h.converge()
+    assert len(h.pods()) == 6
+    cond = h.condition("Progressing")
+    assert cond is not None and cond["reason"] != "RolloutBlocked"
+
+
 async def test_legacy_finalizer_removed_on_deletion(h: Harness) -> None:
     obj = roleset(roles=[role("worker", replicas=1)])
     obj["metadata"]["finalizers"] = [L.LEGACY_FINALIZERS[0], "example.com/keep"]
