@@ -163,7 +163,9 @@ def render_pod(
         add_affinity_term(pod_spec, *spec.affinity)
 
     env = builtin_env(rs, spec, index, member)
-    for container in pod_spec.get("containers") or ():
+    # Init containers too: native sidecars (restartPolicy: Always) run beside the engine and
+    # need to know their role and group as much as it does.
+    for container in (*(pod_spec.get("initContainers") or ()), *(pod_spec.get("containers") or ())):
         inject_env(container, env)
 
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}

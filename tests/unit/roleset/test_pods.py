@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -117,6 +118,23 @@ def test_group_member_pod() -> None:
     assert e["POD_GROUP_SIZE"] == "4"
     assert e["ROLE_REPLICA_INDEX"] == "2"
     assert e["LEADER_ADDRESS"] == "llm-roleset-abcde-decode-h7-2-0.llm.ns.svc"
+
+
+def test_init_containers_and_native_sidecars_get_the_env_too() -> None:
+    template = copy.deepcopy(TEMPLATE)
+    template["spec"]["initContainers"] = [
+        {"name": "fetch", "image": "busybox", "env": [{"name": "POD_GROUP_INDEX", "value": "user"}]},
+        {"name": "router", "image": "proxy", "restartPolicy": "Always"},
+    ]
+    pod = render_pod(RS, spec(group_size=2, template=template), index=1, member=0)
+    for c in pod["spec"]["initContainers"]:
+        e = {x["name"]: x.get("value", "") for x in c["env"]}
+        assert (e["ROLE_NAME"], e["POD_GROUP_INDEX"], e["LEADER_ADDRESS"]) == (
+            "decode",
+            "0",
+            "llm-roleset-abcde-decode-h7-1-0.llm.ns.svc",
+        ), c["name"]
+    assert template["spec"]["initContainers"][1].get("env") is None, "template must not be mutated"
 
 
 def test_roleset_without_stormservice() -> None:
