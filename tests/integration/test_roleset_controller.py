@@ -583,6 +583,31 @@ async def test_pod_groups(controller: Controller, api: Api, kube: Any, namespace
     await eventually(groups_of_two, "4 pods in groups of 2")
 
 
+async def test_group_size_change_without_unavailable_budget_is_reported(
+    controller: Controller, api: Api, kube: Any, namespace: str
+) -> None:
+    strategy = {"maxSurge": 1, "maxUnavailable": 0}
+    await api.create(roleset("gsz", [role("w", replicas=2, podGroupSize=2, updateStrategy=strategy)]))
+    await eventually(lambda: settled(api, "gsz", {"w": 2}), "2 groups of 2")
+    uids = {p["metadata"]["uid"] for p in await api.pods("gsz")}
+    await api.patch_spec("gsz", lambda s: s["roles"][0].__setitem__("podGroupSize", 3))
+
+    async def blocked() -> dict[str, Any] | None:
+        c = await api.condition("gsz", "Progressing")
+        return c if c and (c["status"], c["reason"]) == ("False", "RolloutBlocked") else None
+
+    cond = await eventually(blocked, "Progressing=False RolloutBlocked")
+    assert "role w: podGroupSize changed to 3" in cond["message"]
+    assert {p["metadata"]["uid"] for p in await api.pods("gsz")} == uids, "no group was taken down"
+
+    await api.patch_spec("gsz", lambda s: s["roles"][0]["updateStrategy"].__setitem__("maxUnavailable", 1))
+    await eventually(lambda: settled(api, "gsz", {"w": 2}), "groups of 3", timeout=120)
+    pods = await api.pods("gsz")
+    assert len(pods) == 6 and not uids & {p["metadata"]["uid"] for p in pods}
+    cond = await api.condition("gsz", "Progressing")
+    assert cond is not None and cond["reason"] != "RolloutBlocked"
+
+
 # ---------------------------------------------------------------------------------------------
 # switching a role's kind
 
