@@ -107,6 +107,10 @@ ENV_LEADER_ADDRESS: Final = "LEADER_ADDRESS"  # Beyond AIBrix
 CONDITION_READY: Final = "Ready"
 CONDITION_PROGRESSING: Final = "Progressing"
 CONDITION_REPLICA_FAILURE: Final = "ReplicaFailure"
+# Progressing=False reasons of a RoleSet whose rollout cannot go on by itself; the StormService
+# reports them too, naming the RoleSet.
+REASON_ROLLOUT_BLOCKED: Final = "RolloutBlocked"
+REASON_IN_PLACE_UPDATE_STUCK: Final = "InPlaceUpdateStuck"
 
 # --- name-length limits (see types.py for the reasoning) -----------------------------------------
 

@@ -76,7 +76,7 @@ def conditions_for(roles: Sequence[RoleCounts], obs: Observations) -> list[CondS
             CondSpec(
                 L.COND_PROGRESSING,
                 "False",
-                "InPlaceUpdateStuck",
+                L.REASON_INPLACE_STUCK,
                 "in-place update not complete within the deadline: " + _short_list(obs.stuck),
             )
         )

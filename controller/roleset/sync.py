@@ -665,7 +665,7 @@ class RoleSetSync:
                     )
                     reported = (condition(obj.get("status"), L.COND_PROGRESSING) or {}).get(
                         "reason"
-                    ) == "InPlaceUpdateStuck"
+                    ) == L.REASON_INPLACE_STUCK
                     if overdue and not reported:
                         # Once, when it becomes stuck; the condition carries it from then on.
                         self.recorder.event(

@@ -27,6 +27,7 @@ REASON_SCALING = "Scaling"
 REASON_NOT_READY = "RoleSetsNotReady"
 REASON_PAUSED = "Paused"
 REASON_COMPLETE = "Complete"
+REASON_ROLESET_STALLED = "RoleSetRolloutStalled"
 
 ROLE_COUNT_FIELDS = ("replicas", "readyReplicas", "notReadyReplicas")
 ROLE_UPDATED_FIELDS = ("updatedReplicas", "updatedReadyReplicas")
@@ -181,10 +182,17 @@ def compute_status(
     conditions = set_condition(
         conditions, c.CONDITION_READY, "True" if ready else "False", reason, message, now
     )
+    # Only RoleSets of the update revision: older ones are replaced, not rolled, by this controller.
+    stalled = sorted(
+        f"RoleSet {r.name}: {r.stalled}" for r in rolesets if r.stalled and r.revision == update_revision
+    )
     if ready:
         progressing = ("False", REASON_COMPLETE, message)
     elif paused:
         progressing = ("False", REASON_PAUSED, f"paused: {message}")
+    elif stalled:
+        # A RoleSet's own rollout cannot go on without the user; say which and why.
+        progressing = ("False", REASON_ROLESET_STALLED, f"{message}; " + "; ".join(stalled))
     else:
         progressing = ("True", reason, message)
     conditions = set_condition(conditions, c.CONDITION_PROGRESSING, *progressing, now)

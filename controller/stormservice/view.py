@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from apis.v1alpha1 import constants as c
 from controller.stormservice import labels
 
 Obj = dict[str, Any]
@@ -28,6 +29,8 @@ class RoleSetView:
     created: float = 0.0  # creationTimestamp, epoch seconds
     index: int | None = None
     uid: str = ""
+    # "<reason>: <message>" when the RoleSet reports a rollout that cannot go on by itself.
+    stalled: str | None = None
     obj: Obj = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -82,5 +85,20 @@ def view_of(obj: Obj) -> RoleSetView:
         created=parse_timestamp(meta.get("creationTimestamp")),
         index=labels.roleset_index(obj),
         uid=str(meta.get("uid", "")),
+        stalled=_stalled(obj) if fresh and not terminating else None,
         obj=obj,
     )
+
+
+_STALLED_REASONS = (c.REASON_ROLLOUT_BLOCKED, c.REASON_IN_PLACE_UPDATE_STUCK)
+
+
+def _stalled(obj: Mapping[str, Any]) -> str | None:
+    for cond in (obj.get("status") or {}).get("conditions") or ():
+        if (
+            cond.get("type") == c.CONDITION_PROGRESSING
+            and cond.get("status") == "False"
+            and cond.get("reason") in _STALLED_REASONS
+        ):
+            return f"{cond['reason']}: {cond.get('message') or ''}"
+    return None

@@ -412,6 +412,39 @@ async def test_in_place_update_keeps_roleset_names(env: Env) -> None:
         assert pod["spec"]["containers"][0]["image"] == IMAGE_V2
 
 
+async def test_a_roleset_rollout_that_cannot_go_on_is_reported_on_the_stormservice(env: Env) -> None:
+    manifest = storm("stall", replicas=1, strategy={"type": "InPlaceUpdate"})
+    decode = manifest["spec"]["template"]["spec"]["roles"][1]
+    decode["updateStrategy"] = {"maxSurge": 1, "maxUnavailable": 0}
+    env.apply(manifest)
+    await env.wait_settled("stall")
+    # Same pod template, groups of 3 instead of 2: the RoleSet cannot surge a group under the
+    # same names, and its budget forbids taking one down.
+    await env.patch_spec(
+        "stall", [{"op": "replace", "path": "/spec/template/spec/roles/1/podGroupSize", "value": 3}]
+    )
+
+    async def stalled() -> dict[str, Any] | None:
+        ss = await env.ss("stall")
+        c = next(
+            (c for c in (ss.get("status") or {}).get("conditions") or () if c["type"] == "Progressing"), None
+        )
+        return c if c and (c["status"], c["reason"]) == ("False", "RoleSetRolloutStalled") else None
+
+    cond = await env.eventually(stalled, "Progressing=False RoleSetRolloutStalled")
+    (roleset,) = await env.rolesets("stall")
+    assert f"RoleSet {roleset['metadata']['name']}: RolloutBlocked: role decode" in cond["message"]
+
+    await env.patch_spec(
+        "stall",
+        [{"op": "replace", "path": "/spec/template/spec/roles/1/updateStrategy/maxUnavailable", "value": 1}],
+    )
+    ss = await env.wait_settled("stall")
+    p = next(c for c in ss["status"]["conditions"] if c["type"] == "Progressing")
+    assert p["reason"] != "RoleSetRolloutStalled"
+    assert len(await env.pods("stall")) == 1 + 3
+
+
 async def test_scale_subresource(env: Env) -> None:
     env.apply(storm("scaled", replicas=1))
     await env.wait_settled("scaled")

@@ -149,6 +149,50 @@ def test_counts_during_rollout() -> None:
     assert (st["currentReplicas"], st["updatedReplicas"], st["updatedReadyReplicas"]) == (2, 2, 1)
 
 
+@pytest.mark.parametrize(
+    ("paused", "ready", "progressing"),
+    [
+        (False, False, ("False", "RoleSetRolloutStalled")),
+        (True, False, ("False", "Paused")),  # paused wins: nothing is expected to move
+        (False, True, ("False", "Complete")),  # a stale report on a ready service is moot
+    ],
+)
+def test_a_stalled_roleset_rollout_is_reported(
+    paused: bool, ready: bool, progressing: tuple[str, str]
+) -> None:
+    stuck = RoleSetView(
+        "b",
+        "new",
+        ready=ready,
+        updated=ready,
+        updated_ready=ready,
+        stalled="RolloutBlocked: role w: podGroupSize changed to 3",
+    )
+    st = compute_status(
+        ss(2, paused=paused),
+        [rs("a"), stuck],
+        current_revision="new",
+        update_revision="new",
+        collision_count=0,
+        now=T0,
+    )
+    p = cond(st, "Progressing")
+    assert p is not None and (p["status"], p["reason"]) == progressing
+    if progressing[1] == "RoleSetRolloutStalled":
+        assert "RoleSet b: RolloutBlocked: role w: podGroupSize changed to 3" in p["message"]
+
+
+def test_a_stalled_roleset_of_an_old_revision_is_being_replaced_not_stalled() -> None:
+    stuck = RoleSetView(
+        "b", "old", ready=False, updated=False, updated_ready=False, stalled="RolloutBlocked: x"
+    )
+    st = compute_status(
+        ss(2), [rs("a"), stuck], current_revision="old", update_revision="new", collision_count=0, now=T0
+    )
+    p = cond(st, "Progressing")
+    assert p is not None and (p["status"], p["reason"]) == ("True", "RolloutInProgress")
+
+
 def test_transition_time_moves_only_on_flip() -> None:
     first = compute_status(
         ss(2), [rs("a")], current_revision="new", update_revision="new", collision_count=0, now=T0

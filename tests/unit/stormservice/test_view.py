@@ -79,6 +79,30 @@ def test_view_of(obj: dict[str, Any], ready: bool, updated: bool, updated_ready:
     assert (v.name, v.revision, v.index, v.uid) == ("rs", "r1", 2, "u")
 
 
+def progressing(status: str, reason: str, message: str = "why") -> dict[str, Any]:
+    return {"type": "Progressing", "status": status, "reason": reason, "message": message}
+
+
+@pytest.mark.parametrize(
+    ("condition", "generation", "deleting", "stalled"),
+    [
+        (progressing("False", "RolloutBlocked"), 1, False, "RolloutBlocked: why"),
+        (progressing("False", "InPlaceUpdateStuck", "p-0"), 1, False, "InPlaceUpdateStuck: p-0"),
+        (progressing("True", "RollingUpdate"), 1, False, None),
+        (progressing("False", "SomethingElse"), 1, False, None),
+        (progressing("False", "RolloutBlocked"), 2, False, None),  # about an older spec
+        (progressing("False", "RolloutBlocked"), 1, True, None),  # going away anyway
+        (None, 1, False, None),
+    ],
+)
+def test_stalled(
+    condition: dict[str, Any] | None, generation: int, deleting: bool, stalled: str | None
+) -> None:
+    obj = roleset([("p", 2)], [counts("p", 2, 1, 1)], generation=generation, deleting=deleting)
+    obj["status"]["conditions"] = [condition] if condition else []
+    assert view_of(obj).stalled == stalled
+
+
 def test_parse_timestamp() -> None:
     assert parse_timestamp("1970-01-01T00:01:00Z") == 60.0
     assert parse_timestamp(None) == 0.0
