@@ -303,6 +303,9 @@ _PATCH_CONTENT_TYPES: dict[str, str] = {
 
 log = structlog.get_logger(__name__)
 
+# A Retry-After longer than this is taken as a misbehaving server, not a schedule.
+MAX_RETRY_AFTER_SECONDS = 60.0
+
 _Query = builtins.list[tuple[str, str]]
 
 
@@ -328,7 +331,7 @@ class ApiClient:
         loader: Any = None,
         max_connections: int = 100,
         max_retries: int = 10,
-        max_retry_after: float = 60.0,
+        max_retry_after: float = MAX_RETRY_AFTER_SECONDS,
     ) -> None:
         from kubernetes_asyncio.client.rest import RESTClientObject
 
@@ -429,8 +432,14 @@ class ApiClient:
                 raise error
             retries += 1
             metrics.REST_CLIENT_REQUEST_RETRIES.labels(code=code_label, verb=method, host=self.host).inc()
-            log.debug("retrying after the server's Retry-After", method=method, path=path, code=error.code,
-                      retry_after=delay, retry=retries)  # fmt: skip
+            log.debug(
+                "retrying after the server's Retry-After",
+                method=method,
+                path=path,
+                code=error.code,
+                retry_after=delay,
+                retry=retries,
+            )
             await asyncio.sleep(delay)
 
     def _retry_delay(self, error: ApiError) -> float | None:

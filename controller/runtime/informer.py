@@ -23,7 +23,15 @@ from typing import Any, Protocol
 
 import structlog
 
-from controller.runtime.client import KubeClient, Obj, api_error_from_status, is_expired, list_all, object_key
+from controller.runtime.client import (
+    MAX_RETRY_AFTER_SECONDS,
+    KubeClient,
+    Obj,
+    api_error_from_status,
+    is_expired,
+    list_all,
+    object_key,
+)
 from controller.runtime.errors import ApiError
 from controller.runtime.resources import Resource
 from controller.runtime.store import Store, strip_object
@@ -58,10 +66,6 @@ class FuncHandler:
 
 
 Handler = ResourceEventHandler | FuncHandler
-
-
-# A Retry-After longer than this is taken as a misbehaving server, not a schedule.
-MAX_RETRY_AFTER = 60.0
 
 
 def _rv_of(obj: Obj) -> str:
@@ -212,7 +216,7 @@ class Informer:
         if isinstance(err, ApiError) and err.retry_after_seconds is not None:
             # The server said when it can take us again (API Priority and Fairness); coming back
             # sooner only earns another 429.
-            delay = max(delay, min(err.retry_after_seconds, MAX_RETRY_AFTER))
+            delay = max(delay, min(err.retry_after_seconds, MAX_RETRY_AFTER_SECONDS))
         error = None if err is None else str(err)
         error_type = None if err is None else type(err).__name__
         self._log.warning(what, error=error, error_type=error_type, retry_in=round(delay, 3))
