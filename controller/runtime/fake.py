@@ -132,7 +132,11 @@ class _Watcher:
             elif now:
                 kind = "ADDED"
             elif before:
-                kind = "DELETED"
+                # Like the watch cache: the object as it was when it still matched, at the
+                # event's resourceVersion.
+                gone = _copy(event.old)
+                gone["metadata"]["resourceVersion"] = event.obj["metadata"]["resourceVersion"]
+                return {"type": "DELETED", "object": gone}
             else:
                 return None
         elif now:
@@ -1169,6 +1173,10 @@ class FakeClient:
             return
         final = _copy(current)
         final["metadata"]["resourceVersion"] = self._next_rv()
+        if resource == PODS and not final["metadata"].get("deletionTimestamp"):
+            # Pods delete gracefully: the API server stamps even an immediate deletion.
+            final["metadata"]["deletionTimestamp"] = _now()
+            final["metadata"]["deletionGracePeriodSeconds"] = grace_period_seconds or 0
         del store[key]
         self._emit(resource, "DELETED", final, current)
 

@@ -92,8 +92,11 @@ class Harness:
             await asyncio.sleep(0)
 
     def _caught_up(self) -> bool:
+        # The pod informer selects on the roleset-name label.
         pods = {
-            p["metadata"]["name"]: p["metadata"]["resourceVersion"] for p in self.client.objects(PODS, NS)
+            p["metadata"]["name"]: p["metadata"]["resourceVersion"]
+            for p in self.client.objects(PODS, NS)
+            if L.ROLESET_NAME_LABEL in (p["metadata"].get("labels") or {})
         }
         cached = {
             p["metadata"]["name"]: p["metadata"]["resourceVersion"] for p in self.ctrl.pods.store.list()

@@ -17,7 +17,7 @@ from controller.runtime.errors import (
     ServerError,
 )
 from controller.runtime.fake import FakeClient, json_patch, merge_patch, parse_label_selector
-from controller.runtime.resources import CONTROLLER_REVISIONS, NODES, PODS, STORMSERVICES
+from controller.runtime.resources import CONTROLLER_REVISIONS, NODES, PODS, SERVICES, STORMSERVICES
 
 
 def ss(name: str = "s", **spec: Any) -> Obj:
@@ -237,6 +237,22 @@ async def test_delete_preconditions_and_finalizers() -> None:
         await fake.delete(PODS, "ns", "p")
 
 
+async def test_a_deleted_pod_is_reported_with_a_deletion_timestamp() -> None:
+    """Pods delete gracefully: the API server stamps deletionTimestamp even on an immediate
+    (grace period 0) deletion, so the DELETED event carries it."""
+    fake = FakeClient()
+    await fake.create(PODS, "ns", {"metadata": {"name": "p"}})
+    await fake.create(SERVICES, "ns", {"metadata": {"name": "c"}})
+    pods = fake.watch(PODS, "ns", resource_version=fake.resource_version)
+    services = fake.watch(SERVICES, "ns", resource_version=fake.resource_version)
+    await fake.delete(PODS, "ns", "p", grace_period_seconds=0)
+    await fake.delete(SERVICES, "ns", "c")
+    pod_event, cm_event = await next_event(pods), await next_event(services)
+    assert pod_event["type"] == cm_event["type"] == "DELETED"
+    assert pod_event["object"]["metadata"]["deletionTimestamp"]
+    assert "deletionTimestamp" not in cm_event["object"]["metadata"]
+
+
 @pytest.mark.parametrize(
     ("selector", "labels", "expected"),
     [
@@ -353,8 +369,13 @@ async def test_watch_label_selector_enter_and_leave() -> None:
     stream = fake.watch(PODS, "ns", resource_version=fake.resource_version, label_selector="role=x")
     await fake.patch(PODS, "ns", "a", {"metadata": {"labels": {"role": "x"}}})
     assert (await next_event(stream))["type"] == "ADDED"
-    await fake.patch(PODS, "ns", "a", {"metadata": {"labels": {"role": "y"}}})
-    assert (await next_event(stream))["type"] == "DELETED"
+    relabelled = await fake.patch(PODS, "ns", "a", {"metadata": {"labels": {"role": "y"}}})
+    left = await next_event(stream)
+    # As the API server's watch cache: the last matching content, at the event's resourceVersion.
+    assert left["type"] == "DELETED"
+    assert left["object"]["metadata"]["labels"] == {"role": "x"}
+    assert left["object"]["metadata"]["resourceVersion"] == relabelled["metadata"]["resourceVersion"]
+    assert "deletionTimestamp" not in left["object"]["metadata"]
     await fake.create(PODS, "ns", {"metadata": {"name": "other"}})
     fake.end_watches(PODS)
     with pytest.raises(StopAsyncIteration):
