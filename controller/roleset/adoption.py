@@ -4,7 +4,9 @@ the runtime's ControllerRefManager (ReplicaSet's rules).
 A pod matches a RoleSet when it carries the RoleSet's `roleset-name` label (the RoleSet has no
 selector field; that label is what every tool reads). Candidates come from the pod cache only:
 pods we control (controller-uid index) and pods labelled with the RoleSet's name (the index
-below). Pods controlled by anyone else are never touched.
+below). Pods controlled by anyone else are never touched. The cache holds only pods with the
+label, so a pod whose label is removed leaves it; such a pod is read once by name and released
+(`release_departed`).
 
 Writes carry a `metadata.uid` precondition, so a patch aimed at a pod deleted and re-created under
 the same name fails instead of claiming the new one. Adoption is client-go's strategic merge
@@ -88,15 +90,7 @@ def pod_claimer(
         on_written(await patch(pod["metadata"]["name"], body, patch_type))
 
     async def release(pod: Obj) -> None:
-        built = release_patch(pod, uid, strategic=False)
-        if built is None:
-            return
-        ops, patch_type = built
-        try:
-            await patch(pod["metadata"]["name"], ops, patch_type)
-        except (NotFound, Invalid, Conflict):
-            # Gone, replaced, or no longer ours (the `test` failed): nothing to release.
-            return
+        await release_pod(pod, uid, patch)
 
     return ControllerRefManager(
         roleset,
@@ -105,3 +99,55 @@ def pod_claimer(
         release=release,
         can_adopt=recheck_deletion_timestamp(get_fresh, uid),
     )
+
+
+async def release_pod(pod: Obj, owner_uid: str, patch: PatchPod) -> bool:
+    """Remove `owner_uid`'s reference from `pod` (a JSON patch testing the pod's uid and the
+    reference it removes). False when there was nothing to release: the pod is gone, replaced,
+    or no longer refers to the owner."""
+    built = release_patch(pod, owner_uid, strategic=False)
+    if built is None:
+        return False
+    ops, patch_type = built
+    try:
+        await patch(pod["metadata"]["name"], ops, patch_type)
+    except (NotFound, Invalid, Conflict):
+        # Gone, replaced, or no longer ours (the `test` failed): nothing to release.
+        return False
+    return True
+
+
+def departed(pod: Mapping[str, Any]) -> bool:
+    """Whether a pod the pod cache just dropped may still exist: the cache holds only pods with
+    a roleset-name label, and the API server reports a pod that lost the label as deleted, with
+    its last matching content. A pod really deleted carries a deletionTimestamp by then (the API
+    server sets one even for a forced deletion)."""
+    return not being_deleted(pod)
+
+
+async def release_departed(
+    roleset: Mapping[str, Any],
+    pod_name: str,
+    pod_uid: str,
+    *,
+    get_pod: Callable[[str], Awaitable[Obj]],
+    patch: PatchPod,
+) -> bool:
+    """ReplicaSet's release of a pod that stopped matching, for a pod the cache can no longer
+    show: read it, and release it when it is the same pod, still ours, alive and still without
+    our label. True when released."""
+    meta = roleset["metadata"]
+    try:
+        pod = await get_pod(pod_name)
+    except NotFound:
+        return False
+    ref = controller_ref(pod)
+    if (
+        L.meta(pod).get("uid") != pod_uid
+        or being_deleted(pod)
+        or ref is None
+        or ref.get("uid") != meta["uid"]
+        or matches(pod, meta["namespace"], meta["name"])
+    ):
+        return False
+    return await release_pod(pod, meta["uid"], patch)

@@ -204,6 +204,8 @@ class RoleSetController:
         pod = _unwrap(obj)
         key = self._owner_key(pod)
         if key is not None:
+            if adoption.departed(pod):
+                self.syncer.pod_departed(key, pod)
             self.expectations.deletion_observed(key, object_key(pod))
             self._queue.add(key)
 

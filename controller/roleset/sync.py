@@ -136,19 +136,31 @@ class RoleSetSync:
         self.clock = clock
         # pod uid -> (resourceVersion of our last write, monotonic time of it)
         self._written: dict[str, tuple[int, float]] = {}
+        # RoleSet key -> {pod name: uid} of owned pods that left the pod cache without being
+        # deleted (their roleset-name label was removed): released on the RoleSet's next pass.
+        self._departed: dict[str, dict[str, str]] = {}
         # The cache of a scheduler's PodGroups (those labelled roleset-name), once listed; None
         # while its CRD is missing or the first list is under way.
         self.pod_groups: Callable[[Scheduler], Store | None] = pod_groups or (lambda _: None)
 
     # --- entry point ------------------------------------------------------------------------
 
+    def pod_departed(self, key: str, pod: Mapping[str, Any]) -> None:
+        """An owned pod of RoleSet `key` left the pod cache and may still exist (see
+        adoption.departed)."""
+        meta = pod.get("metadata") or {}
+        if meta.get("name") and meta.get("uid"):
+            self._departed.setdefault(key, {})[str(meta["name"])] = str(meta["uid"])
+
     async def sync(self, key: str) -> float | None:
         obj = self.rolesets.get(key)
         if obj is None:
             self.expectations.delete_expectations(key)
+            self._departed.pop(key, None)
             return None
         meta = obj["metadata"]
         if meta.get("deletionTimestamp"):
+            self._departed.pop(key, None)  # the garbage collector takes it from here
             await self._remove_legacy_finalizers(obj)
             return None
         try:
@@ -165,6 +177,7 @@ class RoleSetSync:
             annotations=dict(meta.get("annotations") or {}),
         )
         obs = Observations()
+        await self._release_departed(key, obj, info, obs)
         owned = await self._claim_pods(key, obj, info, obs)
         by_role: dict[str, list[Obj]] = {}
         for pod in owned:
@@ -219,20 +232,47 @@ class RoleSetSync:
         if not adoption.needs_claim(self.pods, key, info.namespace, info.name, info.uid):
             return self.pods.by_index(INDEX_CONTROLLER_UID, info.uid)
 
-        async def patch(name: str, body: Obj | list[Obj], patch_type: PatchType) -> Obj:
-            return await self.control.patch(PODS, info.namespace, name, body, patch_type=patch_type)
-
         async def get_fresh() -> Obj:
             return await self.control.get(ROLESETS, info.namespace, info.name)
 
         claimer = adoption.pod_claimer(
-            obj, info.owner_ref(), patch=patch, get_fresh=get_fresh, on_written=self._note_write
+            obj,
+            info.owner_ref(),
+            patch=self._pod_patcher(info.namespace),
+            get_fresh=get_fresh,
+            on_written=self._note_write,
         )
         try:
             return await claimer.claim(adoption.candidates(self.pods, key, info.uid))
         except ClaimError as err:
             obs.failures.extend((L.EVENT_FAILED_CLAIM, str(e)) for e in err.errors)
             return err.claimed
+
+    async def _release_departed(self, key: str, obj: Obj, info: RoleSetInfo, obs: Observations) -> None:
+        """Release pods whose roleset-name label was removed, as ReplicaSets release pods that
+        stop matching: they keep running, no longer ours (the garbage collector will not delete
+        them with the RoleSet), and the RoleSet replaces them like any lost pod."""
+        departed = self._departed.pop(key, None)
+        if not departed:
+            return
+
+        async def get_pod(pod_name: str) -> Obj:
+            return await self.control.get(PODS, info.namespace, pod_name)
+
+        patch = self._pod_patcher(info.namespace)
+        for name, uid in departed.items():
+            try:
+                if await adoption.release_departed(obj, name, uid, get_pod=get_pod, patch=patch):
+                    log.info("released a pod that lost the roleset-name label", pod=name)
+            except ApiError as err:
+                self._departed.setdefault(key, {})[name] = uid  # again on the retry
+                obs.failures.append((L.EVENT_FAILED_CLAIM, f"release pod {name}: {err}"))
+
+    def _pod_patcher(self, namespace: str) -> adoption.PatchPod:
+        async def patch(name: str, body: Obj | list[Obj], patch_type: PatchType) -> Obj:
+            return await self.control.patch(PODS, namespace, name, body, patch_type=patch_type)
+
+        return patch
 
     @staticmethod
     def _dump(model: Any) -> dict[str, Any] | None:

@@ -449,6 +449,47 @@ async def test_orphan_adopted_foreign_pod_left_alone(
     assert not still["metadata"].get("deletionTimestamp")
 
 
+async def test_pod_whose_label_is_removed_is_released_and_replaced(
+    controller: Controller, api: Api, kube: Any, namespace: str
+) -> None:
+    """`kubectl label pod P roleset-name-`, the usual way to take a pod out for debugging: as
+    with a ReplicaSet, the pod keeps running, is no longer ours (so it outlives the RoleSet), and
+    a replacement takes its place."""
+    rs = await api.create(roleset("rel", [role("w", replicas=2)]))
+    uid = rs["metadata"]["uid"]
+    await eventually(lambda: settled(api, "rel", {"w": 2}), "2 ready pods")
+    victim = (await api.pods("rel"))[0]
+    name = victim["metadata"]["name"]
+    await kube.patch(
+        PODS, namespace, name, [{"op": "remove", "path": f"/metadata/labels/{L.ROLESET_NAME_LABEL}"}],
+        patch_type="json",
+    )  # fmt: skip
+
+    async def released() -> bool:
+        pod = await kube.get(PODS, namespace, name)
+        return not pod["metadata"].get("ownerReferences")
+
+    await eventually(released, "the pod released")
+    await eventually(lambda: settled(api, "rel", {"w": 2}), "a replacement")
+    ours = await api.pods("rel")
+    assert len(ours) == 2 and name not in {p["metadata"]["name"] for p in ours}
+    assert all(controller_uid(p) == uid for p in ours)
+    pod = await kube.get(PODS, namespace, name)
+    assert pod["metadata"]["uid"] == victim["metadata"]["uid"] and not pod["metadata"].get(
+        "deletionTimestamp"
+    )
+
+    # Deleting the RoleSet garbage-collects its pods, not the released one.
+    await kube.delete(ROLESETS, namespace, "rel", propagation_policy="Foreground")
+
+    async def collected() -> bool:
+        return not await api.pods("rel", live=False)
+
+    await eventually(collected, "the RoleSet's pods collected", timeout=90)
+    pod = await kube.get(PODS, namespace, name)
+    assert not pod["metadata"].get("deletionTimestamp"), "the released pod outlives the RoleSet"
+
+
 # ---------------------------------------------------------------------------------------------
 # stateful roles
 

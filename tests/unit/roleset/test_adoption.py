@@ -8,9 +8,15 @@ from typing import Any
 import pytest
 
 from controller.roleset import labels as L
-from controller.roleset.adoption import candidates, matches, needs_claim, roleset_label_index
+from controller.roleset.adoption import (
+    candidates,
+    matches,
+    needs_claim,
+    release_departed,
+    roleset_label_index,
+)
 from controller.roleset.sync import SyncError
-from controller.runtime.errors import ServerError
+from controller.runtime.errors import NotFound, ServerError
 from controller.runtime.fake import Request
 from controller.runtime.resources import PODS, ROLESETS
 from controller.runtime.store import Store
@@ -180,6 +186,115 @@ async def test_owned_pod_that_stops_matching_is_released(h: Harness) -> None:
     # It no longer counts: a replacement was created.
     ours = [p for p in h.pods() if controller_uid(p) == h.get()["metadata"]["uid"]]
     assert len(ours) == 2 and name not in {p["metadata"]["name"] for p in ours}
+
+
+async def test_owned_pod_whose_label_is_removed_is_released(h: Harness) -> None:
+    """The pod cache holds only labelled pods, so the pod just vanishes from it (the API server
+    reports it as deleted); ReplicaSet's rule still applies: release it, do not delete it."""
+    h.create(roleset(roles=[role("worker", replicas=2)]))
+    await h.converge()
+    victim = h.pods()[0]
+    name, uid = victim["metadata"]["name"], victim["metadata"]["uid"]
+    await h.client.patch(
+        PODS, NS, name, [{"op": "remove", "path": "/metadata/labels/roleset-name"}], patch_type="json"
+    )
+    await h.converge()
+    released = h.client.get_object(PODS, NS, name)
+    assert released is not None and released["metadata"]["uid"] == uid, "released, not deleted"
+    assert controller_uid(released) is None
+    (release,) = patches_of(h, name)[-1:]
+    assert {"op": "test", "path": "/metadata/uid", "value": uid} in release.body
+    ours = [p for p in h.pods() if controller_uid(p) == h.get()["metadata"]["uid"]]
+    assert len(ours) == 2 and name not in {p["metadata"]["name"] for p in ours}
+    # Released once; later passes leave it alone.
+    h.client.clear_actions()
+    await h.sync()
+    assert not patches_of(h, name)
+
+
+async def test_a_deleted_pod_is_not_released(h: Harness) -> None:
+    h.create(roleset(roles=[role("worker", replicas=2)]))
+    await h.converge()
+    name = h.pods()[0]["metadata"]["name"]
+    await h.client.delete(PODS, NS, name)
+    await h.converge()
+    assert not patches_of(h, name)
+    assert not [r for r in h.client.requests if r.verb == "get" and r.resource == PODS]
+
+
+async def test_failed_release_of_a_departed_pod_is_retried(h: Harness) -> None:
+    h.create(roleset(roles=[role("worker", replicas=1)]))
+    await h.converge()
+    name = h.pods()[0]["metadata"]["name"]
+    h.client.inject_error("get", "pods", ServerError(500, "InternalError", "boom"), times=1)
+    await h.client.patch(
+        PODS, NS, name, [{"op": "remove", "path": "/metadata/labels/roleset-name"}], patch_type="json"
+    )
+    await h.settle()
+    with pytest.raises(SyncError, match="boom"):
+        await h.sync()
+    failure = h.condition("ReplicaFailure")
+    assert failure is not None and failure["reason"] == "FailedClaim"
+    await h.converge()
+    pod = h.client.get_object(PODS, NS, name)
+    assert pod is not None and controller_uid(pod) is None
+
+
+def departed_pod(**meta: Any) -> dict[str, Any]:
+    owner = {"apiVersion": "orchestration.aibrix.ai/v1alpha1", "kind": "RoleSet", "name": "rs",
+             "uid": "rs-uid", "controller": True}  # fmt: skip
+    base = {"uid": "pod-uid", "ownerReferences": [owner], **meta}
+    return bare_pod("p", {L.ROLE_NAME_LABEL: "worker"}, **base)
+
+
+@pytest.mark.parametrize(
+    ("on_server", "released"),
+    [
+        pytest.param(departed_pod(), True, id="ours-without-label"),
+        pytest.param(None, False, id="gone"),
+        pytest.param(departed_pod(uid="other-uid"), False, id="recreated-under-the-name"),
+        pytest.param(departed_pod(deletionTimestamp="2024-01-01T00:00:00Z"), False, id="being-deleted"),
+        pytest.param(departed_pod(ownerReferences=[]), False, id="already-released"),
+        pytest.param(
+            bare_pod(
+                "p",
+                {L.ROLESET_NAME_LABEL: "rs"},
+                uid="pod-uid",
+                ownerReferences=departed_pod()["metadata"]["ownerReferences"],
+            ),
+            False,
+            id="label-back",
+        ),
+    ],
+)
+async def test_release_departed(on_server: dict[str, Any] | None, released: bool) -> None:
+    patches: list[tuple[str, Any, str]] = []
+
+    async def get_pod(name: str) -> dict[str, Any]:
+        if on_server is None:
+            raise NotFound(404, "NotFound", "gone")
+        return on_server
+
+    async def patch(name: str, body: Any, patch_type: str) -> dict[str, Any]:
+        patches.append((name, body, patch_type))
+        return {}
+
+    rs = {"metadata": {"name": "rs", "namespace": NS, "uid": "rs-uid"}}
+    assert await release_departed(rs, "p", "pod-uid", get_pod=get_pod, patch=patch) is released
+    if released:
+        assert patches == [
+            (
+                "p",
+                [
+                    {"op": "test", "path": "/metadata/uid", "value": "pod-uid"},
+                    {"op": "test", "path": "/metadata/ownerReferences/0/uid", "value": "rs-uid"},
+                    {"op": "remove", "path": "/metadata/ownerReferences/0"},
+                ],
+                "json",
+            )
+        ]
+    else:
+        assert patches == []
 
 
 async def test_no_adoption_when_the_roleset_is_gone_from_the_server(h: Harness) -> None:
