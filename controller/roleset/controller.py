@@ -223,10 +223,13 @@ class RoleSetController:
     def _owned_deleted(self, obj: Obj | DeletedFinalStateUnknown) -> None:
         self._owned_changed(_unwrap(obj))
 
-    def _crd_changed(self, obj: Obj) -> None:
+    def _crd_changed(self, obj: Obj, *, deleted: bool = False) -> None:
         name = (obj.get("metadata") or {}).get("name")
         if name in _POD_GROUP_CRDS:
-            self._watch_pod_groups(name)
+            if deleted:
+                self._unwatch_pod_groups(name)
+            else:
+                self._watch_pod_groups(name)
             # Rare: a scheduler was installed or removed; every RoleSet may care.
             for key in self.rolesets.store.keys():  # noqa: SIM118 (Store is not a dict)
                 self._queue.add(key)
@@ -236,8 +239,7 @@ class RoleSetController:
     def _watch_pod_groups(self, crd_name: str) -> None:
         """Start caching a scheduler's PodGroups once its CRD exists (an informer on a resource
         the API server does not serve would only fail and back off). Only PodGroups carrying
-        our roleset-name label, which every PodGroup we create has. The informer stays after
-        the CRD goes: the factory cannot stop one informer, and a reinstalled CRD resumes it."""
+        our roleset-name label, which every PodGroup we create has."""
         for sched in SCHEDULERS.values():
             if sched.crd_name != crd_name or sched.strategy_key in self.pod_group_informers:
                 continue
@@ -248,6 +250,15 @@ class RoleSetController:
                 )
             )
             self.pod_group_informers[sched.strategy_key] = informer
+
+    def _unwatch_pod_groups(self, crd_name: str) -> None:
+        """The scheduler's CRD is gone: stop its informer, which would only fail and back off
+        (a reinstalled CRD starts a new one)."""
+        for sched in SCHEDULERS.values():
+            if sched.crd_name == crd_name:
+                informer = self.pod_group_informers.pop(sched.strategy_key, None)
+                if informer is not None:
+                    self._informers.remove(informer)
 
     def _pod_group_store(self, sched: Scheduler) -> Store | None:
         """The PodGroup cache of `sched` once it has listed, while its CRD exists."""
@@ -260,7 +271,7 @@ class RoleSetController:
         pass  # only presence matters
 
     def _crd_deleted(self, obj: Obj | DeletedFinalStateUnknown) -> None:
-        self._crd_changed(_unwrap(obj))
+        self._crd_changed(_unwrap(obj), deleted=True)
 
 
 def _deadline(options: Any) -> float:

@@ -365,6 +365,18 @@ class InformerFactory:
                 self._start_one(key, informer)
         return informer
 
+    def remove(self, informer: Informer) -> None:
+        """Stop `informer` and forget it, for a resource the API server stopped serving (its CRD
+        was deleted); a later `informer()` call for it starts afresh. Every holder of the
+        informer must drop it too."""
+        key = next((k for k, i in self._informers.items() if i is informer), None)
+        if key is None:
+            return
+        del self._informers[key]
+        task = self._tasks.pop(key, None)
+        if task is not None:
+            task.cancel()
+
     @property
     def informers(self) -> list[Informer]:
         return list(self._informers.values())

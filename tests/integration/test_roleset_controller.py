@@ -1208,6 +1208,15 @@ async def test_pod_group_crd_missing_then_installed(
         pg = await kube.get(PODGROUPS, namespace, "gang")
         assert pg["spec"] == {"scheduleTimeoutSeconds": 60, "minMember": 2}
         assert pg["metadata"]["ownerReferences"][0]["name"] == "gang"
+        assert controller.ctrl is not None
+        informer = controller.ctrl.pod_group_informers["coschedulingSchedulingStrategy"]
+
+        # Uninstalled again: its informer stops instead of failing against a resource that is
+        # no longer served, and the RoleSet says the CRD is missing.
+        await kube.delete(CUSTOM_RESOURCE_DEFINITIONS, None, POD_GROUP_CRD["metadata"]["name"])
+        await eventually(missing, "CRD-missing condition again", timeout=60)
+        assert "coschedulingSchedulingStrategy" not in controller.ctrl.pod_group_informers
+        assert informer not in controller.ctrl._informers.informers
     finally:
         with contextlib.suppress(NotFound):
             await kube.delete(CUSTOM_RESOURCE_DEFINITIONS, None, POD_GROUP_CRD["metadata"]["name"])

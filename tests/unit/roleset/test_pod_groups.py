@@ -254,3 +254,28 @@ async def test_godel_role_level_pod_groups_per_group(h: Harness) -> None:
         group = p["metadata"]["labels"][L.PODSET_NAME_LABEL]
         assert p["metadata"]["annotations"]["godel.bytedance.com/pod-group-name"] == group
         assert p["metadata"]["labels"]["godel.bytedance.com/pod-group-name"] == group
+
+
+async def test_uninstalled_scheduler_stops_its_informer_and_a_reinstall_resumes(h: Harness) -> None:
+    await install(h, VOLCANO)
+    strategy = {"volcanoSchedulingStrategy": {"queue": "gpu"}}
+    h.create(roleset(roles=[grouped(2, strategy)]))
+    await h.converge()
+    assert len(pod_groups(h, VOLCANO)) == 2
+    first = h.ctrl.pod_group_informers[VOLCANO.strategy_key]
+
+    # Uninstalled: the API server deletes the CRD's objects, then the CRD.
+    for name in list(pod_groups(h, VOLCANO)):
+        await h.client.delete(VOLCANO.resource, NS, name)
+    await h.client.delete(CUSTOM_RESOURCE_DEFINITIONS, None, VOLCANO.crd_name)
+    await h.until(lambda: VOLCANO.strategy_key not in h.ctrl.pod_group_informers)
+    assert first not in h.factory.informers, "no informer left failing on a resource not served"
+    await h.converge()
+    cond = h.condition("PodGroupSynced")
+    assert cond is not None and cond["status"] == "False"
+
+    await install(h, VOLCANO)
+    second = h.ctrl.pod_group_informers[VOLCANO.strategy_key]
+    assert second is not first
+    await h.converge()
+    assert len(pod_groups(h, VOLCANO)) == 2

@@ -403,5 +403,9 @@ async def test_factory_shares_starts_and_stops() -> None:
     assert await late.wait_for_sync(timeout=2)  # started because the factory runs
     assert await factory.wait_for_sync(timeout=2)
     await until(lambda: fake.watch_count(PODS) == 3)
+    factory.remove(late)
+    await until(lambda: fake.watch_count(PODS) == 2)  # its watch closed
+    assert late not in factory.informers
+    assert factory.informer(PODS, label_selector="late=1") is not late  # a fresh one
     await factory.stop()
     assert fake.watch_count(PODS) == 0  # watches closed on cancellation
