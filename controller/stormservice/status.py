@@ -28,6 +28,8 @@ REASON_NOT_READY = "RoleSetsNotReady"
 REASON_PAUSED = "Paused"
 REASON_COMPLETE = "Complete"
 REASON_ROLESET_STALLED = "RoleSetRolloutStalled"
+# A pass failed before it could compute a status (claiming RoleSets, writing a revision).
+REASON_RECONCILE_FAILED = "ReconcileFailed"
 
 ROLE_COUNT_FIELDS = ("replicas", "readyReplicas", "notReadyReplicas")
 ROLE_UPDATED_FIELDS = ("updatedReplicas", "updatedReadyReplicas")

@@ -32,6 +32,7 @@ from apis.v1alpha1.types import LENIENT, LabelSelector
 from controller.runtime.batch import slow_start_batch
 from controller.runtime.client import KubeClient, Obj, PatchType, object_key
 from controller.runtime.controllerref import (
+    ClaimError,
     ControllerRefManager,
     controller_ref,
     is_controlled_by,
@@ -68,7 +69,16 @@ from controller.stormservice.revisions import (
 from controller.stormservice.rolesetcontrol import RoleSetControl
 from controller.stormservice.scale import budget_for, role_replica_patch
 from controller.stormservice.service import desired_service, plan_service
-from controller.stormservice.status import Failure, advance_current_revision, compute_status, status_patch
+from controller.stormservice.status import (
+    REASON_RECONCILE_FAILED,
+    Failure,
+    advance_current_revision,
+    compute_status,
+    get_condition,
+    now_rfc3339,
+    set_condition,
+    status_patch,
+)
 from controller.stormservice.view import RoleSetView, view_of
 
 log = structlog.get_logger(__name__)
@@ -525,8 +535,14 @@ class StormServiceSync:
         # Checked before the cache is read: the awaits below let the informer deliver events, and
         # a creation observed then satisfies the expectations without being in `owned`.
         satisfied = self.expectations.satisfied(key)
-        owned = await self._claim_rolesets(obj, selector)
-        revs = await self._sync_revisions(obj, await self._claim_revisions(obj))
+        try:
+            owned = await self._claim_rolesets(obj, selector)
+            revs = await self._sync_revisions(obj, await self._claim_revisions(obj))
+        except (ApiError, ClaimError) as err:
+            # Nothing to compute a status from yet; still say why (a new StormService would
+            # otherwise have no conditions at all), then back off.
+            await self._report_unreconciled(obj, err)
+            raise
         update_name, current_name = revision_name(revs.update), revision_name(revs.current)
         views = [view_of(rs) for rs in owned]
 
@@ -591,6 +607,37 @@ class StormServiceSync:
         if error is not None:
             raise error
         return requeue
+
+    async def _report_unreconciled(self, obj: Obj, err: Exception) -> None:
+        """ReplicaFailure=True with the error, and Ready=False if Ready was never written; every
+        other field stays as the last successful pass left it."""
+        meta = obj["metadata"]
+        old_status = obj.get("status") or {}
+        message = str(err) or type(err).__name__
+        now = now_rfc3339()
+        conditions = list(old_status.get("conditions") or ())
+        if get_condition(old_status, c.CONDITION_READY) is None:
+            conditions = set_condition(
+                conditions, c.CONDITION_READY, "False", REASON_RECONCILE_FAILED, message, now
+            )
+        conditions = set_condition(
+            conditions, c.CONDITION_REPLICA_FAILURE, "True", REASON_RECONCILE_FAILED, message, now
+        )
+        patch = status_patch(old_status, {**old_status, "conditions": conditions})
+        if patch is None:
+            return
+        self.recorder.event(obj, WARNING, REASON_RECONCILE_FAILED, message)
+        try:
+            await self.client.patch(
+                STORMSERVICES,
+                meta["namespace"],
+                meta["name"],
+                patch,
+                patch_type="merge",
+                subresource="status",
+            )
+        except ApiError as status_err:
+            log.warning("could not report the failure in status", error=str(status_err))
 
     async def _manage(self, key: str, obj: Obj, views: list[RoleSetView], revs: Revisions) -> None:
         spec = obj.get("spec") or {}

@@ -557,6 +557,35 @@ async def test_api_errors_are_returned_and_reported() -> None:
         assert env.condition("ReplicaFailure") is None
 
 
+async def test_a_new_stormservice_failing_before_its_first_revision_still_reports_ready() -> None:
+    async with Env() as env:
+        env.seed(STORMSERVICES, storm(replicas=1))
+        env.client.inject_error(
+            "create", "controllerrevisions", Forbidden(403, "Forbidden", "cannot create controllerrevisions")
+        )
+        with pytest.raises(ApiError):
+            await env.sync()
+        assert env.revisions() == [] and env.rolesets() == []
+        ready = env.condition("Ready")
+        assert ready is not None and (ready["status"], ready["reason"]) == ("False", "ReconcileFailed")
+        failure = env.condition("ReplicaFailure")
+        assert failure is not None and (failure["status"], failure["reason"]) == ("True", "ReconcileFailed")
+        assert "cannot create controllerrevisions" in failure["message"]
+        assert "ReconcileFailed" in env.recorder.reasons()
+        # The same failure again writes nothing more.
+        env.client.inject_error(
+            "create", "controllerrevisions", Forbidden(403, "Forbidden", "cannot create controllerrevisions")
+        )
+        before = env.client.resource_version
+        with pytest.raises(ApiError):
+            await env.sync()
+        assert env.client.resource_version == before
+        await converge(env)
+        ready = env.condition("Ready")
+        assert ready is not None and ready["status"] == "True"
+        assert env.condition("ReplicaFailure") is None
+
+
 class FailingCreates:
     """The real RoleSet control over the FakeClient, except that the creates numbered in `fail`
     (0-based, in call order) raise an API error."""
