@@ -527,7 +527,6 @@ class StormServiceSync:
     # --- the pass -------------------------------------------------------------------------------------
 
     async def _reconcile(self, key: str, obj: Obj) -> float | None:
-        meta = obj["metadata"]
         spec = obj.get("spec") or {}
         template = spec.get("template") or {}
         selector = LabelSelector.model_validate(spec.get("selector") or {}, context={LENIENT: True})
@@ -587,16 +586,7 @@ class StormServiceSync:
             collision_count=revs.collision_count,
             failure=failure,
         )
-        patch = status_patch(old_status, status)
-        if patch is not None:
-            await self.client.patch(
-                STORMSERVICES,
-                meta["namespace"],
-                meta["name"],
-                patch,
-                patch_type="merge",
-                subresource="status",
-            )
+        await self._write_status(obj, status)
         self.gauge.observe(key, views)
         duration = self.timer.observe(key, old_status, status, self.clock())
         if duration is not None:
@@ -611,7 +601,6 @@ class StormServiceSync:
     async def _report_unreconciled(self, obj: Obj, err: Exception) -> None:
         """ReplicaFailure=True with the error, and Ready=False if Ready was never written; every
         other field stays as the last successful pass left it."""
-        meta = obj["metadata"]
         old_status = obj.get("status") or {}
         message = str(err) or type(err).__name__
         now = now_rfc3339()
@@ -623,21 +612,24 @@ class StormServiceSync:
         conditions = set_condition(
             conditions, c.CONDITION_REPLICA_FAILURE, "True", REASON_RECONCILE_FAILED, message, now
         )
-        patch = status_patch(old_status, {**old_status, "conditions": conditions})
-        if patch is None:
+        status = {**old_status, "conditions": conditions}
+        if status == old_status:
             return
         self.recorder.event(obj, WARNING, REASON_RECONCILE_FAILED, message)
         try:
-            await self.client.patch(
-                STORMSERVICES,
-                meta["namespace"],
-                meta["name"],
-                patch,
-                patch_type="merge",
-                subresource="status",
-            )
+            await self._write_status(obj, status)
         except ApiError as status_err:
             log.warning("could not report the failure in status", error=str(status_err))
+
+    async def _write_status(self, obj: Obj, status: Mapping[str, Any]) -> None:
+        """Write `status` through the status subresource, only when it differs from the cached one."""
+        patch = status_patch(obj.get("status") or {}, status)
+        if patch is None:
+            return
+        meta = obj["metadata"]
+        await self.client.patch(
+            STORMSERVICES, meta["namespace"], meta["name"], patch, patch_type="merge", subresource="status"
+        )
 
     async def _manage(self, key: str, obj: Obj, views: list[RoleSetView], revs: Revisions) -> None:
         spec = obj.get("spec") or {}
