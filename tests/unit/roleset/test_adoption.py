@@ -42,6 +42,16 @@ def orphan(name: str = "orphan", rs: str = "rs", **meta: Any) -> dict[str, Any]:
     return bare_pod(name, {L.ROLESET_NAME_LABEL: rs, L.ROLE_NAME_LABEL: "worker"}, **meta)
 
 
+# A pod controlled by someone else.
+FOREIGN_REF = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "x", "uid": "other", "controller": True}
+
+
+async def remove_roleset_label(h: Harness, name: str) -> None:
+    """`kubectl label pod NAME roleset-name-`: the pod leaves the RoleSet's pod cache."""
+    remove = [{"op": "remove", "path": f"/metadata/labels/{L.ROLESET_NAME_LABEL}"}]
+    await h.client.patch(PODS, NS, name, remove, patch_type="json")
+
+
 def controller_uid(pod: dict[str, Any]) -> str | None:
     for ref in pod["metadata"].get("ownerReferences") or ():
         if ref.get("controller"):
@@ -152,14 +162,7 @@ async def test_adopted_orphan_fills_a_replica_instead_of_a_new_pod(h: Harness) -
 
 async def test_foreign_and_unmatched_pods_are_not_adopted(h: Harness) -> None:
     h.create(roleset(roles=[role("worker", replicas=1)]))
-    foreign_ref = {
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "name": "x",
-        "uid": "other",
-        "controller": True,
-    }
-    h.client.seed(PODS, orphan("foreign", ownerReferences=[foreign_ref]))
+    h.client.seed(PODS, orphan("foreign", ownerReferences=[FOREIGN_REF]))
     h.client.seed(PODS, orphan("other-rs", rs="rs2"))
     await h.converge()
     for name in ("foreign", "other-rs"):
@@ -195,9 +198,7 @@ async def test_owned_pod_whose_label_is_removed_is_released(h: Harness) -> None:
     await h.converge()
     victim = h.pods()[0]
     name, uid = victim["metadata"]["name"], victim["metadata"]["uid"]
-    await h.client.patch(
-        PODS, NS, name, [{"op": "remove", "path": "/metadata/labels/roleset-name"}], patch_type="json"
-    )
+    await remove_roleset_label(h, name)
     await h.converge()
     released = h.client.get_object(PODS, NS, name)
     assert released is not None and released["metadata"]["uid"] == uid, "released, not deleted"
@@ -227,9 +228,7 @@ async def test_failed_release_of_a_departed_pod_is_retried(h: Harness) -> None:
     await h.converge()
     name = h.pods()[0]["metadata"]["name"]
     h.client.inject_error("get", "pods", ServerError(500, "InternalError", "boom"), times=1)
-    await h.client.patch(
-        PODS, NS, name, [{"op": "remove", "path": "/metadata/labels/roleset-name"}], patch_type="json"
-    )
+    await remove_roleset_label(h, name)
     await h.settle()
     with pytest.raises(SyncError, match="boom"):
         await h.sync()
@@ -316,14 +315,7 @@ async def test_no_adoption_when_the_roleset_is_gone_from_the_server(h: Harness) 
 
 async def test_idle_roleset_with_a_foreign_pod_makes_no_writes(h: Harness) -> None:
     h.create(roleset(roles=[role("worker", replicas=1)]))
-    foreign_ref = {
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "name": "x",
-        "uid": "other",
-        "controller": True,
-    }
-    h.client.seed(PODS, orphan("foreign", ownerReferences=[foreign_ref]))
+    h.client.seed(PODS, orphan("foreign", ownerReferences=[FOREIGN_REF]))
     await h.converge()
     h.client.clear_actions()
     for _ in range(3):
