@@ -177,8 +177,18 @@ class RoleSetSync:
             annotations=dict(meta.get("annotations") or {}),
         )
         obs = Observations()
+        # Decided before the first await: the informer delivers events while this pass waits on
+        # the API server, and a creation observed then would satisfy the expectations for a pod
+        # list read earlier, which lacks that pod (a second pass would create it again).
+        satisfied = self.expectations.satisfied(key)
+        claim = adoption.needs_claim(self.pods, key, info.namespace, info.name, info.uid)
+        snapshot = (
+            adoption.candidates(self.pods, key, info.uid)
+            if claim
+            else self.pods.by_index(INDEX_CONTROLLER_UID, info.uid)
+        )
         await self._release_departed(key, obj, info, obs)
-        owned = await self._claim_pods(key, obj, info, obs)
+        owned = await self._claim_pods(obj, info, snapshot, obs) if claim else snapshot
         by_role: dict[str, list[Obj]] = {}
         for pod in owned:
             by_role.setdefault(L.labels_of(pod).get(L.ROLE_NAME_LABEL, ""), []).append(pod)
@@ -194,7 +204,7 @@ class RoleSetSync:
         if topo:
             obs.topology_missing = self._topology_missing(roles)
         requeue: float | None = None
-        if self.expectations.satisfied(key) and not self._stale(owned):
+        if satisfied and not self._stale(owned):
             requeue = await self._act(key, obj, info, rs, roles, removed, rs_sched, obs)
         else:
             log.debug("waiting for the cache", pending=self.expectations.pending(key))
@@ -225,12 +235,13 @@ class RoleSetSync:
 
     # --- observation --------------------------------------------------------------------------
 
-    async def _claim_pods(self, key: str, obj: Obj, info: RoleSetInfo, obs: Observations) -> list[Obj]:
+    async def _claim_pods(
+        self, obj: Obj, info: RoleSetInfo, candidates: list[Obj], obs: Observations
+    ) -> list[Obj]:
         """The pods this RoleSet owns after adopting matching orphans and releasing owned pods
-        that stopped matching (ReplicaSet's claim). Adopted pods count from this pass on; the
-        cache check (`_stale`) then holds actions until the cache has seen the adoption."""
-        if not adoption.needs_claim(self.pods, key, info.namespace, info.name, info.uid):
-            return self.pods.by_index(INDEX_CONTROLLER_UID, info.uid)
+        that stopped matching (ReplicaSet's claim), among `candidates` (the pass's snapshot).
+        Adopted pods count from this pass on; the cache check (`_stale`) then holds actions
+        until the cache has seen the adoption."""
 
         async def get_fresh() -> Obj:
             return await self.control.get(ROLESETS, info.namespace, info.name)
@@ -243,7 +254,7 @@ class RoleSetSync:
             on_written=self._note_write,
         )
         try:
-            return await claimer.claim(adoption.candidates(self.pods, key, info.uid))
+            return await claimer.claim(candidates)
         except ClaimError as err:
             obs.failures.extend((L.EVENT_FAILED_CLAIM, str(e)) for e in err.errors)
             return err.claimed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -542,3 +543,52 @@ async def test_name_held_by_a_pod_of_another_owner_is_reported(h: Harness) -> No
     assert name in failure.get("message", "")
     assert "FailedCreate" in h.recorder.reasons()
     assert h.ctrl.expectations.satisfied(f"{NS}/rs")
+
+
+async def test_creations_seen_during_a_claim_do_not_satisfy_a_stale_pod_list(h: Harness) -> None:
+    """Scale 3 -> 5: the first pass creates 2 pods; one pod is relabelled to another RoleSet; the
+    second pass releases it (an API call) and the 2 creations reach the cache while it waits.
+    Acting on the pod list read before that wait would create 3 more (7 pods for 5 replicas)."""
+    h.create(roleset(roles=[role("worker", replicas=3)]))
+    await h.converge()
+    key = f"{NS}/rs"
+    first_pass_pods = [copy.deepcopy(p) for p in h.pods()[:2]]
+    h.update_spec(lambda spec: spec["roles"][0].__setitem__("replicas", 5))
+    # What the first pass did: 2 creations, not yet seen by the cache.
+    h.ctrl.expectations.expect_creations(key, 2)
+    relabelled = h.pods()[0]["metadata"]["name"]
+    await h.client.patch(PODS, NS, relabelled, {"metadata": {"labels": {L.ROLESET_NAME_LABEL: "other"}}})
+    await h.settle()
+
+    real_patch = h.client.patch
+    delivered = False
+
+    async def patch_then_deliver_creations(*args: Any, **kwargs: Any) -> Any:
+        nonlocal delivered
+        result = await real_patch(*args, **kwargs)
+        if args[0] is PODS and not delivered:
+            delivered = True
+            for i, pod in enumerate(first_pass_pods):
+                body = copy.deepcopy(pod)
+                meta = body["metadata"]
+                meta["name"] = f"rs-worker-first-pass-{i}"
+                for field in ("uid", "resourceVersion", "creationTimestamp"):
+                    meta.pop(field, None)
+                body.pop("status", None)
+                await h.client.create(PODS, NS, body)
+            await h.settle()
+        return result
+
+    h.client.patch = patch_then_deliver_creations  # type: ignore[method-assign]
+    await h.ctrl.sync(key)  # releases the relabelled pod; the creations arrive meanwhile
+    h.client.patch = real_patch  # type: ignore[method-assign]
+    assert delivered
+
+    def owned() -> int:
+        return sum(1 for p in h.pods() if L.labels_of(p).get(L.ROLESET_NAME_LABEL) == "rs")
+
+    assert owned() <= 5
+    await h.converge()
+    assert owned() == 5
+    deleted = [a for a in h.client.writes() if a.verb == "delete" and a.resource == "pods"]
+    assert deleted == []
