@@ -89,21 +89,25 @@ def pdb_min_available(max_unavailable: IntOrStr, *, instances: int, group_size: 
     """The integer `minAvailable` of a PodDisruptionBudget over `instances` role instances of
     `group_size` pods each that tolerates `max_unavailable` of them down (disruptionTolerance).
 
-    An int counts instances (so `group_size` pods each); a percent counts pods, rounded up as the
-    disruption controller rounds a percent maxUnavailable. PDBs over our pods must use an integer
-    minAvailable: for maxUnavailable (or a percent minAvailable) the disruption controller needs a
-    scale subresource on the pods' controller, and a RoleSet has none, so such a PDB never
-    allows an eviction. ValueError for a malformed percent.
+    The tolerance counts instances: an int as is, a percent of `instances` rounded up (as the
+    disruption controller rounds a percent maxUnavailable). An instance of a grouped role is
+    broken as soon as any one of its pods is gone, and a PDB only counts pods, so tolerating N
+    instances means letting at most N pods go: `pods - N` (with N a whole group's worth of pods,
+    a drain could take one member of each of N x group_size groups). When the tolerance covers
+    every instance there is nothing to protect: 0.
+
+    PDBs over our pods must use an integer minAvailable: for maxUnavailable (or a percent
+    minAvailable) the disruption controller needs a scale subresource on the pods' controller,
+    and a RoleSet has none, so such a PDB never allows an eviction. ValueError for a malformed
+    percent.
     """
-    size = max(1, group_size)
-    pods = max(0, instances) * size
     if isinstance(max_unavailable, bool):
         raise TypeError("disruption tolerance must be an int or a percent string, not a bool")
-    down = (
-        max_unavailable * size
-        if isinstance(max_unavailable, int)
-        else scaled_value(max_unavailable, pods, round_up=True)
-    )
+    instances = max(0, instances)
+    pods = instances * max(1, group_size)
+    down = scaled_value(max_unavailable, instances, round_up=True)
+    if down >= instances:
+        return 0
     return max(0, pods - down)
 
 

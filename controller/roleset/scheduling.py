@@ -163,7 +163,8 @@ def pdb_object(
     group_size: int,
     owner_ref: Mapping[str, Any],
 ) -> Obj:
-    """One role's PDB, as an integer minAvailable (see `pdb_min_available` for why)."""
+    """One role's PDB, as an integer minAvailable: tolerating N instances lets at most N pods go,
+    since one missing member breaks a group (see `pdb_min_available`)."""
     selector = {L.ROLESET_NAME_LABEL: roleset, L.ROLE_NAME_LABEL: role}
     return {
         "apiVersion": "policy/v1",

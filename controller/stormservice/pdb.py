@@ -3,9 +3,10 @@
 One PDB per role, over that role's pods in every RoleSet of the StormService: draining nodes
 must not take more instances of a role down at once than the service tolerates, wherever they run.
 The tolerance is the role's own `disruptionTolerance.maxUnavailable`, else the StormService's
-`spec.disruptionTolerance.maxUnavailable`; an integer counts role instances, so it is multiplied
-by `podGroupSize` to count pods; a percent applies to pods as it is. A role with neither value
-has no PDB.
+`spec.disruptionTolerance.maxUnavailable`, in role instances (a percent of them, rounded up). An
+instance of a grouped role (`podGroupSize` > 1) is broken as soon as one of its pods is gone, so
+tolerating N instances lets at most N pods go, whatever the group size; a tolerance covering
+every instance protects nothing. A role with neither value has no PDB.
 
 The PDB states it as an integer `minAvailable` (desired pods of the role minus the tolerance),
 not as `maxUnavailable`. For `maxUnavailable` (and a percent `minAvailable`) the disruption
@@ -16,8 +17,7 @@ roles, so no single scale could say how many pods one role wants). Such a PDB en
 eviction (a node drain hangs). An integer `minAvailable` needs no scale: the disruption
 controller counts the pods it selects. Desired pods are `replicas x role replicas x
 podGroupSize`, what a Deployment's scale would report (surge pods not counted), so the PDB is
-rewritten when either replica count changes. A percent is scaled as the disruption controller
-scales a percent `maxUnavailable` (rounded up).
+rewritten when either replica count changes (see `apis.v1alpha1.intstr.pdb_min_available`).
 
 Split with the RoleSet controller: it makes per-RoleSet, per-role PDBs only for RoleSets that no
 StormService controls, and this controller makes these for the RoleSets it does control, so a

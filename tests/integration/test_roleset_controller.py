@@ -1251,6 +1251,36 @@ async def test_pdb_per_role(controller: Controller, api: Api, kube: Any, namespa
     await eventually(gone, "PodDisruptionBudget removed")
 
 
+async def test_pdb_of_a_grouped_role_counts_a_broken_group_per_pod(
+    controller: Controller, api: Api, kube: Any, namespace: str
+) -> None:
+    """3 groups of 3 pods, one instance may be down. A group is broken as soon as one member is
+    gone, so the disruption controller must allow one eviction (a drain taking one member of
+    each group would break all three instances), not a whole group's worth."""
+    await api.create(
+        roleset("gpdb", [role("w", replicas=3, podGroupSize=3, disruptionTolerance={"maxUnavailable": 1})])
+    )
+
+    async def evaluated() -> Obj | None:
+        try:
+            got: Obj = await kube.get(POD_DISRUPTION_BUDGETS, namespace, "gpdb-w")
+        except NotFound:
+            return None
+        status = got.get("status") or {}
+        if (
+            status.get("observedGeneration") != got["metadata"].get("generation")
+            or status.get("expectedPods") != 9
+            or status.get("currentHealthy") != 9
+        ):
+            return None
+        return got
+
+    pdb = await eventually(evaluated, "the PDB evaluated over 9 healthy pods", timeout=120)
+    assert pdb["spec"]["minAvailable"] == 8 and "maxUnavailable" not in pdb["spec"]
+    assert pdb["status"]["desiredHealthy"] == 8
+    assert pdb["status"]["disruptionsAllowed"] == 1
+
+
 async def test_pod_groups_of_removed_groups_deleted_after_restart(
     kubeconfig: str, namespace: str, crds: list[str], api: Api, kube: Any
 ) -> None:

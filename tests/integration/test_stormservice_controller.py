@@ -653,31 +653,34 @@ async def test_pdb_per_role_follows_disruption_tolerance(env: Env) -> None:
             # Evictions are possible, exactly as many as the tolerance allows.
             assert pdb["status"]["disruptionsAllowed"] == disruptions
 
-    # 1 instance: prefill 1 of 2 pods, decode 2 of 4 pods (one group).
+    # 1 instance: prefill 1 of 2 pods; decode 1 of 4 pods, since a group of 2 is broken as soon
+    # as one member is gone (allowing 2 would let a drain break both groups).
     pdbs = await env.eventually(
-        lambda: budgets({"budget-prefill": (1, 2), "budget-decode": (2, 4)}), "a PDB per role"
-    )
-    check(pdbs, {"prefill": 1, "decode": 2})
-    uids = {n: p["metadata"]["uid"] for n, p in pdbs.items()}
-
-    # A change of the StormService-wide value (no new revision, no rollout) is followed in place:
-    # 25% of 2 pods rounds up to 1, 25% of 4 pods is 1.
-    await env.patch_spec(
-        "budget", [{"op": "replace", "path": "/spec/disruptionTolerance/maxUnavailable", "value": "25%"}]
-    )
-    pdbs = await env.eventually(
-        lambda: budgets({"budget-prefill": (1, 2), "budget-decode": (3, 4)}), "the PDBs to follow 25%"
+        lambda: budgets({"budget-prefill": (1, 2), "budget-decode": (3, 4)}), "a PDB per role"
     )
     check(pdbs, {"prefill": 1, "decode": 1})
+    uids = {n: p["metadata"]["uid"] for n, p in pdbs.items()}
+
+    # A change of the StormService-wide value (no new revision, no rollout) is followed in place.
+    # A percent counts instances: 60% of 2 rounds up to 2, every instance, so nothing is
+    # protected: every pod may go.
+    await env.patch_spec(
+        "budget", [{"op": "replace", "path": "/spec/disruptionTolerance/maxUnavailable", "value": "60%"}]
+    )
+    pdbs = await env.eventually(
+        lambda: budgets({"budget-prefill": (0, 2), "budget-decode": (0, 4)}), "the PDBs to follow 60%"
+    )
+    check(pdbs, {"prefill": 2, "decode": 4})
     assert {n: p["metadata"]["uid"] for n, p in pdbs.items()} == uids
 
-    # Scaling moves the floor with the desired pods: 3 RoleSets, 25% of 3 and of 6 pods.
+    # Scaling moves the floor with the desired pods: 3 RoleSets, 60% of 3 instances is 2, so 2
+    # pods of either role (one member gone breaks a group).
     env.kubectl("scale", "storm/budget", "--replicas=3", "-n", env.namespace)
     await env.wait_settled("budget")
     pdbs = await env.eventually(
-        lambda: budgets({"budget-prefill": (2, 3), "budget-decode": (4, 6)}), "the PDBs to follow the scale"
+        lambda: budgets({"budget-prefill": (1, 3), "budget-decode": (4, 6)}), "the PDBs to follow the scale"
     )
-    check(pdbs, {"prefill": 1, "decode": 2})
+    check(pdbs, {"prefill": 2, "decode": 2})
 
     # Dropping the tolerance removes them.
     await env.patch_spec("budget", [{"op": "remove", "path": "/spec/disruptionTolerance"}])

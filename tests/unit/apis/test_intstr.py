@@ -231,12 +231,22 @@ def test_round_float_matches_exact_rational(x: float) -> None:
     ("tolerance", "instances", "group_size", "want"),
     [
         (1, 4, 1, 3),  # one instance of four
-        (1, 4, 2, 6),  # one group of two pods, of eight pods
+        # A group breaks when any one member is gone, so N instances tolerated are N pods, not
+        # N groups: one group of two pods is down as soon as one pod is.
+        (1, 4, 2, 7),
+        (1, 4, 8, 31),  # 4 groups of 8: one eviction per group would break all four
+        (2, 4, 8, 30),
         (0, 3, 1, 3),  # nothing may be down
+        (0, 3, 4, 12),
         (5, 2, 1, 0),  # tolerating more than exist: never negative
+        (5, 2, 4, 0),  # every instance may break: nothing to protect
         ("50%", 2, 1, 1),
         ("25%", 3, 1, 2),  # ceil(0.75) = 1 pod down
-        ("25%", 2, 2, 3),  # a percent counts pods: ceil(25% of 4) = 1
+        ("25%", 2, 2, 3),  # a percent counts instances: ceil(25% of 2) = 1, one pod
+        ("50%", 4, 8, 30),  # 2 of 4 instances: 2 pods of 32
+        ("100%", 4, 8, 0),  # every instance may break: nothing to protect
+        ("75%", 4, 8, 29),  # 3 of 4 instances: 3 pods
+        ("10%", 4, 8, 31),  # ceil(0.4) = 1 instance, rounded up as the disruption controller does
         ("100%", 4, 1, 0),
         ("0%", 4, 1, 4),
         (1, 0, 4, 0),  # a role scaled to zero

@@ -86,10 +86,17 @@ def test_pdb_name_short_and_long() -> None:
     ("value", "replicas", "role_replicas", "group", "want"),
     [
         (1, 3, 2, 1, 5),  # 6 pods, one instance may go
-        (1, 3, 2, 4, 20),  # 24 pods, one instance = 4 pods
+        # A group is broken when any member is gone: one instance tolerated is one pod, or a
+        # drain could take one member of each of several groups and break them all.
+        (1, 3, 2, 4, 23),
+        (1, 4, 1, 8, 31),  # the case: 4 groups of 8, tolerance 1 (was 24: 8 pods)
+        (2, 3, 2, 4, 22),
         (0, 3, 2, 4, 24),  # nothing may go
         (10, 3, 2, 1, 0),  # more than there is
-        ("25%", 3, 2, 4, 18),  # 25% of 24 pods
+        (10, 3, 2, 4, 0),  # every instance may break: nothing to protect
+        (5, 3, 2, 4, 19),  # all but one of 6 instances: 5 pods
+        ("25%", 3, 2, 4, 22),  # 25% of 6 instances rounds up to 2: 2 pods of 24
+        ("50%", 4, 1, 8, 30),
         ("33%", 3, 2, 1, 4),  # 1.98 rounds up to 2, as the disruption controller rounds
         ("10%", 1, 1, 1, 0),  # 0.1 rounds up to 1
         ("0%", 3, 2, 1, 6),
@@ -111,10 +118,13 @@ def test_min_available(
         # storm(): 3 RoleSets, prefill 2 instances, decode 1
         ({}, 1, {}),  # neither level: no PDB
         ({"ss": 1}, 1, {"llm-prefill": 5, "llm-decode": 2}),
-        ({"ss": 2}, 4, {"llm-prefill": 16, "llm-decode": 4}),  # instances x podGroupSize = pods
-        ({"ss": "25%"}, 4, {"llm-prefill": 18, "llm-decode": 9}),  # a percent counts pods
-        ({"ss": 1, "prefill": 3}, 2, {"llm-prefill": 6, "llm-decode": 4}),  # the role's own wins
-        ({"prefill": "50%"}, 2, {"llm-prefill": 6}),  # role only: the other role gets none
+        # N instances tolerated: N pods (a group breaks when one member goes), of
+        # instances x podGroupSize.
+        ({"ss": 2}, 4, {"llm-prefill": 22, "llm-decode": 10}),
+        # a percent counts instances: 25% of 6 -> 2, 25% of 3 -> 1 (rounded up)
+        ({"ss": "25%"}, 4, {"llm-prefill": 22, "llm-decode": 11}),
+        ({"ss": 1, "prefill": 3}, 2, {"llm-prefill": 9, "llm-decode": 5}),  # the role's own wins
+        ({"prefill": "50%"}, 2, {"llm-prefill": 9}),  # role only: the other role gets none
         ({"ss": "10%", "decode": 0}, 1, {"llm-prefill": 5, "llm-decode": 3}),  # 0 is a value
     ],
 )
@@ -232,8 +242,9 @@ async def test_creates_pdbs_then_writes_nothing_when_equal() -> None:
         ss = env.seed(STORMSERVICES, obj)
         await env.sync()
         pdbs = pdbs_in(env)
-        # prefill: 2 x 2 pods, 25% may go; decode: 2 x 1 instance of 2 pods, 1 instance may go
-        assert min_available_of(pdbs) == {"llm-prefill": 3, "llm-decode": 2}
+        # prefill: 2 x 2 pods, 25% may go; decode: 2 x 1 instance of 2 pods, 1 instance may go,
+        # which is one pod (one missing member breaks the instance)
+        assert min_available_of(pdbs) == {"llm-prefill": 3, "llm-decode": 3}
         decode = pdbs["llm-decode"]
         assert decode["spec"]["selector"] == {
             "matchLabels": {"storm-service-name": "llm", "role-name": "decode"}
