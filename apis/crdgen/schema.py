@@ -320,7 +320,7 @@ def role() -> Schema:
             "stateful": _bool("Instance i is a fixed slot with a stable name and index."),
             "template": template,
             "disruptionTolerance": disruption_tolerance("instances of this role"),
-            "podRecoveryPolicy": _string(
+            "recoveryPolicy": _string(
                 "ReplaceUnhealthy replaces a failed pod of a group; Recreate recreates the whole group.",
                 enum=["ReplaceUnhealthy", "Recreate"],
                 default=d.DEFAULT_RECOVERY_POLICY,

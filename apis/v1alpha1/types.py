@@ -350,10 +350,9 @@ class RoleSpec(WireModel):
     template: dict[str, Any]
     disruption_tolerance: DisruptionTolerance | None = None
     scheduling_strategy: SchedulingStrategy | None = None
-    #: On the wire `podRecoveryPolicy` (AIBrix's name for the same field).
-    recovery_policy: Literal["ReplaceUnhealthy", "Recreate"] = Field(
-        default=d.DEFAULT_RECOVERY_POLICY, alias="podRecoveryPolicy"
-    )
+    #: `recoveryPolicy` on the wire, as the spec and AIBrix's PodSet name it (AIBrix's RoleSpec
+    #: has no such field).
+    recovery_policy: Literal["ReplaceUnhealthy", "Recreate"] = d.DEFAULT_RECOVERY_POLICY
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> RoleSpec:

@@ -58,7 +58,7 @@ def test_defaults_are_applied() -> None:
     assert spec["updateStrategy"] == {"type": "RollingUpdate"}
     assert spec["template"]["spec"]["updateStrategy"] == "Sequential"
     role = spec["template"]["spec"]["roles"][0]
-    assert (role["replicas"], role["podGroupSize"], role["podRecoveryPolicy"]) == (1, 1, "ReplaceUnhealthy")
+    assert (role["replicas"], role["podGroupSize"], role["recoveryPolicy"]) == (1, 1, "ReplaceUnhealthy")
     assert role["updateStrategy"] == {"type": "Recreate"}
 
 

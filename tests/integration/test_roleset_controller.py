@@ -594,7 +594,7 @@ async def test_pod_groups(controller: Controller, api: Api, kube: Any, namespace
     assert all(now[n] == uid for n, uid in others.items()), "only the failed member was replaced"
 
     # Recreate: a failed member takes its whole group down and back up.
-    await api.patch_spec("grp", lambda s: s["roles"][0].__setitem__("podRecoveryPolicy", "Recreate"))
+    await api.patch_spec("grp", lambda s: s["roles"][0].__setitem__("recoveryPolicy", "Recreate"))
     group0 = {
         p["metadata"]["name"]: p["metadata"]["uid"]
         for p in await api.pods("grp")

@@ -283,7 +283,7 @@ def test_model_fields_all_exist_in_schema(crds: dict[str, dict[str, Any]]) -> No
 
     check(StormService, ss_schema(crds), "StormService")
     check(RoleSet, rs_schema(crds), "RoleSet")
-    assert "StormService.spec.template.spec.roles.podRecoveryPolicy" in checked
+    assert "StormService.spec.template.spec.roles.recoveryPolicy" in checked
     assert "RoleSet.status.observedGeneration" in checked
 
 
@@ -328,7 +328,7 @@ def test_crd_defaults_equal_model_defaults(crds: dict[str, dict[str, Any]]) -> N
         assert at(schema, f"{role}.podGroupSize")["default"] == d.DEFAULT_POD_GROUP_SIZE
         assert at(schema, f"{role}.updateStrategy")["default"] == {}
         assert at(schema, f"{role}.updateStrategy.type")["default"] == d.DEFAULT_ROLE_UPDATE_STRATEGY
-        assert at(schema, f"{role}.podRecoveryPolicy")["default"] == d.DEFAULT_RECOVERY_POLICY
+        assert at(schema, f"{role}.recoveryPolicy")["default"] == d.DEFAULT_RECOVERY_POLICY
         for intstr in (
             "updateStrategy.maxSurge",
             "updateStrategy.maxUnavailable",

@@ -125,7 +125,7 @@ def test_roleset_standalone_fields() -> None:
     assert (prefill.update_strategy.max_surge, prefill.update_strategy.max_unavailable) == ("50%", 0)
     assert rs.spec.role("decode") is not None and rs.spec.role("decode").replicas == 0  # type: ignore[union-attr]
     assert rs.spec.role("nope") is None
-    assert to_wire(prefill)["podRecoveryPolicy"] == "Recreate"
+    assert to_wire(prefill)["recoveryPolicy"] == "Recreate"
 
 
 def test_from_server_keeps_everything() -> None:
