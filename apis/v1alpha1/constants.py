@@ -107,6 +107,9 @@ ENV_LEADER_ADDRESS: Final = "LEADER_ADDRESS"  # Beyond AIBrix
 CONDITION_READY: Final = "Ready"
 CONDITION_PROGRESSING: Final = "Progressing"
 CONDITION_REPLICA_FAILURE: Final = "ReplicaFailure"
+# Progressing follows the Deployment convention on both kinds: True while a rollout runs and
+# after it completed (this reason), False only when it cannot go on.
+REASON_ROLLOUT_COMPLETE: Final = "RolloutComplete"
 # Progressing=False reasons of a RoleSet whose rollout cannot go on by itself; the StormService
 # reports them too, naming the RoleSet.
 REASON_ROLLOUT_BLOCKED: Final = "RolloutBlocked"

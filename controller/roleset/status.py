@@ -94,7 +94,7 @@ def conditions_for(roles: Sequence[RoleCounts], obs: Observations) -> list[CondS
         )
     else:
         conds.append(
-            CondSpec(L.COND_PROGRESSING, "True", "RolloutComplete", "every role is updated and ready")
+            CondSpec(L.COND_PROGRESSING, "True", L.REASON_ROLLOUT_COMPLETE, "every role is updated and ready")
         )
     if obs.failures:
         reason, message = obs.failures[0]

@@ -26,7 +26,7 @@ REASON_ROLLOUT = "RolloutInProgress"
 REASON_SCALING = "Scaling"
 REASON_NOT_READY = "RoleSetsNotReady"
 REASON_PAUSED = "Paused"
-REASON_COMPLETE = "Complete"
+REASON_COMPLETE = c.REASON_ROLLOUT_COMPLETE
 REASON_ROLESET_STALLED = "RoleSetRolloutStalled"
 # A pass failed before it could compute a status (claiming RoleSets, writing a revision).
 REASON_RECONCILE_FAILED = "ReconcileFailed"
@@ -188,10 +188,13 @@ def compute_status(
     stalled = sorted(
         f"RoleSet {r.name}: {r.stalled}" for r in rolesets if r.stalled and r.revision == update_revision
     )
+    # Deployment convention, the same as on RoleSets: True while rolling and once complete;
+    # False only when the rollout cannot go on; Unknown while paused (nothing is expected to
+    # move, and that is not a failure).
     if ready:
-        progressing = ("False", REASON_COMPLETE, message)
+        progressing = ("True", REASON_COMPLETE, message)
     elif paused:
-        progressing = ("False", REASON_PAUSED, f"paused: {message}")
+        progressing = ("Unknown", REASON_PAUSED, f"paused: {message}")
     elif stalled:
         # A RoleSet's own rollout cannot go on without the user; say which and why.
         progressing = ("False", REASON_ROLESET_STALLED, f"{message}; " + "; ".join(stalled))

@@ -440,8 +440,13 @@ async def test_a_roleset_rollout_that_cannot_go_on_is_reported_on_the_stormservi
         [{"op": "replace", "path": "/spec/template/spec/roles/1/updateStrategy/maxUnavailable", "value": 1}],
     )
     ss = await env.wait_settled("stall")
+    # Done: Progressing means the same on both kinds (Deployment convention), True with the
+    # completion reason.
     p = next(c for c in ss["status"]["conditions"] if c["type"] == "Progressing")
-    assert p["reason"] != "RoleSetRolloutStalled"
+    assert (p["status"], p["reason"]) == ("True", "RolloutComplete"), p
+    (roleset,) = await env.rolesets("stall")
+    rp = next(c for c in roleset["status"]["conditions"] if c["type"] == "Progressing")
+    assert (rp["status"], rp["reason"]) == ("True", "RolloutComplete"), rp
     assert len(await env.pods("stall")) == 1 + 3
 
 
@@ -534,6 +539,8 @@ async def test_pause_and_resume(env: Env) -> None:
             status.get("observedGeneration") == ss["metadata"]["generation"]
             and progressing.get("reason") == "Paused"
         ):
+            # Not a failure (False is for a rollout that cannot go on): Unknown, as Deployments.
+            assert progressing.get("status") == "Unknown", progressing
             return ss
         return None
 

@@ -56,7 +56,15 @@ def test_ready_status_fields() -> None:
         "message": "2 of 2 RoleSets ready",
         "lastTransitionTime": T0,
     }
-    assert cond(st, "Progressing")["status"] == "False"  # type: ignore[index]
+    # Deployment convention, as on RoleSets: a completed rollout is Progressing=True with a
+    # completion reason; False only when it cannot go on.
+    assert cond(st, "Progressing") == {
+        "type": "Progressing",
+        "status": "True",
+        "reason": "RolloutComplete",
+        "message": "2 of 2 RoleSets ready",
+        "lastTransitionTime": T0,
+    }
     assert cond(st, "ReplicaFailure") is None
 
 
@@ -74,7 +82,7 @@ def test_ready_status_fields() -> None:
             id="rolling",
         ),
         pytest.param(
-            [rs("a", "old"), rs("b")], "old", 2, True, "RolloutInProgress", ("False", "Paused"), id="paused"
+            [rs("a", "old"), rs("b")], "old", 2, True, "RolloutInProgress", ("Unknown", "Paused"), id="paused"
         ),
         pytest.param(
             [rs("a"), rs("b", ready=False)],
@@ -106,7 +114,9 @@ def test_ready_status_fields() -> None:
             ("True", "RolloutInProgress"),
             id="current-lags",
         ),
-        pytest.param([], "new", 0, False, "AllRoleSetsReady", ("False", "Complete"), id="zero-is-ready"),
+        pytest.param(
+            [], "new", 0, False, "AllRoleSetsReady", ("True", "RolloutComplete"), id="zero-is-ready"
+        ),
     ],
 )
 def test_not_ready_reasons(
@@ -153,8 +163,9 @@ def test_counts_during_rollout() -> None:
     ("paused", "ready", "progressing"),
     [
         (False, False, ("False", "RoleSetRolloutStalled")),
-        (True, False, ("False", "Paused")),  # paused wins: nothing is expected to move
-        (False, True, ("False", "Complete")),  # a stale report on a ready service is moot
+        # paused wins: nothing is expected to move, which is not a failure (Deployment: Unknown)
+        (True, False, ("Unknown", "Paused")),
+        (False, True, ("True", "RolloutComplete")),  # a stale report on a ready service is moot
     ],
 )
 def test_a_stalled_roleset_rollout_is_reported(

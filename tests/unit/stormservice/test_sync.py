@@ -418,7 +418,7 @@ async def test_paused_scaling_keeps_proportion_and_creates_from_current() -> Non
         status = env.status()
         progressing = env.condition("Progressing")
         assert progressing is not None and (progressing["status"], progressing["reason"]) == (
-            "False",
+            "Unknown",
             "Paused",
         )
         assert status["currentRevision"] == current
