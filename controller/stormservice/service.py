@@ -2,6 +2,11 @@
 
 Pods set `hostname` to their name and `subdomain` to the StormService name, so each pod resolves
 as `<pod>.<ss>.<namespace>.svc`; grouped pods find their leader that way (LEADER_ADDRESS).
+
+The Service carries the StormService's own labels, as AIBrix's does (tools that find a service's
+objects by its labels find this one too), plus `storm-service-name`. Labels we set are repaired
+when they drift; labels someone else added are left alone, and a label removed from the
+StormService stays on the Service (we cannot tell it from one added by hand).
 """
 
 from __future__ import annotations
@@ -16,6 +21,11 @@ from controller.runtime.controllerref import is_controlled_by, new_controller_re
 Obj = dict[str, Any]
 
 
+def service_labels(storm_service: Mapping[str, Any]) -> dict[str, str]:
+    meta = storm_service["metadata"]
+    return {**(meta.get("labels") or {}), c.LABEL_STORM_SERVICE_NAME: meta["name"]}
+
+
 def desired_service(storm_service: Mapping[str, Any]) -> Obj:
     meta = storm_service["metadata"]
     return {
@@ -24,7 +34,7 @@ def desired_service(storm_service: Mapping[str, Any]) -> Obj:
         "metadata": {
             "name": meta["name"],
             "namespace": meta["namespace"],
-            "labels": {c.LABEL_STORM_SERVICE_NAME: meta["name"]},
+            "labels": service_labels(storm_service),
             "ownerReferences": [new_controller_ref(storm_service, c.API_VERSION, c.KIND_STORM_SERVICE)],
         },
         "spec": {
@@ -62,4 +72,11 @@ def plan_service(storm_service: Mapping[str, Any], existing: Mapping[str, Any] |
         patch["selector"] = {**dict.fromkeys(have.get("selector") or {}), **want["selector"]}
     if have.get("publishNotReadyAddresses") is not True:
         patch["publishNotReadyAddresses"] = True
-    return ServiceAction("patch", {"spec": patch}) if patch else ServiceAction("none")
+    have_labels = (existing.get("metadata") or {}).get("labels") or {}
+    labels = {k: v for k, v in service_labels(storm_service).items() if have_labels.get(k) != v}
+    body: Obj = {}
+    if labels:
+        body["metadata"] = {"labels": labels}
+    if patch:
+        body["spec"] = patch
+    return ServiceAction("patch", body) if body else ServiceAction("none")

@@ -396,6 +396,43 @@ async def test_rolling_update_stays_within_surge_and_availability(env: Env) -> N
     assert svc["spec"]["publishNotReadyAddresses"] is True
 
 
+async def test_headless_service_carries_the_stormservice_labels(env: Env) -> None:
+    """As AIBrix's Service does (its metadata.labels are the StormService's), plus the label it
+    selects by; labels we set are repaired, labels added by someone else are left alone."""
+    manifest = storm("labelled", replicas=1)
+    manifest["metadata"]["labels"] = {"app.kubernetes.io/name": "llm", "team": "serving"}
+    env.apply(manifest)
+    want = {"app.kubernetes.io/name": "llm", "team": "serving", "storm-service-name": "labelled"}
+
+    async def service_with(labels: dict[str, str]) -> Obj | None:
+        svc: Obj = await env.kube.get(SERVICES, env.namespace, "labelled")
+        return svc if svc["metadata"].get("labels") == labels else None
+
+    svc = await env.eventually(lambda: service_with(want), "the Service with the StormService's labels")
+    uid = svc["metadata"]["uid"]
+
+    await env.kube.patch(
+        SERVICES,
+        env.namespace,
+        "labelled",
+        {"metadata": {"labels": {"team": "other", "storm-service-name": None, "added": "by-hand"}}},
+        patch_type="merge",
+    )
+    await env.eventually(lambda: service_with({**want, "added": "by-hand"}), "the drifted labels repaired")
+
+    await env.kube.patch(
+        STORMSERVICES,
+        env.namespace,
+        "labelled",
+        {"metadata": {"labels": {"team": "research"}}},
+        patch_type="merge",
+    )
+    svc = await env.eventually(
+        lambda: service_with({**want, "team": "research", "added": "by-hand"}), "the Service to follow"
+    )
+    assert svc["metadata"]["uid"] == uid, "patched, not recreated"
+
+
 async def test_in_place_update_keeps_roleset_names(env: Env) -> None:
     env.apply(storm("inplace", replicas=2, strategy={"type": "InPlaceUpdate"}))
     before = await env.wait_settled("inplace")

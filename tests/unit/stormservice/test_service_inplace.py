@@ -10,7 +10,7 @@ from controller.stormservice.inplace import merge_patch, rewrite_patch, to_rewri
 from controller.stormservice.service import desired_service, plan_service
 from tests.unit.stormservice.helpers import names, rs
 
-SS = {
+SS: dict[str, Any] = {
     "apiVersion": "orchestration.aibrix.ai/v1alpha1",
     "kind": "StormService",
     "metadata": {"name": "llm", "namespace": "ns", "uid": "u1"},
@@ -26,11 +26,17 @@ OWNED = [
 ]
 
 
-def svc(spec: dict[str, Any], owners: list[dict[str, Any]] | None = None, **meta: Any) -> dict[str, Any]:
-    return {
-        "metadata": {"name": "llm", "ownerReferences": OWNED if owners is None else owners, **meta},
-        "spec": spec,
-    }
+def svc(
+    spec: dict[str, Any],
+    owners: list[dict[str, Any]] | None = None,
+    labels: dict[str, str] | None = None,
+    **meta: Any,
+) -> dict[str, Any]:
+    """Our Service as the API server returns it; `labels` None: a Service with no labels."""
+    metadata = {"name": "llm", "ownerReferences": OWNED if owners is None else owners, **meta}
+    if labels is not None:
+        metadata["labels"] = labels
+    return {"metadata": metadata, "spec": spec}
 
 
 GOOD = {
@@ -39,6 +45,54 @@ GOOD = {
     "publishNotReadyAddresses": True,
     "type": "ClusterIP",
 }
+
+
+LABELLED = {**SS, "metadata": {**SS["metadata"], "labels": {"app": "llm", "team": "serving"}}}
+OWN_LABELS = {"app": "llm", "team": "serving", "storm-service-name": "llm"}
+
+
+def test_desired_service_carries_the_stormservice_labels() -> None:
+    """As AIBrix's does (its Service takes the StormService's metadata.labels), plus the label
+    the Service selects by."""
+    assert desired_service(LABELLED)["metadata"]["labels"] == OWN_LABELS
+    assert desired_service(SS)["metadata"]["labels"] == {"storm-service-name": "llm"}
+    # Ours wins over a StormService label of the same key.
+    clash = {**SS, "metadata": {**SS["metadata"], "labels": {"storm-service-name": "other"}}}
+    assert desired_service(clash)["metadata"]["labels"] == {"storm-service-name": "llm"}
+
+
+@pytest.mark.parametrize(
+    ("labels", "patch"),
+    [
+        pytest.param(OWN_LABELS, None, id="in-sync"),
+        pytest.param({**OWN_LABELS, "added-by-hand": "x"}, None, id="other-labels-left-alone"),
+        pytest.param(
+            {"storm-service-name": "llm"},
+            {"metadata": {"labels": {"app": "llm", "team": "serving"}}},
+            id="made-before-labels-were-copied",
+        ),
+        pytest.param(
+            {**OWN_LABELS, "team": "other", "storm-service-name": "x"},
+            {"metadata": {"labels": {"team": "serving", "storm-service-name": "llm"}}},
+            id="drifted",
+        ),
+        pytest.param(None, {"metadata": {"labels": OWN_LABELS}}, id="no-labels"),
+    ],
+)
+def test_plan_service_repairs_label_drift(
+    labels: dict[str, str] | None, patch: dict[str, Any] | None
+) -> None:
+    existing = svc(GOOD, labels=labels)
+    got = plan_service(LABELLED, existing)
+    assert (got.action, got.patch) == (("none", None) if patch is None else ("patch", patch))
+
+
+def test_plan_service_repairs_labels_and_spec_in_one_patch() -> None:
+    got = plan_service(LABELLED, svc({**GOOD, "publishNotReadyAddresses": False}, labels={}))
+    assert (got.action, got.patch) == (
+        "patch",
+        {"metadata": {"labels": OWN_LABELS}, "spec": {"publishNotReadyAddresses": True}},
+    )
 
 
 def test_desired_service() -> None:
@@ -79,6 +133,8 @@ def test_desired_service() -> None:
     ],
 )
 def test_plan_service(existing: dict[str, Any] | None, action: str, patch: dict[str, Any] | None) -> None:
+    if existing is not None:
+        existing["metadata"].setdefault("labels", {"storm-service-name": "llm"})
     got = plan_service(SS, existing)
     assert (got.action, got.patch) == (action, patch)
 
