@@ -110,15 +110,38 @@ def pod_group_object(
 # Topology
 
 
+REQUIRED_AFFINITY = "requiredDuringSchedulingIgnoredDuringExecution"
+PREFERRED_AFFINITY = "preferredDuringSchedulingIgnoredDuringExecution"
+PREFERRED_WEIGHT = 100
+
+#: The label sets a topology term of ours selects by, over every scope and every version of this
+#: controller: Role scope selected {roleset-name, role-name} before it followed AIBrix.
+_TOPOLOGY_SELECTOR_KEYS = frozenset(
+    {
+        frozenset({L.STORM_SERVICE_NAME_LABEL}),
+        frozenset({L.ROLESET_NAME_LABEL}),
+        frozenset({L.STORM_SERVICE_NAME_LABEL, L.ROLE_NAME_LABEL}),
+        frozenset({L.ROLESET_NAME_LABEL, L.ROLE_NAME_LABEL}),
+    }
+)
+
+
 def topology_term(
     policy: Mapping[str, Any] | None, *, storm_service: str | None, roleset: str, role: str
 ) -> tuple[str, Obj] | None:
-    """(affinity list key, list entry) for a topologyPolicy, or None when there is none."""
+    """(affinity list key, list entry) for a topologyPolicy, or None when there is none.
+
+    Scope Role keeps a role's pods together across every RoleSet of the StormService, as AIBrix
+    does ({storm-service-name, role-name}); a RoleSet that no StormService made has only its own
+    pods ({roleset-name, role-name}). Scope StormService without a StormService falls back to
+    the RoleSet."""
     if not policy:
         return None
     scope = policy.get("scope") or "RoleSet"
     if scope == "StormService" and storm_service:
         selector = {L.STORM_SERVICE_NAME_LABEL: storm_service}
+    elif scope == "Role" and storm_service:
+        selector = {L.STORM_SERVICE_NAME_LABEL: storm_service, L.ROLE_NAME_LABEL: role}
     elif scope == "Role":
         selector = {L.ROLESET_NAME_LABEL: roleset, L.ROLE_NAME_LABEL: role}
     else:
@@ -128,8 +151,37 @@ def topology_term(
         "topologyKey": policy.get("key") or "kubernetes.io/hostname",
     }
     if (policy.get("mode") or "Preferred") == "Required":
-        return "requiredDuringSchedulingIgnoredDuringExecution", term
-    return "preferredDuringSchedulingIgnoredDuringExecution", {"weight": 100, "podAffinityTerm": term}
+        return REQUIRED_AFFINITY, term
+    return PREFERRED_AFFINITY, {"weight": PREFERRED_WEIGHT, "podAffinityTerm": term}
+
+
+def is_topology_entry(key: str, entry: Any, pod_labels: Mapping[str, str]) -> bool:
+    """Whether `entry` of the pod affinity list `key` has the shape of a term this controller
+    adds for a topologyPolicy (any scope, mode or key, including the Role-scope selector of
+    earlier versions) that selects the pod's own group (`pod_labels`, the pod's labels).
+
+    Topology terms go on new pods only, so a pod made under an earlier policy, or by an earlier
+    version of the controller, carries a term the current template does not have; that alone is
+    no reason to recreate it."""
+    if key == PREFERRED_AFFINITY:
+        if not isinstance(entry, Mapping) or set(entry) != {"weight", "podAffinityTerm"}:
+            return False
+        if entry["weight"] != PREFERRED_WEIGHT:
+            return False
+        term = entry["podAffinityTerm"]
+    elif key == REQUIRED_AFFINITY:
+        term = entry
+    else:
+        return False
+    if not isinstance(term, Mapping) or set(term) != {"labelSelector", "topologyKey"}:
+        return False
+    selector = term["labelSelector"]
+    if not isinstance(selector, Mapping) or set(selector) != {"matchLabels"}:
+        return False
+    match = selector["matchLabels"]
+    if not isinstance(match, Mapping) or frozenset(match) not in _TOPOLOGY_SELECTOR_KEYS:
+        return False
+    return all(pod_labels.get(k) == v for k, v in match.items())
 
 
 def add_affinity_term(spec: Obj, key: str, entry: Obj) -> None:

@@ -109,8 +109,9 @@ def conditions_for(roles: Sequence[RoleCounts], obs: Observations) -> list[CondS
                     L.COND_TOPOLOGY_POLICY_APPLIED,
                     "False",
                     "PodsLackAffinity",
-                    f"{len(obs.topology_missing)} pods created before the topology policy lack its affinity "
-                    f"term (they are not recreated for it): {_short_list(obs.topology_missing)}",
+                    f"{len(obs.topology_missing)} pods created before the topology policy (or before it "
+                    f"changed) lack its affinity term (they are not recreated for it): "
+                    f"{_short_list(obs.topology_missing)}",
                 )
             )
         else:

@@ -433,6 +433,34 @@ async def test_headless_service_carries_the_stormservice_labels(env: Env) -> Non
     assert svc["metadata"]["uid"] == uid, "patched, not recreated"
 
 
+async def test_role_scope_topology_keeps_a_role_together_across_rolesets(env: Env) -> None:
+    """`topologyPolicy.scope: Role` selects {storm-service-name, role-name}, as AIBrix does: a
+    role's pods share a node across every RoleSet of the StormService, not only within one."""
+    manifest = storm("colo", replicas=2)
+    manifest["spec"]["template"]["spec"]["topologyPolicy"] = {
+        "scope": "Role",
+        "mode": "Required",
+        "key": "kubernetes.io/hostname",
+    }
+    env.apply(manifest)
+    await env.wait_settled("colo")
+    pods = await env.pods("colo")
+    assert len({p["metadata"]["labels"]["roleset-name"] for p in pods}) == 2
+    nodes: dict[str, set[str]] = {}
+    for p in pods:
+        role_name = p["metadata"]["labels"]["role-name"]
+        assert p["spec"]["affinity"]["podAffinity"] == {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "labelSelector": {"matchLabels": {"storm-service-name": "colo", "role-name": role_name}},
+                    "topologyKey": "kubernetes.io/hostname",
+                }
+            ]
+        }, p["metadata"]["name"]
+        nodes.setdefault(role_name, set()).add(p["spec"]["nodeName"])
+    assert {r: len(n) for r, n in nodes.items()} == {"prefill": 1, "decode": 1}, nodes
+
+
 async def test_in_place_update_keeps_roleset_names(env: Env) -> None:
     env.apply(storm("inplace", replicas=2, strategy={"type": "InPlaceUpdate"}))
     before = await env.wait_settled("inplace")

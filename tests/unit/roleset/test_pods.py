@@ -157,34 +157,57 @@ def test_scheduler_keys_and_affinity() -> None:
     assert pod["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == "pg"
     assert pod["spec"]["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] == [
         {
-            "labelSelector": {"matchLabels": {"roleset-name": RS.name, "role-name": "decode"}},
+            "labelSelector": {"matchLabels": {"storm-service-name": "llm", "role-name": "decode"}},
             "topologyKey": "zone",
         }
     ]
 
 
 @pytest.mark.parametrize(
-    ("policy", "key", "selector"),
+    ("policy", "storm_service", "key", "selector"),
     [
         (
             {"scope": "StormService", "key": "k"},
+            "llm",
             "preferredDuringSchedulingIgnoredDuringExecution",
             {"storm-service-name": "llm"},
         ),
-        (
-            {"scope": "RoleSet", "mode": "Preferred", "key": "k"},
+        (  # no StormService: its RoleSet
+            {"scope": "StormService", "key": "k"},
+            None,
             "preferredDuringSchedulingIgnoredDuringExecution",
             {"roleset-name": "rs"},
         ),
         (
+            {"scope": "RoleSet", "mode": "Preferred", "key": "k"},
+            "llm",
+            "preferredDuringSchedulingIgnoredDuringExecution",
+            {"roleset-name": "rs"},
+        ),
+        (  # the role across every RoleSet of the StormService, as AIBrix selects
             {"scope": "Role", "mode": "Required", "key": "k"},
+            "llm",
             "requiredDuringSchedulingIgnoredDuringExecution",
+            {"storm-service-name": "llm", "role-name": "r"},
+        ),
+        (  # a standalone RoleSet: the role within it
+            {"scope": "Role", "key": "k"},
+            None,
+            "preferredDuringSchedulingIgnoredDuringExecution",
             {"roleset-name": "rs", "role-name": "r"},
+        ),
+        (  # scope defaults to RoleSet
+            {"key": "k"},
+            "llm",
+            "preferredDuringSchedulingIgnoredDuringExecution",
+            {"roleset-name": "rs"},
         ),
     ],
 )
-def test_topology_terms(policy: dict[str, str], key: str, selector: dict[str, str]) -> None:
-    got = topology_term(policy, storm_service="llm", roleset="rs", role="r")
+def test_topology_terms(
+    policy: dict[str, str], storm_service: str | None, key: str, selector: dict[str, str]
+) -> None:
+    got = topology_term(policy, storm_service=storm_service, roleset="rs", role="r")
     assert got is not None
     assert got[0] == key
     term = got[1].get("podAffinityTerm", got[1])
