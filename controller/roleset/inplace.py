@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from apis import podfields
 from controller.roleset import labels as L
 
 Obj = dict[str, Any]
@@ -47,30 +48,15 @@ _OWN_ANNOTATIONS = frozenset(
 )
 _OWN_ENV = frozenset({L.ENV_ROLE_TEMPLATE_HASH, L.ENV_PODSET_NAME, L.ENV_LEADER_ADDRESS})
 
-_POD_SPEC_DEFAULTS: dict[str, Any] = {
-    "schedulerName": "default-scheduler",
-    "restartPolicy": "Always",
-    "dnsPolicy": "ClusterFirst",
-    "terminationGracePeriodSeconds": 30,
-    "enableServiceLinks": True,
+# Written by admission plugins (ServiceAccount, Priority) when the template leaves them out; the
+# API server's own defaults are apis.podfields.DEFAULTS.
+_ADMISSION_DEFAULTS: dict[str, Any] = {
     "serviceAccountName": "default",
     "serviceAccount": "default",
-    "securityContext": {},
     "priority": 0,
     "preemptionPolicy": "PreemptLowerPriority",
 }
-_CONTAINER_DEFAULTS: dict[str, Any] = {
-    "terminationMessagePath": "/dev/termination-log",
-    "terminationMessagePolicy": "File",
-    "resources": {},
-}
-_PROBE_DEFAULTS: dict[str, Any] = {
-    "timeoutSeconds": 1,
-    "periodSeconds": 10,
-    "successThreshold": 1,
-    "failureThreshold": 3,
-}
-_VOLUME_SOURCE_DEFAULT_MODE = ("configMap", "secret", "projected", "downwardAPI")
+_VOLUME_SOURCE_KEYS = frozenset(podfields.pod_spec_fields()["Volume"]) - {"name"}
 _DEFAULT_TOLERATION_KEYS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
 
 
@@ -122,46 +108,19 @@ def _strip_defaults(obj: Obj, desired: Mapping[str, Any], defaults: Mapping[str,
             obj.pop(key, None)
 
 
-def _normalize_probe(probe: Any) -> None:
-    if not isinstance(probe, dict):
-        return
-    for key, value in _PROBE_DEFAULTS.items():
-        if probe.get(key) == value:
-            probe.pop(key)
-    http = probe.get("httpGet")
-    if isinstance(http, dict) and http.get("scheme") == "HTTP":
-        http.pop("scheme")
-
-
 def _normalize_container(c: Obj, *, image: str | None, drop_mounts: set[str], own_env: bool) -> None:
-    original_image = str(c.get("image", ""))
-    for key, value in _CONTAINER_DEFAULTS.items():
-        if c.get(key) == value:
-            c.pop(key)
-    if c.get("imagePullPolicy") == default_pull_policy(original_image):
-        c.pop("imagePullPolicy")
+    c.pop("imagePullPolicy", None)  # compared apart: see _pull_policy_difference
     if image is not None:
         c["image"] = image
-    for port in c.get("ports") or ():
-        if isinstance(port, dict) and port.get("protocol") == "TCP":
-            port.pop("protocol")
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-        _normalize_probe(c.get(probe))
-    env = []
-    for e in c.get("env") or ():
-        e = dict(e)
-        if own_env and e.get("name") in _OWN_ENV:
-            e["value"] = ""
-        field_ref = (e.get("valueFrom") or {}).get("fieldRef")
-        if isinstance(field_ref, dict) and field_ref.get("apiVersion") == "v1":
-            field_ref.pop("apiVersion")
-        env.append(e)
-    if env:
-        c["env"] = env
+    resources = c.get("resources")
+    if isinstance(resources, dict) and isinstance(resources.get("limits"), dict):
+        # The API server defaults each missing request to its limit.
+        requests = resources.get("requests")
+        resources["requests"] = {**resources["limits"], **(requests if isinstance(requests, dict) else {})}
+    if own_env and c.get("env"):
+        c["env"] = [{**e, "value": ""} if e.get("name") in _OWN_ENV else e for e in c["env"]]
     if drop_mounts and c.get("volumeMounts"):
         c["volumeMounts"] = [m for m in c["volumeMounts"] if m.get("name") not in drop_mounts]
-    for key in [k for k, v in c.items() if v in ([], {}, None, "")]:
-        c.pop(key)
 
 
 def _is_default_toleration(t: Mapping[str, Any]) -> bool:
@@ -211,7 +170,7 @@ def _normalize_spec(
 ) -> Obj:
     spec = copy.deepcopy(spec)
     _drop_affinity_term(spec, own_term)
-    _strip_defaults(spec, desired, _POD_SPEC_DEFAULTS)
+    _strip_defaults(spec, desired, _ADMISSION_DEFAULTS)
     if "priorityClassName" in desired:
         spec.pop("priority", None)
     if spec.get("serviceAccount") == spec.get("serviceAccountName"):
@@ -227,14 +186,16 @@ def _normalize_spec(
         if _is_service_account_volume(v):
             dropped.add(str(v.get("name")))
             continue
-        v = copy.deepcopy(v)
-        for src in _VOLUME_SOURCE_DEFAULT_MODE:
-            if isinstance(v.get(src), dict) and v[src].get("defaultMode") == 420:
-                v[src].pop("defaultMode")
-        if isinstance(v.get("hostPath"), dict) and v["hostPath"].get("type") == "":
-            v["hostPath"].pop("type")
+        if not _VOLUME_SOURCE_KEYS & set(v):
+            v = {**v, "emptyDir": {}}  # the API server's default source
         volumes.append(v)
     spec["volumes"] = volumes
+    if spec.get("hostNetwork") is True:
+        # The API server defaults each host port of a host-network pod to its container port.
+        for c in (*(spec.get("initContainers") or ()), *(spec.get("containers") or ())):
+            for port in c.get("ports") or ():
+                if isinstance(port, dict) and not port.get("hostPort"):
+                    port["hostPort"] = port.get("containerPort")
     for c in spec.get("initContainers") or ():
         _normalize_container(c, image=None, drop_mounts=dropped, own_env=True)
     for c in spec.get("containers") or ():
@@ -245,9 +206,11 @@ def _normalize_spec(
             drop_mounts=dropped,
             own_env=True,
         )
-    for key in [k for k, v in spec.items() if v in ([], {}, None, "")]:
-        spec.pop(key)
-    return spec
+    # What the API server cannot keep (a non-pointer field at its zero value, e.g. an env var's
+    # empty value, which it stores without the key) and what it defaults are not differences,
+    # at any depth.
+    normalized: Obj = podfields.normalize(spec, "PodSpec")
+    return normalized
 
 
 def _first_difference(a: Any, b: Any, path: str = "spec") -> str | None:
@@ -274,6 +237,27 @@ def container_images(spec: Mapping[str, Any], key: str = "containers") -> dict[s
     return {str(c.get("name")): str(c.get("image", "")) for c in spec.get(key) or ()}
 
 
+def _pull_policy_difference(live_spec: Mapping[str, Any], want_spec: Mapping[str, Any]) -> str | None:
+    """The pull policy is immutable and the API server defaults it from the image, so a pod
+    patched to a new image keeps the policy its old image gave it. That is a difference only
+    when the template asks for another policy, or the pod's policy was chosen (not its old
+    image's default) and is not what the template gives."""
+    for key in ("initContainers", "containers"):
+        live = {c.get("name"): c for c in live_spec.get(key) or ()}
+        for i, want in enumerate(want_spec.get(key) or ()):
+            have = live.get(want.get("name")) or {}
+            old_default = default_pull_policy(str(have.get("image", "")))
+            have_policy = have.get("imagePullPolicy") or old_default
+            wanted = want.get("imagePullPolicy")
+            if wanted is not None:
+                same = wanted == have_policy
+            else:
+                same = have_policy in (old_default, default_pull_policy(str(want.get("image", ""))))
+            if not same:
+                return f"spec.{key}[{i}].imagePullPolicy changed"
+    return None
+
+
 def inplace_diff(
     pod: Mapping[str, Any], desired: Mapping[str, Any], own_affinity_term: Mapping[str, Any] | None = None
 ) -> str | None:
@@ -288,6 +272,9 @@ def inplace_diff(
     if container_images(live_spec, "initContainers") != container_images(want_spec, "initContainers"):
         return "init container images changed"
     want_images = container_images(want_spec)
+    policy = _pull_policy_difference(live_spec, want_spec)
+    if policy:
+        return policy
     a = _normalize_spec(dict(live_spec), want_spec, want_images, own_affinity_term)
     b = _normalize_spec(dict(want_spec), want_spec, None, own_affinity_term)
     diff = _first_difference(a, b)
@@ -356,9 +343,14 @@ def start_patch(pod: Mapping[str, Any], desired: Mapping[str, Any], target_hash:
             continue
         containers.append({"name": name, "image": image})
         st = statuses.get(name) or {}
+        # How the kubelet will show that it restarted the container on the new image: a new
+        # imageID, or (the new tag has the old digest) a new container, restart count or start.
         last[name] = {
             "imageID": str(st.get("imageID") or ""),
             "image": str(st.get("image") or live_images.get(name, "")),
+            "containerID": str(st.get("containerID") or ""),
+            "restartCount": str(int(st.get("restartCount") or 0)),
+            "startedAt": _started_at(st),
         }
     state = {"lastContainerStatuses": last, "updateTimestamp": _ts(now)}
     patch: Obj = {
@@ -373,6 +365,24 @@ def start_patch(pod: Mapping[str, Any], desired: Mapping[str, Any], target_hash:
     if containers:
         patch["spec"] = {"containers": containers}
     return patch
+
+
+def _started_at(status: Mapping[str, Any]) -> str:
+    running = (status.get("state") or {}).get("running") or {}
+    return str(running.get("startedAt") or "")
+
+
+def _restarted(status: Mapping[str, Any], before: Mapping[str, str]) -> bool:
+    """Whether the container the kubelet reports is not the one recorded when the update began."""
+    container_id = str(status.get("containerID") or "")
+    if before.get("containerID") and container_id and container_id != before["containerID"]:
+        return True
+    count = before.get("restartCount")
+    if count is not None and count.isdigit() and int(status.get("restartCount") or 0) > int(count):
+        return True
+    started = _started_at(status)
+    # RFC 3339 timestamps of one clock (the node's) in one format compare as strings.
+    return bool(before.get("startedAt") and started and started > before["startedAt"])
 
 
 def complete_patch(target_hash: str, revision: str | None, revision_name: str | None) -> Obj:
@@ -429,8 +439,9 @@ def parse_state(pod: Mapping[str, Any]) -> tuple[dict[str, dict[str, str]], date
 def check_completion(pod: Mapping[str, Any]) -> InPlaceCheck:
     """Done when the pod is ready (its containers, if it carries the in-place gate, which holds
     Ready False) and every patched container runs its new image: the runtime reports the spec
-    image and an imageID different from the one recorded at the start (unless the update went
-    back to the image that was running then)."""
+    image, and either an imageID different from the one recorded at the start or a container
+    restarted since then (a new tag of the same digest keeps the imageID); unless the update
+    went back to the image that was running then."""
     last, started = parse_state(pod)
     ready_type = "ContainersReady" if has_inplace_gate(pod) else "Ready"
     if pod_condition(pod, ready_type) != "True":
@@ -453,6 +464,6 @@ def check_completion(pod: Mapping[str, Any]) -> InPlaceCheck:
         old_image = old.get("image") or ""
         if old_image and runtime_image_matches(old_image, image):
             continue  # back to the image that was running: nothing has to restart
-        if old.get("imageID") and st.get("imageID") == old.get("imageID"):
-            return InPlaceCheck(False, "ImageIDUnchanged", started, str(name))
+        if old.get("imageID") and st.get("imageID") == old.get("imageID") and not _restarted(st, old):
+            return InPlaceCheck(False, "ContainerNotRestarted", started, str(name))
     return InPlaceCheck(True, "", started)

@@ -981,6 +981,112 @@ async def test_in_place_update(controller: Controller, api: Api, kube: Any, name
     assert reasons
 
 
+async def test_in_place_update_of_a_roleset_no_stormservice_owns(
+    controller: Controller, api: Api, kube: Any, namespace: str
+) -> None:
+    """Its pods' STORM_SERVICE_NAME and ROLESET_INDEX are empty, which the API server stores
+    without a `value` key: that is no reason to recreate them."""
+    strategy = {"type": "InPlaceIfPossible", "maxSurge": 0, "maxUnavailable": 1}
+    standalone = roleset("alone", [role("w", replicas=1, updateStrategy=strategy)])
+    standalone["metadata"] = {"name": "alone"}
+    await api.create(standalone)
+    await eventually(lambda: settled(api, "alone", {"w": 1}), "ready")
+    (before,) = await api.pods("alone")
+    env = before["spec"]["containers"][0]["env"]
+    assert {"name": "STORM_SERVICE_NAME"} in env, env  # stored without its empty value
+    await api.patch_spec(
+        "alone", lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("image", IMAGE_V2)
+    )
+    target = template_hash((await api.get("alone"))["spec"]["roles"][0]["template"])
+
+    async def patched() -> Obj | None:
+        pods = await api.pods("alone", live=False)
+        if len(pods) != 1 or pods[0]["spec"]["containers"][0]["image"] != IMAGE_V2:
+            return None
+        return pods[0]
+
+    pod = await eventually(patched, "the image patched in place")
+    assert pod["metadata"]["uid"] == before["metadata"]["uid"], "recreated instead of updated in place"
+    await api.run_new_images(pod)
+
+    async def completed() -> bool:
+        (p,) = await api.pods("alone")
+        return pod_hash(p) == target and L.INPLACE_TARGET_HASH_ANNOTATION not in p["metadata"]["annotations"]
+
+    await eventually(completed, "in-place update completed")
+    (after,) = await api.pods("alone")
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    assert "InPlaceFallback" not in await api.event_reasons()
+
+
+async def test_in_place_update_to_a_new_tag_of_the_same_digest_completes(
+    controller: Controller, api: Api, kube: Any, namespace: str
+) -> None:
+    """`:rc1` retagged `:1.0`: the kubelet restarts the container on the new tag, and the imageID
+    (the digest) stays. The restart is what completes the update."""
+    strategy = {"type": "InPlaceIfPossible", "maxUnavailable": 1}
+    await api.create(
+        roleset("retag", [role("w", replicas=1, image="example.com/llm:rc1", updateStrategy=strategy)])
+    )
+    await eventually(lambda: settled(api, "retag", {"w": 1}), "ready")
+    (before,) = await api.pods("retag")
+    digest = "example.com/llm@sha256:" + "1" * 64
+    running = {
+        "name": "main",
+        "image": "example.com/llm:rc1",
+        "imageID": digest,
+        "containerID": "containerd://first",
+        "restartCount": 0,
+        "ready": True,
+        "state": {"running": {"startedAt": "2024-01-01T00:00:00Z"}},
+    }
+    await api.set_pod_status(before, containerStatuses=[running])
+
+    async def status_seen() -> bool:
+        return bool(
+            controller.ctrl
+            and any(
+                (s.get("containerID") == "containerd://first")
+                for p in controller.ctrl.pods.store.list()
+                for s in (p.get("status") or {}).get("containerStatuses") or ()
+            )
+        )
+
+    await eventually(status_seen, "the controller's cache sees the running container")
+    await api.patch_spec(
+        "retag",
+        lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__(
+            "image", "example.com/llm:1.0"
+        ),
+    )
+    target = template_hash((await api.get("retag"))["spec"]["roles"][0]["template"])
+
+    async def patched() -> Obj | None:
+        (p,) = await api.pods("retag")
+        return p if p["metadata"]["annotations"].get(L.INPLACE_TARGET_HASH_ANNOTATION) == target else None
+
+    pod = await eventually(patched, "the image patched in place")
+    # What the kubelet reports after restarting the container on the new tag: same digest.
+    restarted = {
+        **running,
+        "image": "example.com/llm:1.0",
+        "containerID": "containerd://second",
+        "restartCount": 1,
+        "state": {"running": {"startedAt": "2024-01-01T00:10:00Z"}},
+    }
+    await api.set_pod_status(pod, containerStatuses=[restarted])
+
+    async def completed() -> bool:
+        (p,) = await api.pods("retag")
+        return pod_hash(p) == target and L.INPLACE_TARGET_HASH_ANNOTATION not in p["metadata"]["annotations"]
+
+    await eventually(completed, "in-place update completed")
+    (after,) = await api.pods("retag")
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    cond = await api.condition("retag", "Progressing")
+    assert cond is not None and cond["status"] == "True", cond
+
+
 async def test_in_place_update_of_a_grouped_role(
     controller: Controller, api: Api, kube: Any, namespace: str
 ) -> None:

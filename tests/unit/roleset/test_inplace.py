@@ -149,7 +149,15 @@ def test_start_patch_records_state_and_images() -> None:
     live = copy.deepcopy(OLD)
     live["status"] = {
         "containerStatuses": [
-            {"name": "main", "image": "docker.io/library/vllm:v1", "imageID": "sha:old", "ready": True}
+            {
+                "name": "main",
+                "image": "docker.io/library/vllm:v1",
+                "imageID": "sha:old",
+                "ready": True,
+                "containerID": "containerd://aaa",
+                "restartCount": 2,
+                "state": {"running": {"startedAt": "2024-05-01T10:00:00Z"}},
+            }
         ]
     }
     patch = start_patch(live, rendered(template("vllm:v2"), "h2"), "h2", NOW)
@@ -159,7 +167,15 @@ def test_start_patch_records_state_and_images() -> None:
     assert ann[L.INPLACE_PENDING_REASON_ANNOTATION] is None
     state = orjson.loads(ann[L.INPLACE_STATE_ANNOTATION])
     assert state == {
-        "lastContainerStatuses": {"main": {"imageID": "sha:old", "image": "docker.io/library/vllm:v1"}},
+        "lastContainerStatuses": {
+            "main": {
+                "imageID": "sha:old",
+                "image": "docker.io/library/vllm:v1",
+                "containerID": "containerd://aaa",
+                "restartCount": "2",
+                "startedAt": "2024-05-01T10:00:00Z",
+            }
+        },
         "updateTimestamp": "2024-05-01T12:00:00Z",
     }
 
@@ -189,13 +205,17 @@ def inflight(
     old_image: str = "vllm:v1",
     gate: bool = False,
     containers_ready: bool | None = None,
+    recorded: dict[str, str] | None = None,
+    now: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """An in-flight pod; `recorded`: more of the container's state at the start (containerID,
+    restartCount, startedAt); `now`: more of its status as the kubelet reports it."""
     pod = copy.deepcopy(OLD)
     pod["spec"]["containers"][0]["image"] = "vllm:v2"
     if gate:
         pod["spec"]["readinessGates"] = [{"conditionType": L.INPLACE_READY_CONDITION}]
     state = {
-        "lastContainerStatuses": {"main": {"imageID": "sha:old", "image": old_image}},
+        "lastContainerStatuses": {"main": {"imageID": "sha:old", "image": old_image, **(recorded or {})}},
         "updateTimestamp": "2024-05-01T11:00:00Z",
     }
     pod["metadata"]["annotations"][L.INPLACE_STATE_ANNOTATION] = orjson.dumps(state).decode()
@@ -204,9 +224,23 @@ def inflight(
         conds.append({"type": "ContainersReady", "status": "True" if containers_ready else "False"})
     pod["status"] = {
         "conditions": conds,
-        "containerStatuses": [{"name": "main", "image": image, "imageID": image_id, "ready": c_ready}],
+        "containerStatuses": [
+            {"name": "main", "image": image, "imageID": image_id, "ready": c_ready, **(now or {})}
+        ],
     }
     return pod
+
+
+BEFORE = {
+    "containerID": "containerd://aaa",
+    "restartCount": "0",
+    "startedAt": "2024-05-01T10:00:00Z",
+}
+RUNNING_SINCE_BEFORE = {
+    "containerID": "containerd://aaa",
+    "restartCount": 0,
+    "state": {"running": {"startedAt": "2024-05-01T10:00:00Z"}},
+}
 
 
 @pytest.mark.parametrize(
@@ -215,7 +249,48 @@ def inflight(
         (inflight(), True, ""),
         (inflight(ready=False), False, "PodNotReady"),
         (inflight(c_ready=False), False, "ContainerNotReady"),
-        (inflight(image_id="sha:old"), False, "ImageIDUnchanged"),
+        (inflight(image_id="sha:old"), False, "ContainerNotRestarted"),
+        # A new tag of the same digest (":rc1" retagged ":1.0"): the imageID stays; the kubelet
+        # shows the restart by a new container, a higher restart count or a later start.
+        (
+            inflight(image_id="sha:old", recorded=BEFORE, now=RUNNING_SINCE_BEFORE),
+            False,
+            "ContainerNotRestarted",
+        ),
+        (
+            inflight(
+                image_id="sha:old",
+                recorded=BEFORE,
+                now={**RUNNING_SINCE_BEFORE, "containerID": "containerd://bbb"},
+            ),
+            True,
+            "",
+        ),
+        (
+            inflight(image_id="sha:old", recorded=BEFORE, now={**RUNNING_SINCE_BEFORE, "restartCount": 1}),
+            True,
+            "",
+        ),
+        (
+            inflight(
+                image_id="sha:old",
+                recorded=BEFORE,
+                now={**RUNNING_SINCE_BEFORE, "state": {"running": {"startedAt": "2024-05-01T11:00:05Z"}}},
+            ),
+            True,
+            "",
+        ),
+        # Restarted, but the runtime still runs the old image: not complete.
+        (
+            inflight(
+                image="vllm:v1",
+                image_id="sha:old",
+                recorded=BEFORE,
+                now={**RUNNING_SINCE_BEFORE, "restartCount": 1},
+            ),
+            False,
+            "RuntimeImageMismatch",
+        ),
         (inflight(image="vllm:v1"), False, "RuntimeImageMismatch"),
         (inflight(image="docker.io/library/vllm:v2"), True, ""),
         # Reverted to the image that was running: no restart needed.
@@ -254,3 +329,115 @@ def test_parse_state_tolerates_garbage() -> None:
 )
 def test_runtime_image_matches(runtime: str, spec: str, match: bool) -> None:
     assert runtime_image_matches(runtime, spec) is match
+
+
+def _standalone(tpl: dict[str, Any], hash_: str) -> dict[str, Any]:
+    """A pod of a RoleSet no StormService owns: STORM_SERVICE_NAME and ROLESET_INDEX are empty."""
+    return render_pod(
+        RoleSetInfo(name="rs", namespace="ns", uid="u1"),
+        PodSpecInputs(role="w", template=tpl, template_hash=hash_),
+    )
+
+
+def _without_empty_env_values(pod: dict[str, Any]) -> dict[str, Any]:
+    """As the API server stores it: an env var's empty value has no `value` key (omitempty)."""
+    out = copy.deepcopy(pod)
+    for c in out["spec"]["containers"]:
+        c["env"] = [{k: v for k, v in e.items() if not (k == "value" and v == "")} for e in c["env"]]
+    return out
+
+
+def test_empty_builtin_env_values_stored_without_the_key_are_not_a_change() -> None:
+    old = _without_empty_env_values(as_live(_standalone(template("vllm:v1"), "h1")))
+    assert [e for e in old["spec"]["containers"][0]["env"] if "value" not in e]  # the case at hand
+    assert inplace_diff(old, _standalone(template("vllm:v2"), "h2")) is None
+
+
+def _container(**fields: Any) -> dict[str, Any]:
+    return {"name": "main", "image": "vllm:v1", **fields}
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored", "same"),
+    [
+        # Non-pointer fields at their zero value: the server drops them or writes the zero.
+        ({"workingDir": ""}, {}, True),
+        ({"stdin": False, "tty": False}, {}, True),
+        ({"command": [], "args": []}, {}, True),
+        (
+            {"volumeMounts": [{"name": "v", "mountPath": "/v", "readOnly": False, "subPath": ""}]},
+            {"volumeMounts": [{"name": "v", "mountPath": "/v"}]},
+            True,
+        ),
+        (
+            {"env": [{"name": "E", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}}]},
+            {
+                "env": [
+                    {
+                        "name": "E",
+                        "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "0"}},
+                    }
+                ]
+            },
+            True,
+        ),
+        (
+            {"readinessProbe": {"exec": {"command": ["true"]}, "initialDelaySeconds": 0}},
+            {"readinessProbe": {"exec": {"command": ["true"]}}},
+            True,
+        ),
+        # Quantities come back canonical.
+        (
+            {
+                "resources": {
+                    "limits": {"cpu": "0.5", "memory": "1Gi"},
+                    "requests": {"cpu": "0.5", "memory": "1Gi"},
+                }
+            },
+            {
+                "resources": {
+                    "limits": {"cpu": "500m", "memory": "1Gi"},
+                    "requests": {"cpu": "500m", "memory": "1Gi"},
+                }
+            },
+            True,
+        ),
+        # Pointer fields keep unset apart from zero: these are real differences.
+        ({"securityContext": {"runAsUser": 0}}, {"securityContext": {}}, False),
+        ({"securityContext": {"privileged": False}}, {"securityContext": {}}, False),
+        (
+            {"resources": {"limits": {"cpu": "1"}, "requests": {"cpu": "1"}}},
+            {"resources": {"limits": {"cpu": "2"}, "requests": {"cpu": "2"}}},
+            False,
+        ),
+        ({"env": [{"name": "E", "value": ""}]}, {"env": [{"name": "E", "value": "x"}]}, False),
+    ],
+)
+def test_zero_values_the_server_drops_are_not_a_change(
+    sent: dict[str, Any], stored: dict[str, Any], same: bool
+) -> None:
+    old = as_live(rendered(template("vllm:v1"), "h1"))
+    old["spec"]["containers"][0].update(stored)
+    new_template = template("vllm:v2")
+    new_template["spec"]["containers"] = [_container(image="vllm:v2", env=[{"name": "A", "value": "1"}])]
+    new_template["spec"]["containers"][0].update(sent)
+    if "env" not in sent:
+        old["spec"]["containers"][0]["env"] = rendered(template("vllm:v1"), "h1")["spec"]["containers"][0][
+            "env"
+        ]
+    else:
+        base = rendered(template("vllm:v1"), "h1")["spec"]["containers"][0]["env"][:5]
+        old["spec"]["containers"][0]["env"] = base + stored["env"]
+    assert (inplace_diff(old, rendered(new_template, "h2")) is None) is same, inplace_diff(
+        old, rendered(new_template, "h2")
+    )
+
+
+def test_volume_sources_that_are_empty_objects_stay_different() -> None:
+    """emptyDir: {} and secret: {} are pointers to structs: both kept, and not the same."""
+    old = as_live(rendered(template("vllm:v1"), "h1"))
+    old["spec"]["volumes"].insert(0, {"name": "v", "emptyDir": {}})
+    same = rendered(template("vllm:v2", volumes=[{"name": "v", "emptyDir": {}}]), "h2")
+    other = rendered(template("vllm:v2", volumes=[{"name": "v", "configMap": {}}]), "h2")
+    assert inplace_diff(old, same) is None
+    assert inplace_diff(old, other) is not None

@@ -201,7 +201,7 @@ async def test_in_place_image_update_keeps_name_and_uid(h: Harness) -> None:
     assert fresh is not None
     h.set_ready(fresh)
     await h.sync()
-    assert pending() == "ImageIDUnchanged"
+    assert pending() == "ContainerNotRestarted"
     assert (
         h.pods()[0]["metadata"]["annotations"].get(L.INPLACE_TARGET_HASH_ANNOTATION) is None
         or len([p for p in h.pods() if p["metadata"]["annotations"].get(L.INPLACE_TARGET_HASH_ANNOTATION)])
