@@ -11,7 +11,7 @@ A pod with readiness gate `P in-place-update-ready` has that condition False whi
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +20,7 @@ import orjson
 
 from apis import podfields
 from controller.roleset import labels as L
+from controller.roleset.scheduling import is_topology_entry
 
 Obj = dict[str, Any]
 
@@ -139,10 +140,13 @@ def _is_service_account_volume(v: Mapping[str, Any]) -> bool:
     )
 
 
-def _drop_affinity_term(spec: Obj, term: Mapping[str, Any] | None) -> None:
+def _drop_affinity_term(
+    spec: Obj, term: Mapping[str, Any] | None, stale: Callable[[str, Any], bool] | None = None
+) -> None:
     """Topology terms are added to new pods only (existing pods are never touched), so an old
-    pod lacking the controller's term is not a reason to recreate it."""
-    if term is None:
+    pod lacking the controller's term, or carrying one that an earlier policy or an earlier
+    version of the controller gave it (`stale`), is not a reason to recreate it."""
+    if term is None and stale is None:
         return
     pod_affinity = (spec.get("affinity") or {}).get("podAffinity")
     if not isinstance(pod_affinity, dict):
@@ -153,7 +157,7 @@ def _drop_affinity_term(spec: Obj, term: Mapping[str, Any] | None) -> None:
     ):
         terms = pod_affinity.get(key)
         if isinstance(terms, list):
-            pod_affinity[key] = [t for t in terms if t != term]
+            pod_affinity[key] = [t for t in terms if t != term and not (stale is not None and stale(key, t))]
             if not pod_affinity[key]:
                 pod_affinity.pop(key)
     if not pod_affinity:
@@ -167,9 +171,10 @@ def _normalize_spec(
     desired: Mapping[str, Any],
     images: Mapping[str, str] | None,
     own_term: Mapping[str, Any] | None,
+    stale_term: Callable[[str, Any], bool] | None = None,
 ) -> Obj:
     spec = copy.deepcopy(spec)
-    _drop_affinity_term(spec, own_term)
+    _drop_affinity_term(spec, own_term, stale_term)
     _strip_defaults(spec, desired, _ADMISSION_DEFAULTS)
     if "priorityClassName" in desired:
         spec.pop("priority", None)
@@ -275,7 +280,14 @@ def inplace_diff(
     policy = _pull_policy_difference(live_spec, want_spec)
     if policy:
         return policy
-    a = _normalize_spec(dict(live_spec), want_spec, want_images, own_affinity_term)
+    want_affinity = (want_spec.get("affinity") or {}).get("podAffinity") or {}
+    pod_labels = L.labels_of(pod)
+
+    def stale(key: str, entry: Any) -> bool:
+        # A term of ours that the new pod would not get (the user's own terms are in `desired`).
+        return entry not in (want_affinity.get(key) or ()) and is_topology_entry(key, entry, pod_labels)
+
+    a = _normalize_spec(dict(live_spec), want_spec, want_images, own_affinity_term, stale)
     b = _normalize_spec(dict(want_spec), want_spec, None, own_affinity_term)
     diff = _first_difference(a, b)
     if diff:

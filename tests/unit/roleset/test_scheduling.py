@@ -123,11 +123,6 @@ ROLE_POLICY = {"scope": "Role", "key": "zone"}
 BEFORE = (PREFERRED, preferred({RS: "rs", ROLE: "w"}))  # what Role scope rendered before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 8 item 9a: controller/roleset/inplace.py compares away only the current term; "
-    "it must also ignore a stale term of ours (scheduling.is_topology_entry) the template lacks",
-)
 def test_a_pod_with_the_earlier_role_scope_term_is_still_updated_in_place() -> None:
     """Existing pods are never touched for a topology policy, so pods made before Role scope
     followed AIBrix keep {roleset-name, role-name}: an image change must still go in place
