@@ -8,7 +8,7 @@ in slot i. Stateless roles hold interchangeable instances.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from controller.roleset import labels as L
@@ -53,6 +53,7 @@ def pod_info(pod: Mapping[str, Any]) -> PodInfo:
     raw_index = ann.get(L.ROLE_REPLICA_INDEX_ANNOTATION, lbl.get(L.ROLE_REPLICA_INDEX_LABEL))
     group = lbl.get(L.PODSET_NAME_LABEL) or None
     size = L.parse_index(ann.get(L.POD_GROUP_SIZE_ANNOTATION)) if group else 1
+    member = L.parse_index(lbl.get(L.POD_GROUP_INDEX_LABEL)) if group else None
     return PodInfo(
         name=str(md.get("name", "")),
         uid=str(md.get("uid", "")),
@@ -64,9 +65,8 @@ def pod_info(pod: Mapping[str, Any]) -> PodInfo:
         index=L.parse_index(raw_index),
         has_index=raw_index is not None,
         group=group,
-        member=L.parse_index(lbl.get(L.POD_GROUP_INDEX_LABEL)) if group else None,
-        # A grouped pod without a readable size is treated as a group of unknown (0) size,
-        # which never matches the spec and so is replaced.
+        member=member,
+        # 0: not readable from the pod; build_view derives it from the group and the role.
         group_size=size if size is not None else 0,
         inplace_target=ann.get(L.INPLACE_TARGET_HASH_ANNOTATION) or None,
     )
@@ -132,9 +132,13 @@ class RoleView:
     # (index, member) slots whose fixed pod name is still held by a pod on its way out: a
     # successor with the same name can only be created once it is gone.
     taken: set[tuple[int, int | None]] = field(default_factory=set)
-    # Slotted roles only: single pods that never had an index (left from when the role was
-    # stateless, or adopted). Outdated instances without a slot, replaced within the budget.
+    # Slotted roles only: instances whose slot cannot be told (single pods that never had an
+    # index, left from when the role was stateless or adopted; a group whose index is neither on
+    # its pods nor in its name). Outdated instances without a slot, replaced within the budget.
     unslotted: list[Instance] = field(default_factory=list)
+    # Slotted roles only: instances in a slot at or beyond `replicas` (scale-down), deleted
+    # within the unavailable budget when ready.
+    surplus: list[Instance] = field(default_factory=list)
 
 
 def _instance_of(pods: Sequence[PodInfo], key: str, index: int | None, size: int) -> Instance:
@@ -150,14 +154,63 @@ def _instance_of(pods: Sequence[PodInfo], key: str, index: int | None, size: int
     )
 
 
+def _name_index(name: str) -> int | None:
+    """The trailing `-<n>` of a pod or group name (`<rs>-<role>-<hash>-<i>[-<k>]`)."""
+    _, _, tail = name.rpartition("-")
+    return L.parse_index(tail)
+
+
+def _derive_group(role: RoleParams, key: str, members: Sequence[PodInfo]) -> list[PodInfo]:
+    """Fill in what a group's pods lack (an annotation or label removed by hand or by another
+    tool, or never written by the controller that made them) from the rest of the group, its
+    name and the role, so that losing metadata never reads as a broken group."""
+    sizes = sorted({p.group_size for p in members if p.group_size >= 1})
+    indexes = sorted({p.index for p in members if p.index is not None})
+    index = indexes[0] if len(indexes) == 1 else None
+    if not indexes:
+        index = _name_index(key)
+    out: list[PodInfo] = []
+    for p in members:
+        member = p.member
+        if member is None and index is not None:
+            # `<group-ish head>-<i>-<k>`: the member follows the group's index in the name.
+            head, _, tail = p.name.rpartition("-")
+            if _name_index(head) == index:
+                member = L.parse_index(tail)
+        out.append(replace(p, member=member, index=p.index if p.index is not None else index))
+    known = [p.member for p in out if p.member is not None]
+    if len(sizes) == 1:
+        size = sizes[0]
+    elif sizes:
+        return out  # members disagree: left as they are, the odd ones are bad members
+    elif all(m < role.group_size for m in known):
+        # Lost on every member: the role's size, unless the members say otherwise. (A group of
+        # an earlier podGroupSize that lost it everywhere cannot be told from a broken group.)
+        size = role.group_size
+    else:
+        size = max(known) + 1
+    return [p if p.group_size >= 1 else replace(p, group_size=size) for p in out]
+
+
 def build_view(role: RoleParams, pods: Iterable[PodInfo]) -> RoleView:
     """Group a role's pods into instances; collect pods that must be deleted regardless of the
-    rollout (terminated pods, pods with a bad index, broken groups)."""
+    rollout (terminated pods, broken groups), instances beyond the slots (`surplus`) and those
+    whose slot cannot be told (`unslotted`)."""
     view = RoleView()
     groups: dict[str, list[PodInfo]] = {}
     group_terminating: dict[str, list[PodInfo]] = {}
     group_failed: dict[str, list[PodInfo]] = {}
     pods = list(pods)
+    for p in pods:
+        if p.group:
+            groups.setdefault(p.group, []).append(p)
+    derived = {
+        p.uid or p.name: p
+        for members in groups.values()
+        for p in _derive_group(role, members[0].group or "", members)
+    }
+    pods = [derived.get(p.uid or p.name, p) for p in pods]
+    groups = {}
     for p in pods:
         if p.terminating:
             view.terminating += 1
@@ -172,15 +225,21 @@ def build_view(role: RoleParams, pods: Iterable[PodInfo]) -> RoleView:
         if p.group:
             groups.setdefault(p.group, []).append(p)
             continue
-        if role.slotted and not p.has_index:
-            # Not a bad index: none at all. Deleting these at once would take the whole role
-            # down when it switches from stateless to stateful or grouped.
+        index = p.index
+        if role.slotted and index is None and p.has_index:
+            # An index that does not parse: the stable name still says which slot it is.
+            index = _name_index(p.name)
+            p = replace(p, index=index)
+        if role.slotted and index is None:
+            # No slot at all. Not deleted at once: that would take the whole role down when it
+            # switches from stateless to stateful or grouped.
             view.unslotted.append(_instance_of([p], p.name, None, 1))
             continue
-        if role.slotted and (p.index is None or p.index >= role.replicas):
-            view.cleanup.append((p, "bad-index" if p.index is None else "out-of-range"))
+        inst = _instance_of([p], p.name, index if role.slotted else None, 1)
+        if role.slotted and index is not None and index >= role.replicas:
+            view.surplus.append(inst)
             continue
-        view.instances.append(_instance_of([p], p.name, p.index if role.slotted else None, 1))
+        view.instances.append(inst)
 
     failed_keys = set(group_failed)
     for key, members in sorted(groups.items()):
@@ -196,14 +255,20 @@ def build_view(role: RoleParams, pods: Iterable[PodInfo]) -> RoleView:
             else:
                 keep[p.member] = p
         inst = _instance_of(list(keep.values()), key, index, size)
-        # In a stateless role a group left over from a larger podGroupSize is just an outdated
-        # instance, rolled like any other, as a unit.
-        out_of_range = role.slotted and (index is None or index >= role.replicas)
         incomplete = len(keep) < size or key in failed_keys or bad
-        if out_of_range or size < 1:
-            view.cleanup.extend((p, "out-of-range" if size >= 1 else "bad-group") for p in members)
+        if size < 1:
+            view.cleanup.extend((p, "bad-group") for p in members)
             continue
         view.cleanup.extend(bad)
+        if role.slotted and index is None:
+            # In a stateless role a group left over from a larger podGroupSize is just an
+            # outdated instance, rolled like any other, as a unit; in a slotted role one whose
+            # slot cannot be told is replaced the same way.
+            view.unslotted.append(inst)
+            continue
+        if role.slotted and index is not None and index >= role.replicas:
+            view.surplus.append(inst)
+            continue
         if incomplete:
             reason = "group-recreate"
             outdated = not inst.updated(role.target_hash, role.group_size)

@@ -82,10 +82,14 @@ def progress(role: RoleParams, view: RoleView) -> Progress:
     # Pods without a slot in a slotted role are live but outdated whatever their hash says.
     live += view.unslotted
     kinds += ["outdated"] * len(view.unslotted)
+    # Instances beyond the slots are live until the scale-down removes them; they are neither
+    # the role's updated instances nor ones a rollout has to replace.
+    live += view.surplus
+    kinds += ["surplus"] * len(view.surplus)
     return Progress(
         live=len(live),
         ready=sum(1 for i in live if i.ready),
-        updated=sum(1 for k in kinds if k != "outdated"),
+        updated=sum(1 for k in kinds if k in ("updated", "inflight")),
         updated_ready=sum(1 for i, k in zip(live, kinds, strict=True) if k == "updated" and i.ready),
         outdated=sum(1 for k in kinds if k == "outdated"),
     )
@@ -132,6 +136,8 @@ def plan_role(
     for inst, member in view.missing_members:
         if inst.index is not None and (inst.index, member) not in view.taken:
             plan.creates.append(CreatePod(inst.index, member, "missing-member", group=inst.key))
+    if view.surplus:
+        _delete_surplus(plan, role, view)
     if role.slotted:
         _plan_slotted(plan, role, view, gate, inplace, inplace_eligible)
     else:
@@ -153,6 +159,28 @@ def _delete_within_budget(
             ready -= 1
         _delete_instance(plan, inst, "scale-down")
         excess -= 1
+
+
+def _delete_surplus(plan: RolePlan, role: RoleParams, view: RoleView) -> None:
+    """Scale-down of a slotted role: instances beyond the slots go, highest index first, not-ready
+    ones at once, ready ones only while the role keeps `replicas - maxUnavailable` available.
+    A slot counts once, whatever serves it (a surge pair is one slot)."""
+    ready_per_slot: dict[int, int] = {}
+    for inst in (*view.instances, *view.surplus):
+        if inst.ready and inst.index is not None:
+            ready_per_slot[inst.index] = ready_per_slot.get(inst.index, 0) + 1
+    available = len(ready_per_slot) + sum(1 for i in view.unslotted if i.ready)
+    min_available = role.replicas - role.unavailable
+    by_index = sorted(view.surplus, key=lambda i: (i.index or 0, i.key), reverse=True)
+    for inst in sorted(by_index, key=lambda i: i.ready):
+        if inst.ready and inst.index is not None:
+            last = ready_per_slot[inst.index] == 1
+            if last and available - 1 < min_available:
+                continue
+            ready_per_slot[inst.index] -= 1
+            if last:
+                available -= 1
+        _delete_instance(plan, inst, "scale-down")
 
 
 def _plan_stateless(

@@ -624,6 +624,53 @@ async def test_pod_groups(controller: Controller, api: Api, kube: Any, namespace
     await eventually(groups_of_two, "4 pods in groups of 2")
 
 
+async def test_groups_whose_pods_lost_their_group_metadata_are_kept(
+    controller: Controller, api: Api, kube: Any, namespace: str
+) -> None:
+    """A group-size annotation (and the member label) removed from every pod, by hand or by
+    another tool: the groups are still whole and ready, and no pod is deleted for it."""
+    strategy = {"maxUnavailable": 1}
+    await api.create(roleset("lost", [role("w", replicas=3, podGroupSize=2, updateStrategy=strategy)]))
+    await eventually(lambda: settled(api, "lost", {"w": 3}), "3 ready groups")
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in await api.pods("lost")}
+    assert len(before) == 6
+    for name in before:
+        await kube.patch(
+            PODS,
+            namespace,
+            name,
+            {
+                "metadata": {
+                    "annotations": {L.POD_GROUP_SIZE_ANNOTATION: None},
+                    "labels": {L.POD_GROUP_INDEX_LABEL: None} if name.endswith("-1") else {},
+                }
+            },
+        )
+    assert controller.ctrl is not None
+    ctrl = controller.ctrl
+
+    def seen_and_idle() -> bool:
+        # The old pods still cached have lost the annotation (if the controller deleted some,
+        # they are gone from the cache and the check below says so).
+        cached = [p for p in ctrl.pods.store.list() if p["metadata"]["name"] in before]
+        stripped = bool(cached) and all(
+            L.POD_GROUP_SIZE_ANNOTATION not in p["metadata"].get("annotations", {}) for p in cached
+        )
+        return (
+            stripped
+            and len(ctrl.queue) == 0
+            and not ctrl.queue.processing
+            and ctrl.queue.waiting_count() == 0
+        )
+
+    await eventually(seen_and_idle, "the controller saw the stripped pods and went idle")
+    after = {p["metadata"]["name"]: p["metadata"]["uid"] for p in await api.pods("lost", live=False)}
+    assert after == before, "no pod deleted or replaced"
+    assert all(not p["metadata"].get("deletionTimestamp") for p in await api.pods("lost", live=False))
+    status = await api.status("lost")
+    assert [(r["replicas"], r["readyReplicas"]) for r in status["roles"]] == [(3, 3)]
+
+
 async def test_group_size_change_without_unavailable_budget_is_reported(
     controller: Controller, api: Api, kube: Any, namespace: str
 ) -> None:

@@ -261,7 +261,7 @@ STATEFUL = [
         scaled=True,
     ),
     Case(
-        "stateful: bad and out-of-range indexes are deleted",
+        "stateful: unreadable and out-of-range indexes go as a scale-down",
         params(2, stateful=True),
         [
             info("p0", index=0),
@@ -271,12 +271,30 @@ STATEFUL = [
             info("far", index=5),
             info("lead", index="01"),
         ],
-        # "none" has no index at all (a pod from when the role was stateless): an unslotted
-        # instance, here an excess one, so it goes as a scale-down in the same pass.
+        # "none" has no index at all (a pod from when the role was stateless), "bad" and "lead"
+        # one that does not parse and a name that does not tell: unslotted instances, here
+        # excess ones; "far" is beyond the slots. All go within the budget (two ready remain).
         delete=c(
-            ("bad", "bad-index"), ("none", "scale-down"), ("far", "out-of-range"), ("lead", "bad-index")
+            ("bad", "scale-down"), ("none", "scale-down"), ("far", "scale-down"), ("lead", "scale-down")
         ),
         scaled=True,
+    ),
+    Case(
+        "stateful: an unreadable index is read from the stable name",
+        params(2, stateful=True),
+        [info("p0", index=0), info("rs-worker-new-1", index="x")],
+    ),
+    Case(
+        "stateful: scale-down keeps a ready pod beyond the slots while the slots are not ready",
+        params(2, stateful=True, unavailable=1),
+        [
+            info("p0", index=0, ready=False),
+            info("p1", index=1, ready=False),
+            info("p2", index=2),
+            info("p3", index=3),
+            info("p4", index=4, ready=False),
+        ],
+        delete=c(("p4", "scale-down"), ("p3", "scale-down")),
     ),
     Case(
         "stateful: rollout replaces the highest index first",
@@ -332,7 +350,7 @@ STATEFUL = [
         "stateful: scale down removes the high slots",
         params(1, stateful=True),
         [info("p0", index=0), info("p1", index=1), info("p2", index=2)],
-        delete=c(("p1", "out-of-range"), ("p2", "out-of-range")),
+        delete=c(("p1", "scale-down"), ("p2", "scale-down")),
     ),
     Case(
         "stateful: in-place",
@@ -471,7 +489,30 @@ GROUPED = [
         "grouped: out-of-range groups are deleted whole",
         params(1, group_size=2),
         group(0, 2) + group(3, 2),
-        delete=c(("rs-worker-new-3-0", "out-of-range"), ("rs-worker-new-3-1", "out-of-range")),
+        delete=c(("rs-worker-new-3-0", "scale-down"), ("rs-worker-new-3-1", "scale-down")),
+    ),
+    Case(
+        "grouped: pods that lost their group-size annotation are still a ready group",
+        params(2, group_size=4, unavailable=1),
+        [replace(p, group_size=0) for p in group(0, 4) + group(1, 4)],
+    ),
+    Case(
+        "grouped: a lost size annotation on some members is read from the others",
+        params(1, group_size=4),
+        [replace(p, group_size=0) if p.member else p for p in group(0, 4)],
+    ),
+    Case(
+        "grouped: lost index and member labels are read from the group and pod names",
+        params(2, group_size=2),
+        [replace(p, index=None, has_index=False) for p in group(0, 2)]
+        + [replace(p, member=None) for p in group(1, 2)],
+    ),
+    Case(
+        "grouped: lost annotations of a group of another size: an outdated instance, rolled within budget",
+        params(2, group_size=2, unavailable=1),
+        [replace(p, group_size=0) for p in group(0, 4) + group(1, 4)],
+        delete=c(*((f"rs-worker-new-1-{m}", "rollout") for m in range(4))),
+        create=[(1, 0, "rollout"), (1, 1, "rollout")],
     ),
 ]
 
@@ -630,7 +671,8 @@ def test_plan_role(case: Case) -> None:
         (params(2), [info("a", ready=False), info("b", target="new", hash_="old")], (2, 0, 2, 0, 0)),
         (params(1, group_size=2), group(0, 2), (1, 1, 1, 1, 0)),
         (params(1, group_size=2), group(0, 2, members=[0]), (1, 0, 1, 0, 0)),
-        (params(2, stateful=True), [info("a", index=0), info("z", index=9)], (1, 1, 1, 1, 0)),
+        # An instance beyond the slots is live (and ready) until the scale-down removes it.
+        (params(2, stateful=True), [info("a", index=0), info("z", index=9)], (2, 2, 1, 1, 0)),
         # Unslotted pods are live and outdated, even with the current hash.
         (params(2, stateful=True), [info("a", index=0), info("u")], (2, 2, 1, 1, 1)),
         (params(1, group_size=2), [info("u", ready=False)], (1, 0, 0, 0, 1)),
