@@ -114,6 +114,9 @@ REASON_ROLLOUT_COMPLETE: Final = "RolloutComplete"
 # reports them too, naming the RoleSet.
 REASON_ROLLOUT_BLOCKED: Final = "RolloutBlocked"
 REASON_IN_PLACE_UPDATE_STUCK: Final = "InPlaceUpdateStuck"
+# ReplicaFailure reason of a RoleSet (and its StormService) whose pod template the API server
+# rejects as a pod: nothing is replaced until the template changes.
+REASON_INVALID_POD_TEMPLATE: Final = "InvalidPodTemplate"
 
 # --- name-length limits (see types.py for the reasoning) -----------------------------------------
 

@@ -15,7 +15,9 @@ from controller.runtime.resources import Resource
 
 
 class ObjectControl(Protocol):
-    async def create(self, resource: Resource, namespace: str, body: Obj) -> Obj: ...
+    async def create(
+        self, resource: Resource, namespace: str, body: Obj, *, dry_run: bool = False
+    ) -> Obj: ...
 
     async def delete(
         self, resource: Resource, namespace: str, name: str, *, uid: str | None = None
@@ -40,8 +42,8 @@ class KubeObjectControl:
         self._client = client
         self._field_manager = field_manager
 
-    async def create(self, resource: Resource, namespace: str, body: Obj) -> Obj:
-        return await self._client.create(resource, namespace, body)
+    async def create(self, resource: Resource, namespace: str, body: Obj, *, dry_run: bool = False) -> Obj:
+        return await self._client.create(resource, namespace, body, dry_run=dry_run)
 
     async def delete(self, resource: Resource, namespace: str, name: str, *, uid: str | None = None) -> None:
         await self._client.delete(resource, namespace, name, uid_precondition=uid)
@@ -84,9 +86,12 @@ class RecordingObjectControl:
         if err is not None:
             raise err
 
-    async def create(self, resource: Resource, namespace: str, body: Obj) -> Obj:
-        self.calls.append(("create", resource.plural, namespace, body))
-        self._check("create")
+    async def create(self, resource: Resource, namespace: str, body: Obj, *, dry_run: bool = False) -> Obj:
+        verb = "create-dry-run" if dry_run else "create"
+        self.calls.append((verb, resource.plural, namespace, body))
+        self._check(verb)
+        if dry_run:
+            return dict(body)
         obj = dict(body)
         meta = dict(obj.get("metadata") or {})
         if not meta.get("name"):

@@ -38,6 +38,8 @@ class Observations:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (reason, message)
     stuck: list[str] = field(default_factory=list)  # pods whose in-place update missed its deadline
     blocked: list[str] = field(default_factory=list)  # "role: why" for rollouts that cannot go on
+    # "role X: message" for roles whose template the API server rejects as a pod.
+    rejected_templates: list[str] = field(default_factory=list)
     pod_group: CondSpec | None = None
     topology_missing: list[str] | None = None  # None: no topology policy
     acted: bool = False  # the pass created, deleted or patched something
@@ -80,8 +82,9 @@ def conditions_for(roles: Sequence[RoleCounts], obs: Observations) -> list[CondS
                 "in-place update not complete within the deadline: " + _short_list(obs.stuck),
             )
         )
-    elif obs.blocked:
-        conds.append(CondSpec(L.COND_PROGRESSING, "False", L.REASON_ROLLOUT_BLOCKED, "; ".join(obs.blocked)))
+    elif obs.blocked or obs.rejected_templates:
+        why = [*obs.blocked, *(f"{r} (pods of this template are refused)" for r in obs.rejected_templates)]
+        conds.append(CondSpec(L.COND_PROGRESSING, "False", L.REASON_ROLLOUT_BLOCKED, "; ".join(why)))
     elif rolling:
         conds.append(
             CondSpec(L.COND_PROGRESSING, "True", "RollingUpdate", "updating roles: " + ", ".join(rolling))
@@ -96,7 +99,17 @@ def conditions_for(roles: Sequence[RoleCounts], obs: Observations) -> list[CondS
         conds.append(
             CondSpec(L.COND_PROGRESSING, "True", L.REASON_ROLLOUT_COMPLETE, "every role is updated and ready")
         )
-    if obs.failures:
+    if obs.rejected_templates:
+        # The cause that needs the user comes first: nothing changes until the template does.
+        conds.append(
+            CondSpec(
+                L.COND_REPLICA_FAILURE,
+                "True",
+                L.REASON_INVALID_POD_TEMPLATE,
+                "the API server rejects pods of the template: " + "; ".join(obs.rejected_templates),
+            )
+        )
+    elif obs.failures:
         reason, message = obs.failures[0]
         more = f" (and {len(obs.failures) - 1} more failures)" if len(obs.failures) > 1 else ""
         conds.append(CondSpec(L.COND_REPLICA_FAILURE, "True", reason, message + more))

@@ -22,7 +22,7 @@ import structlog
 
 from apis.v1alpha1.intstr import resolve_fenceposts
 from apis.v1alpha1.types import LENIENT, RoleSet, RoleSpec
-from controller.roleset import adoption, naming
+from controller.roleset import adoption, naming, templatecheck
 from controller.roleset import inplace as ip
 from controller.roleset import labels as L
 from controller.roleset import metrics as M
@@ -53,7 +53,15 @@ from controller.roleset.status import (
 from controller.runtime.batch import slow_start_batch
 from controller.runtime.client import Obj, PatchType
 from controller.runtime.controllerref import ClaimError, controller_ref, is_controlled_by
-from controller.runtime.errors import AlreadyExists, ApiError, Conflict, NotFound, ServerError
+from controller.runtime.errors import (
+    AlreadyExists,
+    ApiError,
+    BadRequest,
+    Conflict,
+    Invalid,
+    NotFound,
+    ServerError,
+)
 from controller.runtime.expectations import ControllerExpectations
 from controller.runtime.resources import POD_DISRUPTION_BUDGETS, PODS, ROLESETS, STORMSERVICES
 from controller.runtime.revision import hash_revision_data
@@ -142,6 +150,7 @@ class RoleSetSync:
         # The cache of a scheduler's PodGroups (those labelled roleset-name), once listed; None
         # while its CRD is missing or the first list is under way.
         self.pod_groups: Callable[[Scheduler], Store | None] = pod_groups or (lambda _: None)
+        self.template_checks = templatecheck.TemplateChecks()
 
     # --- entry point ------------------------------------------------------------------------
 
@@ -157,6 +166,7 @@ class RoleSetSync:
         if obj is None:
             self.expectations.delete_expectations(key)
             self._departed.pop(key, None)
+            self.template_checks.forget(key)
             return None
         meta = obj["metadata"]
         if meta.get("deletionTimestamp"):
@@ -203,6 +213,7 @@ class RoleSetSync:
 
         if topo:
             obs.topology_missing = self._topology_missing(roles)
+        self.template_checks.keep_roles(key, spec_roles)
         requeue: float | None = None
         if satisfied and not self._stale(owned):
             requeue = await self._act(key, obj, info, rs, roles, removed, rs_sched, obs)
@@ -214,6 +225,10 @@ class RoleSetSync:
                 obs.blocked.append(progressing.message)  # not re-planned in this pass
             requeue = self._inflight_requeue(roles, obs, act=False)
 
+        for ctx in roles:
+            verdict = self.template_checks.get(key, ctx.spec.name, ctx.params.target_hash)
+            if verdict is not None and verdict.rejection is not None:
+                obs.rejected_templates.append(f"role {ctx.spec.name}: {verdict.rejection}")
         counts = [RoleCounts(r.spec.name, r.params.replicas, progress(r.params, r.view)) for r in roles]
         new_status = compute_status(
             counts,
@@ -466,6 +481,10 @@ class RoleSetSync:
             ctx.plan = plan_role(
                 ctx.params, ctx.view, gates[ctx.spec.name], inplace=use_inplace, inplace_eligible=eligible
             )
+            if templatecheck.acts_on_template(ctx.plan) and not await self._template_accepted(
+                key, obj, info, ctx, obs
+            ):
+                ctx.plan = templatecheck.held(ctx.plan)
             deletes.extend((ctx.spec.name, d) for d in ctx.plan.deletes)
             creates.extend((ctx, c) for c in ctx.plan.creates)
             starts.extend((ctx, inst) for inst in ctx.plan.inplace)
@@ -494,6 +513,45 @@ class RoleSetSync:
             requeue = POD_GROUP_CACHE_WAIT if requeue is None else min(requeue, POD_GROUP_CACHE_WAIT)
         await self._sync_pdbs(obj, info, roles, obs)
         return requeue
+
+    async def _template_accepted(
+        self, key: str, obj: Obj, info: RoleSetInfo, ctx: RoleCtx, obs: Observations
+    ) -> bool:
+        """Whether the API server accepts pods of the role's template: known, or asked now with
+        a dry-run create of the first pod the plan would create (see templatecheck)."""
+        role, h = ctx.spec.name, ctx.params.target_hash
+        verdict = self.template_checks.get(key, role, h)
+        if verdict is None:
+            first = ctx.plan.creates[0] if ctx.plan.creates else None
+            index = first.index if first else None
+            if first is None and ctx.params.slotted:
+                index = next((d.pod.index for d in ctx.plan.deletes if d.pod.index is not None), 0)
+            member = (first.member if first else 0) if ctx.params.group_size > 1 else None
+            pod = render_pod(
+                info, self._inputs_for(info, ctx, index, first.group if first else None), index, member
+            )
+            try:
+                await self.control.create(
+                    PODS, info.namespace, templatecheck.dry_run_body(pod, info.name, role), dry_run=True
+                )
+                verdict = templatecheck.Verdict(h, None)
+            except (Invalid, BadRequest) as err:
+                verdict = templatecheck.Verdict(h, err.message)
+                self.recorder.event(
+                    obj,
+                    WARNING,
+                    L.REASON_INVALID_POD_TEMPLATE,
+                    f"role {role}: the API server rejects its pods, nothing is replaced: {err.message}"[
+                        :1024
+                    ],
+                )
+            except ApiError as err:
+                # Not an answer about the template (throttled, unavailable, forbidden): ask again
+                # on the retry, and touch nothing for it meanwhile.
+                obs.failures.append((L.EVENT_FAILED_CREATE, f"role {role}: dry-run pod create: {err}"))
+                return False
+            self.template_checks.record(key, role, verdict)
+        return verdict.rejection is None
 
     def _eligibility(self, info: RoleSetInfo, ctx: RoleCtx) -> frozenset[str]:
         eligible: set[str] = set()

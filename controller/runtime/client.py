@@ -79,7 +79,12 @@ class KubeClient(Protocol):
         Ends normally when the server closes the stream; an ERROR event with code 410 raises Gone."""
         ...
 
-    async def create(self, resource: Resource, namespace: str | None, body: Obj) -> Obj: ...
+    async def create(
+        self, resource: Resource, namespace: str | None, body: Obj, *, dry_run: bool = False
+    ) -> Obj:
+        """POST; with dry_run the server validates and admits the object (dryRun=All) and
+        returns it as it would be stored, without storing it."""
+        ...
 
     async def replace(
         self,
@@ -594,14 +599,17 @@ class ApiClient:
             else:
                 resp.close()
 
-    async def create(self, resource: Resource, namespace: str | None, body: Obj) -> Obj:
+    async def create(
+        self, resource: Resource, namespace: str | None, body: Obj, *, dry_run: bool = False
+    ) -> Obj:
         ns = namespace or body.get("metadata", {}).get("namespace")
         obj: Obj = await self._request(
             "POST",
             self._path(resource, ns if resource.namespaced else None),
+            query=[("dryRun", "All")] if dry_run else None,
             body=orjson.dumps(body),
             content_type="application/json",
-            write=("create", resource.plural),
+            write=None if dry_run else ("create", resource.plural),
         )
         return obj
 

@@ -966,14 +966,17 @@ class FakeClient:
             if watcher in watchers:
                 watchers.remove(watcher)
 
-    async def create(self, resource: Resource, namespace: str | None, body: Obj) -> Obj:
+    async def create(
+        self, resource: Resource, namespace: str | None, body: Obj, *, dry_run: bool = False
+    ) -> Obj:
+        """With dry_run: recorded as verb "create-dry-run" (not a write; inject errors on that
+        verb to model a rejection) and answered without storing or emitting anything."""
         meta_in = body.get("metadata") or {}
-        self._record(
-            "create", resource, namespace or meta_in.get("namespace"), meta_in.get("name"), body=body
-        )
-        return self._create(resource, namespace, body)
+        verb = "create-dry-run" if dry_run else "create"
+        self._record(verb, resource, namespace or meta_in.get("namespace"), meta_in.get("name"), body=body)
+        return self._create(resource, namespace, body, dry_run=dry_run)
 
-    def _create(self, resource: Resource, namespace: str | None, body: Obj) -> Obj:
+    def _create(self, resource: Resource, namespace: str | None, body: Obj, *, dry_run: bool = False) -> Obj:
         obj = _copy(body)
         meta = obj.setdefault("metadata", {})
         if resource.namespaced:
@@ -1027,6 +1030,8 @@ class FakeClient:
             obj.pop("status", None)
             if resource == PODS:
                 obj["status"] = {"phase": "Pending"}
+        if dry_run:
+            return _copy_obj(obj)
         meta["resourceVersion"] = self._next_rv()
         store[key] = obj
         self._emit(resource, "ADDED", obj, None)

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from controller.runtime.client import KubeClient, Obj, PatchType, PropagationPolicy
 from controller.runtime.errors import NotFound
-from controller.runtime.resources import ROLESETS
+from controller.runtime.resources import PODS, ROLESETS
 
 #: A deleted RoleSet stays (terminating) until the garbage collector has removed its pods, so it
 #: keeps counting against maxSurge while its pods still hold their resources.
@@ -28,6 +28,11 @@ class RoleSetControl(Protocol):
 
     async def delete(self, roleset: Obj) -> None:
         """Delete, only if it is still the object we saw (uid); one already gone is no error."""
+        ...
+
+    async def dry_run_pod(self, namespace: str, pod: Obj) -> None:
+        """Have the API server validate and admit `pod` without storing it (dryRun=All); raises
+        what a real create would (Invalid for a pod it refuses)."""
         ...
 
 
@@ -56,6 +61,9 @@ class KubeRoleSetControl:
                 uid_precondition=meta.get("uid"),
                 propagation_policy=DELETE_PROPAGATION,
             )
+
+    async def dry_run_pod(self, namespace: str, pod: Obj) -> None:
+        await self._client.create(PODS, namespace, pod, dry_run=True)
 
 
 class FakeRoleSetControl:
@@ -102,3 +110,7 @@ class FakeRoleSetControl:
     async def delete(self, roleset: Obj) -> None:
         self.actions.append(("delete", roleset["metadata"]["name"]))
         self._maybe_fail("delete")
+
+    async def dry_run_pod(self, namespace: str, pod: Obj) -> None:
+        self.actions.append(("dry-run-pod", pod["metadata"].get("generateName", "")))
+        self._maybe_fail("dry-run-pod")

@@ -150,8 +150,11 @@ def compute_status(
     update_revision: str,
     collision_count: int,
     failure: Failure | None = None,
+    rejected_template: str | None = None,
     now: str | None = None,
 ) -> Obj:
+    """`rejected_template`: the API server's message when it refuses pods of the update
+    revision's templates (nothing of it is rolled out until the template changes)."""
     now = now or now_rfc3339()
     meta = storm_service["metadata"]
     spec = storm_service.get("spec") or {}
@@ -193,6 +196,12 @@ def compute_status(
     # move, and that is not a failure).
     if ready:
         progressing = ("True", REASON_COMPLETE, message)
+    elif rejected_template is not None:
+        progressing = (
+            "False",
+            c.REASON_ROLLOUT_BLOCKED,
+            f"revision {update_revision} is not rolled out: the API server rejects its pods",
+        )
     elif paused:
         progressing = ("Unknown", REASON_PAUSED, f"paused: {message}")
     elif stalled:
@@ -201,6 +210,14 @@ def compute_status(
     else:
         progressing = ("True", reason, message)
     conditions = set_condition(conditions, c.CONDITION_PROGRESSING, *progressing, now)
+    rejected = sorted(
+        f"RoleSet {r.name}: {r.rejected_template}" for r in rolesets if r.rejected_template is not None
+    )
+    if rejected_template is not None:
+        rejected.insert(0, f"revision {update_revision}: {rejected_template}")
+    if failure is None and rejected:
+        # Pods of a template the API server refuses: the RoleSets replace nothing until it changes.
+        failure = Failure(c.REASON_INVALID_POD_TEMPLATE, "; ".join(rejected))
     if failure is None:
         conditions = remove_condition(conditions, c.CONDITION_REPLICA_FAILURE)
     else:

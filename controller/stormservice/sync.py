@@ -19,6 +19,7 @@ An API error is returned to the work queue (raised) after the status is written.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from controller.runtime.controllerref import (
     is_controlled_by,
     recheck_deletion_timestamp,
 )
-from controller.runtime.errors import AlreadyExists, ApiError, Conflict, NotFound
+from controller.runtime.errors import AlreadyExists, ApiError, BadRequest, Conflict, Invalid, NotFound
 from controller.runtime.expectations import ControllerExpectations
 from controller.runtime.resources import (
     CONTROLLER_REVISIONS,
@@ -237,6 +238,8 @@ class StormServiceSync:
         self._service_conflicts: set[str] = set()
         #: StormService key -> names of PDBs in the way, reported once per appearance.
         self._pdb_conflicts: dict[str, set[str]] = {}
+        #: StormService key -> (revision name, the API server's message if it rejects its pods).
+        self._template_verdicts: dict[str, tuple[str, str | None]] = {}
 
     # --- entry -----------------------------------------------------------------------------------
 
@@ -256,6 +259,7 @@ class StormServiceSync:
         self.timer.forget(key)
         self._service_conflicts.discard(key)
         self._pdb_conflicts.pop(key, None)
+        self._template_verdicts.pop(key, None)
 
     # --- deletion ----------------------------------------------------------------------------------
 
@@ -585,6 +589,7 @@ class StormServiceSync:
             update_revision=update_name,
             collision_count=revs.collision_count,
             failure=failure,
+            rejected_template=self.rejected_template(key, update_name),
         )
         await self._write_status(obj, status)
         self.gauge.observe(key, views)
@@ -646,6 +651,15 @@ class StormServiceSync:
         plan = plan_pass(views, budget, update_name, paused=bool(spec.get("paused")), strategy=strategy)
         if plan.phase == "none":
             return
+        uses_update = plan.phase == "rollout" or plan.changes.create_updated > 0 or bool(plan.rewrite)
+        if uses_update and not await self._revision_accepted(key, obj, update_name, template):
+            if plan.phase == "rollout":
+                return  # the RoleSets of the old revision stay as they are
+            plan = dataclasses.replace(
+                plan, changes=dataclasses.replace(plan.changes, create_updated=0), rewrite=()
+            )
+            if plan.changes.empty:
+                return
         if plan.phase == "scale":
             live = sum(1 for v in views if not v.terminating)
             direction = "up" if plan.changes.create_updated + plan.changes.create_current else "down"
@@ -670,6 +684,52 @@ class StormServiceSync:
         if plan.rewrite:
             target = render_roleset(obj, template, update_name, role_revisions(revs.all, revs.update), None)
             await self._rewrite(obj, plan.rewrite, target)
+
+    async def _revision_accepted(
+        self, key: str, obj: Obj, revision: str, template: Mapping[str, Any]
+    ) -> bool:
+        """Whether the API server accepts pods of every role template of `revision`, asked once
+        per revision with a dry-run pod create: the CRD admits templates the API server refuses
+        as pods, and a rollout to one would replace RoleSets with ones that can run nothing."""
+        known = self._template_verdicts.get(key)
+        if known is not None and known[0] == revision:
+            return known[1] is None
+        meta = obj["metadata"]
+        rejection: str | None = None
+        for role in (template.get("spec") or {}).get("roles") or ():
+            tmeta = (role.get("template") or {}).get("metadata") or {}
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "generateName": f"{meta['name']}-{role.get('name', '')}-"[:58],
+                    "namespace": meta["namespace"],
+                    "labels": dict(tmeta.get("labels") or {}),
+                    "annotations": dict(tmeta.get("annotations") or {}),
+                },
+                "spec": (role.get("template") or {}).get("spec") or {},
+            }
+            try:
+                await self.control.dry_run_pod(meta["namespace"], pod)
+            except (Invalid, BadRequest) as err:
+                rejection = f"role {role.get('name')}: {err.message}"
+                break
+            except ApiError as err:
+                # Not an answer about the template: ask again on the retry, change nothing now.
+                raise ReconcileFailure(EVENT_FAILED_CREATE, err) from err
+        self._template_verdicts[key] = (revision, rejection)
+        if rejection is not None:
+            self.recorder.event(
+                obj,
+                WARNING,
+                c.REASON_INVALID_POD_TEMPLATE,
+                f"revision {revision} is not rolled out: the API server rejects its pods: {rejection}"[:1024],
+            )
+        return rejection is None
+
+    def rejected_template(self, key: str, revision: str) -> str | None:
+        known = self._template_verdicts.get(key)
+        return known[1] if known is not None and known[0] == revision else None
 
     @staticmethod
     def _current_template(current: Obj, desired: Mapping[str, Any], views: list[RoleSetView]) -> Obj:

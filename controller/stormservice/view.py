@@ -31,6 +31,8 @@ class RoleSetView:
     uid: str = ""
     # "<reason>: <message>" when the RoleSet reports a rollout that cannot go on by itself.
     stalled: str | None = None
+    # The RoleSet's message when the API server rejects pods of one of its templates.
+    rejected_template: str | None = None
     obj: Obj = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -86,6 +88,7 @@ def view_of(obj: Obj) -> RoleSetView:
         index=labels.roleset_index(obj),
         uid=str(meta.get("uid", "")),
         stalled=_stalled(obj) if fresh and not terminating else None,
+        rejected_template=_rejected_template(obj) if fresh and not terminating else None,
         obj=obj,
     )
 
@@ -101,4 +104,15 @@ def _stalled(obj: Mapping[str, Any]) -> str | None:
             and cond.get("reason") in _STALLED_REASONS
         ):
             return f"{cond['reason']}: {cond.get('message') or ''}"
+    return None
+
+
+def _rejected_template(obj: Mapping[str, Any]) -> str | None:
+    for cond in (obj.get("status") or {}).get("conditions") or ():
+        if (
+            cond.get("type") == c.CONDITION_REPLICA_FAILURE
+            and cond.get("status") == "True"
+            and cond.get("reason") == c.REASON_INVALID_POD_TEMPLATE
+        ):
+            return str(cond.get("message") or "")
     return None

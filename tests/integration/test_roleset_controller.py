@@ -1134,6 +1134,52 @@ async def test_in_place_update_to_a_new_tag_of_the_same_digest_completes(
     assert cond is not None and cond["status"] == "True", cond
 
 
+async def test_a_template_the_api_server_rejects_replaces_no_pod(
+    controller: Controller, api: Api, kube: Any, namespace: str
+) -> None:
+    """The CRD admits a role template whose pods the API server refuses (here a volume mount of
+    a volume that does not exist): the old pods stay, the RoleSet says why, and a fixed template
+    rolls as usual."""
+    strategy = {"maxSurge": 0, "maxUnavailable": 1}
+    await api.create(roleset("bad", [role("w", replicas=2, updateStrategy=strategy)]))
+    await eventually(lambda: settled(api, "bad", {"w": 2}), "2 ready pods")
+    before = {p["metadata"]["uid"] for p in await api.pods("bad")}
+
+    def break_it(s: dict[str, Any]) -> None:
+        c = s["roles"][0]["template"]["spec"]["containers"][0]
+        c["image"] = IMAGE_V2
+        c["volumeMounts"] = [{"name": "missing", "mountPath": "/data"}]
+
+    await api.patch_spec("bad", break_it)
+
+    async def reported() -> dict[str, Any] | None:
+        status = await api.status("bad")
+        if status.get("observedGeneration") != (await api.get("bad"))["metadata"]["generation"]:
+            return None
+        cond = await api.condition("bad", "ReplicaFailure")
+        return cond if cond and cond["reason"] == "InvalidPodTemplate" else None
+
+    failure = await eventually(reported, "ReplicaFailure InvalidPodTemplate")
+    assert failure["status"] == "True" and "volumeMounts[0].name" in failure["message"], failure
+    progressing = await api.condition("bad", "Progressing")
+    assert progressing is not None and (progressing["status"], progressing["reason"]) == (
+        "False",
+        "RolloutBlocked",
+    )
+    await eventually(lambda: _has(api, "InvalidPodTemplate"), "a Warning event")
+    pods = await api.pods("bad", live=False)
+    assert {p["metadata"]["uid"] for p in pods} == before, "no pod deleted or replaced"
+    assert not any(p["metadata"].get("deletionTimestamp") for p in pods)
+
+    def fix_it(s: dict[str, Any]) -> None:
+        s["roles"][0]["template"]["spec"]["containers"][0].pop("volumeMounts")
+
+    await api.patch_spec("bad", fix_it)
+    await eventually(lambda: settled(api, "bad", {"w": 2}), "rolled to the fixed template")
+    assert not {p["metadata"]["uid"] for p in await api.pods("bad")} & before
+    assert await api.condition("bad", "ReplicaFailure") is None
+
+
 async def test_in_place_update_of_a_grouped_role(
     controller: Controller, api: Api, kube: Any, namespace: str
 ) -> None:

@@ -515,6 +515,52 @@ async def test_a_roleset_rollout_that_cannot_go_on_is_reported_on_the_stormservi
     assert len(await env.pods("stall")) == 1 + 3
 
 
+@pytest.mark.parametrize("strategy", ["RollingUpdate", "InPlaceUpdate"])
+async def test_a_template_the_api_server_rejects_as_a_pod_replaces_nothing(env: Env, strategy: str) -> None:
+    """The CRD admits a role template whose pods the API server refuses (a volume mount of a
+    volume that does not exist): no RoleSet is replaced or rewritten, no pod goes, the
+    StormService says why; a fixed template rolls out."""
+    name = f"rej-{strategy.lower()}"
+    env.apply(storm(name, replicas=2, strategy={"type": strategy}))
+    before = await env.wait_settled(name)
+    rolesets = {rs["metadata"]["uid"]: rs["metadata"]["generation"] for rs in await env.rolesets(name)}
+    pods = {p["metadata"]["uid"] for p in await env.pods(name)}
+    broken = [
+        *set_image(IMAGE_V2),
+        {
+            "op": "add",
+            "path": "/spec/template/spec/roles/1/template/spec/containers/0/volumeMounts",
+            "value": [{"name": "missing", "mountPath": "/data"}],
+        },
+    ]
+    await env.patch_spec(name, broken)
+
+    async def rejected() -> dict[str, Any] | None:
+        ss = await env.ss(name)
+        status = ss.get("status") or {}
+        if status.get("observedGeneration") != ss["metadata"]["generation"]:
+            return None
+        c = next((c for c in status.get("conditions") or () if c["type"] == "ReplicaFailure"), None)
+        return c if c and c["reason"] == "InvalidPodTemplate" else None
+
+    failure = await env.eventually(rejected, "ReplicaFailure InvalidPodTemplate")
+    assert "volumeMounts[0].name" in failure["message"], failure
+    ss = await env.ss(name)
+    assert ss["status"]["currentRevision"] == before["status"]["currentRevision"]
+    assert {
+        rs["metadata"]["uid"]: rs["metadata"]["generation"] for rs in await env.rolesets(name)
+    } == rolesets
+    assert {p["metadata"]["uid"] for p in await env.pods(name)} == pods
+
+    await env.patch_spec(
+        name,
+        [{"op": "remove", "path": "/spec/template/spec/roles/1/template/spec/containers/0/volumeMounts"}],
+    )
+    after = await env.wait_settled(name)
+    assert after["status"]["updateRevision"] != before["status"]["updateRevision"]
+    assert not any(c["type"] == "ReplicaFailure" for c in after["status"]["conditions"])
+
+
 async def test_scale_subresource(env: Env) -> None:
     env.apply(storm("scaled", replicas=1))
     await env.wait_settled("scaled")

@@ -10,7 +10,7 @@ import pytest
 
 from controller.roleset import labels as L
 from controller.roleset.sync import SyncConfig, SyncError, template_hash
-from controller.runtime.errors import ServerError
+from controller.runtime.errors import Invalid, ServerError
 from controller.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS, POD_DISRUPTION_BUDGETS, PODS, ROLESETS
 from tests.unit.roleset.harness import NS, Harness, role, roleset
 
@@ -593,3 +593,61 @@ async def test_creations_seen_during_a_claim_do_not_satisfy_a_stale_pod_list(h: 
     assert owned() == 5
     deleted = [a for a in h.client.writes() if a.verb == "delete" and a.resource == "pods"]
     assert deleted == []
+
+
+def _dry_runs(h: Harness) -> int:
+    return sum(1 for a in h.client.actions if a.verb == "create-dry-run" and a.resource == "pods")
+
+
+INVALID = Invalid(
+    422,
+    "Invalid",
+    'Pod "rs-worker-x" is invalid: spec.containers[0].name: Invalid value: "Engine_1": a lowercase RFC 1123 label must ...',
+)
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+async def test_a_template_the_api_server_rejects_replaces_nothing(h: Harness, stateful: bool) -> None:
+    strategy = {"maxSurge": 0, "maxUnavailable": 1}
+    h.create(roleset(roles=[role("worker", replicas=3, stateful=stateful, updateStrategy=strategy)]))
+    await h.converge()
+    before = {p["metadata"]["uid"] for p in h.pods()}
+    assert _dry_runs(h) == 1  # the first template was checked once, before the first create
+    h.client.clear_actions()
+    h.client.inject_error("create-dry-run", "pods", INVALID)
+    h.update_spec(
+        lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("name", "Engine_1")
+    )
+    for _ in range(3):
+        await h.sync()
+    assert h.client.writes() == [a for a in h.client.writes() if a.resource == "rolesets/status"]
+    assert {p["metadata"]["uid"] for p in h.pods()} == before
+    assert _dry_runs(h) == 1, "asked once for this template"
+    failure = h.condition("ReplicaFailure")
+    assert failure is not None and (failure["status"], failure["reason"]) == ("True", "InvalidPodTemplate")
+    assert "Engine_1" in failure["message"] and "role worker" in failure["message"]
+    progressing = h.condition("Progressing")
+    assert progressing is not None and (progressing["status"], progressing["reason"]) == (
+        "False",
+        "RolloutBlocked",
+    )
+    assert h.recorder.reasons().count("InvalidPodTemplate") == 1
+    # A new template is asked about again, and rolls.
+    h.update_spec(lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("name", "engine"))
+    await h.converge()
+    assert _dry_runs(h) == 2
+    assert h.condition("ReplicaFailure") is None
+    assert not {p["metadata"]["uid"] for p in h.pods()} & before
+
+
+async def test_a_dry_run_that_fails_for_another_reason_holds_the_rollout_and_retries(h: Harness) -> None:
+    h.create(roleset(roles=[role("worker", replicas=2, updateStrategy={"maxSurge": 0, "maxUnavailable": 1})]))
+    await h.converge()
+    before = {p["metadata"]["uid"] for p in h.pods()}
+    h.client.inject_error("create-dry-run", "pods", ServerError(503, "ServiceUnavailable", "etcd is away"))
+    h.update_spec(lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("image", "img:2"))
+    with pytest.raises(SyncError):
+        await h.sync()
+    assert {p["metadata"]["uid"] for p in h.pods()} == before
+    await h.converge()  # the retry asks again and rolls
+    assert not {p["metadata"]["uid"] for p in h.pods()} & before

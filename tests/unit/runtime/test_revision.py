@@ -161,12 +161,14 @@ class VanishingClient(FakeClient):
 class AlwaysTaken(FakeClient):
     """Someone else always takes the name a moment before we create it."""
 
-    async def create(self, resource: Resource, namespace: str | None, body: Obj) -> Obj:
+    async def create(
+        self, resource: Resource, namespace: str | None, body: Obj, *, dry_run: bool = False
+    ) -> Obj:
         meta = body["metadata"]
         self.seed(
             resource, {"metadata": {"name": meta["name"], "namespace": namespace}, "data": {"other": 1}}
         )
-        return await super().create(resource, namespace, body)
+        return await super().create(resource, namespace, body, dry_run=dry_run)
 
 
 def squat(client: FakeClient, rev: Obj, *, data: Any = None, owner_uid: str | None = None) -> None:

@@ -14,7 +14,7 @@ from controller.stormservice.status import (
     set_condition,
     status_patch,
 )
-from controller.stormservice.view import RoleSetView
+from controller.stormservice.view import RoleSetView, view_of
 from tests.unit.stormservice.helpers import rs
 
 T0, T1 = "2024-01-01T00:00:00Z", "2024-01-01T01:00:00Z"
@@ -372,3 +372,47 @@ def test_role_statuses_count_pods_for_grouped_roles(
     [out] = role_statuses([view], "new")
     fields = ("replicas", "readyReplicas", "notReadyReplicas", "updatedReplicas", "updatedReadyReplicas")
     assert tuple(out[f] for f in fields) == expected
+
+
+def test_a_roleset_whose_template_is_rejected_is_a_replica_failure() -> None:
+    rejected = RoleSetView(
+        "b",
+        "new",
+        ready=False,
+        updated=False,
+        updated_ready=False,
+        stalled="RolloutBlocked: role w: ... (pods of this template are refused)",
+        rejected_template="the API server rejects pods of the template: role w: spec.containers[0]...",
+    )
+    st = compute_status(
+        ss(2), [rs("a"), rejected], current_revision="old", update_revision="new", collision_count=0, now=T0
+    )
+    f = cond(st, "ReplicaFailure")
+    assert f is not None and (f["status"], f["reason"]) == ("True", "InvalidPodTemplate")
+    assert f["message"].startswith("RoleSet b: the API server rejects pods of the template: role w")
+    # A failure of the pass itself still comes first.
+    st = compute_status(
+        ss(2),
+        [rs("a"), rejected],
+        current_revision="old",
+        update_revision="new",
+        collision_count=0,
+        failure=Failure("FailedCreate", "boom"),
+        now=T0,
+    )
+    f = cond(st, "ReplicaFailure")
+    assert f is not None and f["reason"] == "FailedCreate"
+
+
+def test_view_reads_a_rejected_template_from_the_roleset() -> None:
+    obj = {
+        "metadata": {"name": "b", "generation": 1},
+        "spec": {"roles": []},
+        "status": {
+            "observedGeneration": 1,
+            "conditions": [
+                {"type": "ReplicaFailure", "status": "True", "reason": "InvalidPodTemplate", "message": "m"}
+            ],
+        },
+    }
+    assert view_of(obj).rejected_template == "m"

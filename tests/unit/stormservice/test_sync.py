@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from controller.runtime.client import Obj, PatchType
-from controller.runtime.errors import ApiError, Forbidden, ServerError
+from controller.runtime.errors import ApiError, Forbidden, Invalid, ServerError
 from controller.runtime.fake import FakeClient
 from controller.runtime.resources import CONTROLLER_REVISIONS, ROLESETS, SERVICES, STORMSERVICES
 from controller.runtime.revision import hash_revision_data
@@ -610,6 +610,9 @@ class FailingCreates:
     async def delete(self, roleset: Obj) -> None:
         await self.inner.delete(roleset)
 
+    async def dry_run_pod(self, namespace: str, pod: Obj) -> None:
+        await self.inner.dry_run_pod(namespace, pod)
+
 
 async def test_create_failure_in_a_later_batch_stops_the_rest() -> None:
     client = FakeClient()
@@ -797,11 +800,13 @@ async def test_expectations_are_checked_before_reading_the_cache() -> None:
         b["metadata"]["annotations"] = {**a["metadata"]["annotations"], f"{P}roleset-index": "1"}
         create = env.client.create
 
-        async def create_then_deliver(resource: Any, namespace: str | None, body: Obj) -> Obj:
+        async def create_then_deliver(
+            resource: Any, namespace: str | None, body: Obj, *, dry_run: bool = False
+        ) -> Obj:
             if resource == SERVICES:
                 env.client.seed(ROLESETS, b)
                 await env.settle()  # the informer delivers b: the creation is observed
-            return await create(resource, namespace, body)
+            return await create(resource, namespace, body, dry_run=dry_run)
 
         env.client.create = create_then_deliver  # type: ignore[method-assign]
         await env.ctrl.sync(key)
@@ -830,11 +835,13 @@ async def test_deleting_a_roleset_already_gone_from_the_cache_expects_nothing() 
         await env.settle()
         create = env.client.create
 
-        async def create_then_deliver(resource: Any, namespace: str | None, body: Obj) -> Obj:
+        async def create_then_deliver(
+            resource: Any, namespace: str | None, body: Obj, *, dry_run: bool = False
+        ) -> Obj:
             if resource == SERVICES:
                 await env.client.delete(ROLESETS, NS, victim["metadata"]["name"])  # someone else
                 await env.settle()  # the informer delivers the deletion
-            return await create(resource, namespace, body)
+            return await create(resource, namespace, body, dry_run=dry_run)
 
         env.client.create = create_then_deliver  # type: ignore[method-assign]
         await env.ctrl.sync(key)
@@ -842,3 +849,67 @@ async def test_deleting_a_roleset_already_gone_from_the_cache_expects_nothing() 
         await env.settle()
         assert env.ctrl.expectations.satisfied(key), env.ctrl.expectations.pending(key)
         assert len(env.rolesets(live_only=True)) == 1
+
+
+@pytest.mark.parametrize("strategy", ["RollingUpdate", "InPlaceUpdate"])
+async def test_a_revision_whose_pods_the_api_server_rejects_is_not_rolled_out(strategy: str) -> None:
+    async with Env() as env:
+        env.seed(STORMSERVICES, storm(replicas=3, strategy={"type": strategy}))
+        await converge(env)
+        before = {rs["metadata"]["uid"]: rs["metadata"]["resourceVersion"] for rs in env.rolesets()}
+        old_revision = env.status()["updateRevision"]
+        env.client.clear_actions()
+        env.client.inject_error(
+            "create-dry-run",
+            "pods",
+            Invalid(
+                422,
+                "Invalid",
+                'Pod "llm-decode-x" is invalid: spec.containers[0].volumeMounts[0].name: Not found',
+            ),
+        )
+
+        def break_it(spec: dict[str, Any]) -> None:
+            container = spec["template"]["spec"]["roles"][1]["template"]["spec"]["containers"][0]
+            container["image"] = "decode:v2"
+            container["volumeMounts"] = [{"name": "missing", "mountPath": "/data"}]
+
+        await env.edit(break_it)
+        for _ in range(3):
+            await env.sync()
+        assert [w for w in env.client.writes() if w.resource == "rolesets"] == []
+        assert {rs["metadata"]["uid"]: rs["metadata"]["resourceVersion"] for rs in env.rolesets()} == before
+        # Asked once for this revision (the first role's pod is refused: the rest is not asked).
+        assert sum(1 for a in env.client.actions if a.verb == "create-dry-run") == 1
+        failure = env.condition("ReplicaFailure")
+        assert failure is not None and failure["reason"] == "InvalidPodTemplate"
+        assert "volumeMounts[0].name: Not found" in failure["message"]
+        progressing = env.condition("Progressing")
+        assert progressing is not None and (progressing["status"], progressing["reason"]) == (
+            "False",
+            "RolloutBlocked",
+        )
+        assert env.recorder.reasons().count("InvalidPodTemplate") == 1
+        assert env.status()["currentRevision"] == old_revision
+
+        def fix_it(spec: dict[str, Any]) -> None:
+            spec["template"]["spec"]["roles"][1]["template"]["spec"]["containers"][0].pop("volumeMounts")
+
+        await env.edit(fix_it)
+        await converge(env)
+        assert env.condition("ReplicaFailure") is None
+        assert env.condition("Ready")["status"] == "True"  # type: ignore[index]
+        assert {image_of(rs, "decode") for rs in env.rolesets()} == {"decode:v2"}
+
+
+async def test_a_new_stormservice_whose_pods_are_rejected_creates_no_roleset() -> None:
+    async with Env() as env:
+        env.client.inject_error("create-dry-run", "pods", Invalid(422, "Invalid", "Pod is invalid: spec.x"))
+        env.seed(STORMSERVICES, storm(replicas=2))
+        await env.sync()
+        await env.sync()
+        assert env.rolesets() == []
+        failure = env.condition("ReplicaFailure")
+        assert failure is not None and failure["reason"] == "InvalidPodTemplate"
+        ready = env.condition("Ready")
+        assert ready is not None and ready["status"] == "False"
