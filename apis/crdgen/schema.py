@@ -41,9 +41,40 @@ def _podtemplate_bundle() -> dict[str, Any]:
     return bundle
 
 
+#: Part of what pod validation (k8s.io/kubernetes pkg/apis/core/validation) refuses in every pod
+#: the controllers would create, as plain OpenAPI keywords on the embedded core/v1 definitions:
+#: a role template of which no pod can be made is refused at admission, instead of failing every
+#: pod create of its rollout with 422. Keywords cost nothing in the CEL budget; the same checks
+#: as CEL rules would sit under the pod spec's lists, which have no maxItems (and may not get
+#: one: a pod may have any number of containers). Keyed by definition, so containers and
+#: initContainers (both Container) get the same. Nothing the API server accepts after its own
+#: defaulting is refused: "" restartPolicy becomes Always, hostPort 0 is no host port.
+POD_TEMPLATE_KEYWORDS: Final[dict[tuple[str, str], Schema]] = {
+    ("io.k8s.api.core.v1.Container", "name"): {
+        "maxLength": r.MAX_CONTAINER_NAME_LENGTH,
+        "pattern": r.DNS1123_LABEL_PATTERN,
+    },
+    ("io.k8s.api.core.v1.ContainerPort", "containerPort"): {"minimum": r.MIN_PORT, "maximum": r.MAX_PORT},
+    ("io.k8s.api.core.v1.ContainerPort", "hostPort"): {"minimum": 0, "maximum": r.MAX_PORT},
+    ("io.k8s.api.core.v1.GRPCAction", "port"): {"minimum": r.MIN_PORT, "maximum": r.MAX_PORT},
+    ("io.k8s.api.core.v1.PodSpec", "restartPolicy"): {"enum": list(r.POD_RESTART_POLICIES)},
+}
+
+
+@cache
+def _role_template_bundle() -> dict[str, Any]:
+    bundle = copy.deepcopy(_podtemplate_bundle())
+    for (definition, prop), keywords in POD_TEMPLATE_KEYWORDS.items():
+        # A KeyError here means a Kubernetes bump renamed the field: look again at what it checks.
+        node: Schema = bundle["definitions"][definition]["properties"][prop]
+        assert not set(node) & set(keywords), f"{definition}.{prop} already has {sorted(node)}"
+        node.update(copy.deepcopy(keywords))
+    return bundle
+
+
 def pod_template_spec_schema() -> Schema:
-    """The full core/v1 PodTemplateSpec schema (a fresh copy)."""
-    return inline(_podtemplate_bundle())
+    """The core/v1 PodTemplateSpec schema with POD_TEMPLATE_KEYWORDS (a fresh copy)."""
+    return inline(_role_template_bundle())
 
 
 def core_definition(name: str) -> Schema:
@@ -290,6 +321,7 @@ def role() -> Schema:
     template = pod_template_spec_schema()
     template["description"] = "The pod template of this role (core/v1 PodTemplateSpec)."
     template["required"] = ["spec"]
+    template["properties"]["spec"]["x-kubernetes-validations"] = [r.CEL_NO_EPHEMERAL_CONTAINERS.as_schema()]
     return _object(
         {
             "name": _string("Role name, e.g. prefill, decode, router.", maxLength=r.MAX_LABEL_VALUE_LENGTH),

@@ -99,6 +99,31 @@ MSG_REVISION_HISTORY_LIMIT_MIN: Final = "revisionHistoryLimit must be greater th
 MSG_TOPOLOGY_KEY: Final = "topologyPolicy.key must be a label key such as kubernetes.io/hostname"
 MSG_ROLE_TEMPLATE_CONTAINERS: Final = "role template must have spec.containers with at least one container"
 
+# Checks the API server makes on every pod, made on role templates at admission so that a
+# template no pod can be made of is refused before a rollout starts. Plain OpenAPI keywords on
+# the embedded core/v1 schema (POD_TEMPLATE_KEYWORDS in apis/crdgen/schema.py): the API server
+# words those errors itself, the models say it in these words.
+MAX_CONTAINER_NAME_LENGTH: Final = 63
+MIN_PORT: Final = 1
+MAX_PORT: Final = 65535
+POD_RESTART_POLICIES: Final = ("Always", "OnFailure", "Never", "")
+MSG_CONTAINER_NAME_DNS: Final = (
+    "container name must be a DNS-1123 label: at most 63 lowercase letters, digits and '-', "
+    "starting and ending with a letter or digit"
+)
+MSG_CONTAINER_NAMES_UNIQUE: Final = (
+    "container names must be unique within containers and within initContainers"
+)
+MSG_CONTAINER_PORT_RANGE: Final = "containerPort must be between 1 and 65535"
+MSG_HOST_PORT_RANGE: Final = "hostPort must be between 1 and 65535, or 0 for none"
+MSG_GRPC_PORT_RANGE: Final = "grpc probe port must be between 1 and 65535"
+MSG_RESTART_POLICY: Final = "restartPolicy must be Always, OnFailure or Never"
+# A CEL rule: its message is what the API server says.
+MSG_NO_EPHEMERAL_CONTAINERS: Final = (
+    "ephemeral containers are not allowed in a pod template (the API server refuses them on pod "
+    "create; add one to a running pod with kubectl debug)"
+)
+
 MIN_POD_GROUP_SIZE: Final = 1
 MAX_POD_GROUP_SIZE: Final = 100
 MIN_UPGRADE_ORDER: Final = 1
@@ -177,6 +202,14 @@ CEL_SELECTOR_REQUIREMENT_VALUES: Final = CelRule(
     ".values",
 )
 
+# On a role's pod spec. Only size(): a rule that iterated over a list of the pod spec would be
+# charged for the longest list a request can hold, and none of them is bounded.
+CEL_NO_EPHEMERAL_CONTAINERS: Final = CelRule(
+    "!has(self.ephemeralContainers) || size(self.ephemeralContainers) == 0",
+    MSG_NO_EPHEMERAL_CONTAINERS,
+    ".ephemeralContainers",
+)
+
 # On StormService.spec: the selector must select the RoleSets the template stamps out.
 _TL = "self.template.metadata.labels"
 _HAS_TL = "(has(self.template.metadata) && has(self.template.metadata.labels))"
@@ -207,4 +240,5 @@ ALL_CEL_RULES: Final = (
     CEL_SELECTOR_NOT_EMPTY,
     CEL_SELECTOR_REQUIREMENT_VALUES,
     CEL_SELECTOR_MATCHES_TEMPLATE,
+    CEL_NO_EPHEMERAL_CONTAINERS,
 )

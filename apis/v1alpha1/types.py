@@ -21,7 +21,7 @@ Conventions:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeGuard, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -339,6 +339,54 @@ class RoleUpdateStrategy(WireModel):
     max_unavailable: IntOrString | None = None
 
 
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_pod_spec(spec: dict[str, Any]) -> None:
+    """What the CRD checks in a role's pod spec (POD_TEMPLATE_KEYWORDS in apis/crdgen/schema.py,
+    the list-map keys of containers, CEL_NO_EPHEMERAL_CONTAINERS), in the models' words. The
+    shape of the rest is the CRD schema's business."""
+    for field in ("containers", "initContainers"):
+        containers = spec.get(field)
+        if not isinstance(containers, list):
+            continue
+        names: set[str] = set()
+        for i, ctr in enumerate(containers):
+            if not isinstance(ctr, dict):
+                continue
+            at = f"spec.{field}[{i}]"
+            name = ctr.get("name")
+            if isinstance(name, str):
+                if len(name) > r.MAX_CONTAINER_NAME_LENGTH or not r.DNS1123_LABEL_RE.fullmatch(name):
+                    raise ValueError(f"{r.MSG_CONTAINER_NAME_DNS} ({at}.name: {name!r})")
+                if name in names:
+                    raise ValueError(f"{r.MSG_CONTAINER_NAMES_UNIQUE} ({at}.name: {name!r})")
+                names.add(name)
+            ports = ctr.get("ports")
+            for j, port in enumerate(ports if isinstance(ports, list) else []):
+                if not isinstance(port, dict):
+                    continue
+                number, host = port.get("containerPort"), port.get("hostPort")
+                if _is_int(number) and not r.MIN_PORT <= number <= r.MAX_PORT:
+                    raise ValueError(
+                        f"{r.MSG_CONTAINER_PORT_RANGE} ({at}.ports[{j}].containerPort: {number})"
+                    )
+                if _is_int(host) and not 0 <= host <= r.MAX_PORT:
+                    raise ValueError(f"{r.MSG_HOST_PORT_RANGE} ({at}.ports[{j}].hostPort: {host})")
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                handler = ctr.get(probe)
+                grpc = handler.get("grpc") if isinstance(handler, dict) else None
+                number = grpc.get("port") if isinstance(grpc, dict) else None
+                if _is_int(number) and not r.MIN_PORT <= number <= r.MAX_PORT:
+                    raise ValueError(f"{r.MSG_GRPC_PORT_RANGE} ({at}.{probe}.grpc.port: {number})")
+    policy = spec.get("restartPolicy")
+    if policy is not None and policy not in r.POD_RESTART_POLICIES:
+        raise ValueError(f"{r.MSG_RESTART_POLICY} (spec.restartPolicy: {policy!r})")
+    if spec.get("ephemeralContainers"):
+        raise ValueError(r.MSG_NO_EPHEMERAL_CONTAINERS)
+
+
 class RoleSpec(WireModel):
     name: str
     replicas: int = d.DEFAULT_ROLE_REPLICAS
@@ -369,9 +417,13 @@ class RoleSpec(WireModel):
         if self.upgrade_order is not None and self.upgrade_order < r.MIN_UPGRADE_ORDER:
             raise ValueError(r.MSG_UPGRADE_ORDER_MIN)
         spec = self.template.get("spec")
-        containers = spec.get("containers") if isinstance(spec, dict) else None
-        if not isinstance(containers, list) or not containers:
+        if (
+            not isinstance(spec, dict)
+            or not isinstance(spec.get("containers"), list)
+            or not spec["containers"]
+        ):
             raise ValueError(r.MSG_ROLE_TEMPLATE_CONTAINERS)
+        _check_pod_spec(spec)
         return self
 
     @property

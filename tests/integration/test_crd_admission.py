@@ -1,6 +1,7 @@
 """The generated CRDs on a real kube-apiserver: accepted (structural schema, CEL compiles within
-the cost budget), fixtures admitted, every invalid case rejected with the rule's message.
-Everything is a server-side dry run in a fresh namespace.
+the cost budget), fixtures admitted, every invalid case rejected with the rule's message, and
+the role-template cases checked against pod validation itself (refused at admission only if the
+API server refuses the pod too). Everything is a server-side dry run in a fresh namespace.
 """
 
 from __future__ import annotations
@@ -68,15 +69,21 @@ def test_invalid_manifests_are_rejected(case: cases.Invalid) -> None:
     assert p.returncode != 0, f"{case.id} was admitted"
     if case.cel:
         assert case.message in p.stderr
+    if case.server_message is not None:
+        assert case.server_message in p.stderr
+
+
+def _mutated(kind: str, mutate: Any) -> dict[str, Any]:
+    obj = cases.minimal_storm_service() if kind == "StormService" else cases.minimal_role_set()
+    mutate(obj)
+    return obj
 
 
 @pytest.mark.parametrize(
     ("name", "kind", "mutate"), cases.VALID_MUTATIONS, ids=[m[0] for m in cases.VALID_MUTATIONS]
 )
 def test_edge_values_are_admitted(name: str, kind: str, mutate: Any) -> None:
-    obj = cases.minimal_storm_service() if kind == "StormService" else cases.minimal_role_set()
-    mutate(obj)
-    p = dry_run(obj)
+    p = dry_run(_mutated(kind, mutate))
     assert p.returncode == 0, p.stderr
 
 
@@ -89,3 +96,53 @@ def test_pod_template_is_validated() -> None:
     obj["spec"]["roles"][0]["template"]["spec"]["containers"][0].pop("name")
     p = dry_run(obj)
     assert p.returncode != 0 and "containers[0].name: Required value" in p.stderr
+
+
+def _role0_template(obj: dict[str, Any]) -> dict[str, Any] | None:
+    spec = obj["spec"]["template"]["spec"] if obj["kind"] == "StormService" else obj["spec"]
+    roles: list[dict[str, Any]] = spec["roles"]
+    return roles[0]["template"] if roles else None
+
+
+def _changed_pod_template(kind: str, obj: dict[str, Any]) -> dict[str, Any] | None:
+    """Role 0's template when the case changed it, else None."""
+    base = cases.minimal_storm_service() if kind == "StormService" else cases.minimal_role_set()
+    template = _role0_template(obj)
+    return template if template is not None and template != _role0_template(base) else None
+
+
+def pod_dry_run(template: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {**template.get("metadata", {}), "name": "probe", "namespace": NAMESPACE},
+        "spec": template["spec"],
+    }
+    return kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", stdin=json.dumps(pod))
+
+
+_POD_TEMPLATE_INVALID = [c for c in cases.INVALID if _changed_pod_template(c.kind, c.build()) is not None]
+_POD_TEMPLATE_VALID = [
+    m for m in cases.VALID_MUTATIONS if _changed_pod_template(m[1], _mutated(m[1], m[2])) is not None
+]
+
+
+@pytest.mark.parametrize("case", _POD_TEMPLATE_INVALID, ids=lambda x: x.id)
+def test_pod_templates_refused_at_admission_are_pods_the_api_server_refuses(case: cases.Invalid) -> None:
+    """The admission rules on role templates are no stricter than pod validation."""
+    template = _changed_pod_template(case.kind, case.build())
+    assert template is not None
+    p = pod_dry_run(template)
+    assert p.returncode != 0, f"the API server creates a pod of {case.id}, but the CRD refuses it"
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "mutate"), _POD_TEMPLATE_VALID, ids=[m[0] for m in _POD_TEMPLATE_VALID]
+)
+def test_pod_templates_admitted_at_the_edges_are_pods_the_api_server_creates(
+    name: str, kind: str, mutate: Any
+) -> None:
+    template = _changed_pod_template(kind, _mutated(kind, mutate))
+    assert template is not None
+    p = pod_dry_run(template)
+    assert p.returncode == 0, p.stderr

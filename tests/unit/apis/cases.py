@@ -77,6 +77,8 @@ class Invalid:
     message: str
     #: True when the API server reports this through a CEL rule with exactly `message`.
     cel: bool = True
+    #: For a plain OpenAPI keyword (cel=False): the API server's own words, which it must say.
+    server_message: str | None = None
 
     def build(self) -> Obj:
         obj = minimal_storm_service() if self.kind == "StormService" else minimal_role_set()
@@ -112,6 +114,137 @@ def _dup_role(o: Obj) -> None:
 
 
 ROLE0 = "spec.template.spec.roles.0"
+
+KINDS = ("StormService", "RoleSet")
+
+
+def pod_spec_path(kind: str) -> str:
+    """Role 0's pod spec, as a `_set` path."""
+    return f"{ROLE0 if kind == 'StormService' else 'spec.roles.0'}.template.spec"
+
+
+def pod_spec_field(kind: str) -> str:
+    """Role 0's pod spec, as the API server names it in errors."""
+    return f"spec.{'template.spec.' if kind == 'StormService' else ''}roles[0].template.spec"
+
+
+def _container(**fields: Any) -> Obj:
+    return {"name": "c", "image": "nginx", **fields}
+
+
+_DNS1123_SHOULD_MATCH = "should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'"
+
+
+def _pod_template_invalid(kind: str) -> list[Invalid]:
+    """Templates of which the API server would create no pod, refused at admission (issue 8)."""
+    spec, at = pod_spec_path(kind), pod_spec_field(kind)
+    k = "ss" if kind == "StormService" else "rs"
+    return [
+        Invalid(
+            f"{k}-container-name-underscore",
+            kind,
+            _set(f"{spec}.containers.0.name", "Engine_1"),
+            r.MSG_CONTAINER_NAME_DNS,
+            cel=False,
+            server_message=f'{at}.containers[0].name: Invalid value: "Engine_1": '
+            f"{at}.containers[0].name in body {_DNS1123_SHOULD_MATCH}",
+        ),
+        Invalid(
+            f"{k}-container-name-64",
+            kind,
+            _set(f"{spec}.containers.0.name", "c" * 64),
+            r.MSG_CONTAINER_NAME_DNS,
+            cel=False,
+            server_message=f"{at}.containers[0].name: Too long: may not be more than 63 bytes",
+        ),
+        Invalid(
+            f"{k}-init-container-name-leading-dash",
+            kind,
+            _set(f"{spec}.initContainers", [_container(name="-init")]),
+            r.MSG_CONTAINER_NAME_DNS,
+            cel=False,
+            server_message=f'{at}.initContainers[0].name: Invalid value: "-init": '
+            f"{at}.initContainers[0].name in body {_DNS1123_SHOULD_MATCH}",
+        ),
+        Invalid(
+            f"{k}-container-names-duplicate",
+            kind,
+            _set(f"{spec}.containers", [_container(), _container(image="busybox")]),
+            r.MSG_CONTAINER_NAMES_UNIQUE,
+            cel=False,
+            server_message=f"{at}.containers[1]: Duplicate value:",
+        ),
+        Invalid(
+            f"{k}-container-port-70000",
+            kind,
+            _set(f"{spec}.containers.0.ports", [{"containerPort": 70000}]),
+            r.MSG_CONTAINER_PORT_RANGE,
+            cel=False,
+            server_message=f"{at}.containers[0].ports[0].containerPort: Invalid value: 70000: "
+            f"{at}.containers[0].ports[0].containerPort in body should be less than or equal to 65535",
+        ),
+        Invalid(
+            f"{k}-container-port-0",
+            kind,
+            _set(f"{spec}.containers.0.ports", [{"containerPort": 0}]),
+            r.MSG_CONTAINER_PORT_RANGE,
+            cel=False,
+            server_message=f"{at}.containers[0].ports[0].containerPort: Invalid value: 0: "
+            f"{at}.containers[0].ports[0].containerPort in body should be greater than or equal to 1",
+        ),
+        Invalid(
+            f"{k}-init-container-port-65536",
+            kind,
+            _set(f"{spec}.initContainers", [_container(ports=[{"containerPort": 65536}])]),
+            r.MSG_CONTAINER_PORT_RANGE,
+            cel=False,
+            server_message=f"{at}.initContainers[0].ports[0].containerPort in body "
+            "should be less than or equal to 65535",
+        ),
+        Invalid(
+            f"{k}-host-port-70000",
+            kind,
+            _set(f"{spec}.containers.0.ports", [{"containerPort": 80, "hostPort": 70000}]),
+            r.MSG_HOST_PORT_RANGE,
+            cel=False,
+            server_message=f"{at}.containers[0].ports[0].hostPort: Invalid value: 70000: "
+            f"{at}.containers[0].ports[0].hostPort in body should be less than or equal to 65535",
+        ),
+        Invalid(
+            f"{k}-host-port-negative",
+            kind,
+            _set(f"{spec}.containers.0.ports", [{"containerPort": 80, "hostPort": -1}]),
+            r.MSG_HOST_PORT_RANGE,
+            cel=False,
+            server_message=f"{at}.containers[0].ports[0].hostPort: Invalid value: -1: "
+            f"{at}.containers[0].ports[0].hostPort in body should be greater than or equal to 0",
+        ),
+        Invalid(
+            f"{k}-grpc-probe-port-0",
+            kind,
+            _set(f"{spec}.containers.0.readinessProbe", {"grpc": {"port": 0}}),
+            r.MSG_GRPC_PORT_RANGE,
+            cel=False,
+            server_message=f"{at}.containers[0].readinessProbe.grpc.port: Invalid value: 0: "
+            f"{at}.containers[0].readinessProbe.grpc.port in body should be greater than or equal to 1",
+        ),
+        Invalid(
+            f"{k}-restart-policy-sometimes",
+            kind,
+            _set(f"{spec}.restartPolicy", "Sometimes"),
+            r.MSG_RESTART_POLICY,
+            cel=False,
+            server_message=f'{at}.restartPolicy: Unsupported value: "Sometimes": supported values: '
+            '"Always", "OnFailure", "Never", ""',
+        ),
+        Invalid(
+            f"{k}-ephemeral-containers",
+            kind,
+            _set(f"{spec}.ephemeralContainers", [{"name": "debug", "image": "busybox"}]),
+            r.MSG_NO_EPHEMERAL_CONTAINERS,
+        ),
+    ]
+
 
 INVALID: list[Invalid] = [
     # names
@@ -283,6 +416,8 @@ INVALID: list[Invalid] = [
         r.MSG_TOPOLOGY_KEY,
         cel=False,
     ),
+    # pod templates
+    *(case for kind in KINDS for case in _pod_template_invalid(kind)),
 ]
 
 
@@ -313,4 +448,37 @@ VALID_MUTATIONS: list[tuple[str, str, Callable[[Obj], None]]] = [
         _set("spec.schedulingStrategy", {"volcanoSchedulingStrategy": {"queue": "q"}}),
     ),
     ("no-roles", "RoleSet", _set("spec.roles", [])),
+    # pod templates: the limits of what the API server accepts in a pod
+    *(
+        (f"{kind}-{name}", kind, _set(f"{pod_spec_path(kind)}.{path}", value))
+        for kind in KINDS
+        for name, path, value in [
+            ("container-name-63", "containers.0.name", "c" * 63),
+            ("container-name-digits-and-dashes", "containers.0.name", "0-engine-1"),
+            (
+                "port-limits",
+                "containers.0.ports",
+                [
+                    {"containerPort": 1},
+                    {"containerPort": 65535, "hostPort": 65535, "name": "http-metrics"},
+                    {"containerPort": 8000, "hostPort": 0},
+                    {"containerPort": 8000, "protocol": "UDP", "hostPort": 1},
+                ],
+            ),
+            ("grpc-probe-port-65535", "containers.0.livenessProbe", {"grpc": {"port": 65535}}),
+            (
+                "init-and-sidecar-containers",
+                "initContainers",
+                [
+                    _container(name="init", ports=[{"containerPort": 9000}]),
+                    _container(name="sidecar", restartPolicy="Always"),
+                ],
+            ),
+            ("restart-policy-never", "restartPolicy", "Never"),
+            ("restart-policy-on-failure", "restartPolicy", "OnFailure"),
+            ("restart-policy-always", "restartPolicy", "Always"),
+            ("restart-policy-empty", "restartPolicy", ""),
+            ("ephemeral-containers-empty", "ephemeralContainers", []),
+        ]
+    ),
 ]

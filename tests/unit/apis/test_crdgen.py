@@ -381,6 +381,44 @@ def test_cel_rules_are_where_they_belong(crds: dict[str, dict[str, Any]]) -> Non
             "disruptionTolerance.maxUnavailable",
         ):
             assert rules_at(schema, f"{roles}.[].{p}") == intstr
+        assert rules_at(schema, f"{roles}.[].template.spec") == [r.CEL_NO_EPHEMERAL_CONTAINERS.as_schema()]
+    # Nowhere else in a pod template: a rule under a list there (containers, volumes, ...) is
+    # charged for the longest list a 3 MB request can hold, and those lists have no bound.
+    for schema, role in ((ss, SS_ROLE), (rs, RS_ROLE)):
+        template = at(schema, f"{role}.template")
+        assert [p for p, n in _walk(template) if "x-kubernetes-validations" in n] == [".spec"]
+
+
+def test_pod_template_checks_what_pod_validation_checks(crds: dict[str, dict[str, Any]]) -> None:
+    """Plain OpenAPI keywords (no CEL cost), in both CRDs, on containers and init containers."""
+    port_range = {"minimum": r.MIN_PORT, "maximum": r.MAX_PORT}
+    for schema, role in ((ss_schema(crds), SS_ROLE), (rs_schema(crds), RS_ROLE)):
+        spec = at(schema, f"{role}.template.spec")
+        assert at(spec, "restartPolicy") == {"type": "string", "enum": ["Always", "OnFailure", "Never", ""]}
+        for containers in ("containers", "initContainers"):
+            container = at(spec, f"{containers}.[]")
+            assert at(container, "name") == {
+                "type": "string",
+                "maxLength": 63,
+                "pattern": r.DNS1123_LABEL_PATTERN,
+            }
+            port = at(container, "ports.[]")
+            assert at(port, "containerPort") == {"type": "integer", "format": "int32", **port_range}
+            assert at(port, "hostPort") == {
+                "type": "integer",
+                "format": "int32",
+                "minimum": 0,
+                "maximum": 65535,
+            }
+            assert at(port, "name") == {"type": "string"}  # IANA_SVC_NAME: left to the API server
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                assert at(container, f"{probe}.grpc.port") == {
+                    "type": "integer",
+                    "format": "int32",
+                    **port_range,
+                }
+        # The Container definition is shared; nothing else in the pod template has these names.
+        assert at(spec, "ephemeralContainers.[].name") == {"type": "string"}
 
 
 def test_every_cel_rule_has_bounded_inputs(crds: dict[str, dict[str, Any]]) -> None:
@@ -464,6 +502,13 @@ def _validate(schema: dict[str, Any], value: Any, path: str, errors: list[str]) 
     elif kind == "array":
         if "maxItems" in schema and len(value) > schema["maxItems"]:
             errors.append(f"{path}: Too many")
+        if schema.get("x-kubernetes-list-type") == "map":
+            props = schema["items"]["properties"]
+            keys = [
+                tuple(item.get(k, props[k].get("default")) for k in schema["x-kubernetes-list-map-keys"])
+                for item in value
+            ]
+            errors.extend(f"{path}[{i}]: Duplicate value" for i, k in enumerate(keys) if k in keys[:i])
         for i, item in enumerate(value):
             _validate(schema["items"], item, f"{path}[{i}]", errors)
     elif kind == "object":

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import pytest
@@ -286,6 +287,19 @@ def test_role_template_needs_containers() -> None:
         from_wire(RoleSet, obj)
     obj["spec"]["roles"][0]["template"] = {"spec": {"containers": []}}
     with pytest.raises(ValidationError, match=r.MSG_ROLE_TEMPLATE_CONTAINERS):
+        from_wire(RoleSet, obj)
+
+
+def test_pod_template_errors_say_where() -> None:
+    obj = cases.minimal_role_set()
+    spec = obj["spec"]["roles"][0]["template"]["spec"]
+    spec["initContainers"] = [{"name": "init", "image": "x"}, {"name": "Init_2", "image": "x"}]
+    with pytest.raises(ValidationError, match=re.escape("spec.initContainers[1].name: 'Init_2'")):
+        from_wire(RoleSet, obj)
+    spec["initContainers"] = [
+        {"name": "init", "image": "x", "ports": [{"containerPort": 80, "hostPort": 65536}]}
+    ]
+    with pytest.raises(ValidationError, match=re.escape("spec.initContainers[0].ports[0].hostPort: 65536")):
         from_wire(RoleSet, obj)
 
 
