@@ -60,7 +60,9 @@ from controller.runtime.errors import (
     Conflict,
     Invalid,
     NotFound,
+    ReconcileError,
     ServerError,
+    is_namespace_terminating,
 )
 from controller.runtime.expectations import ControllerExpectations
 from controller.runtime.resources import POD_DISRUPTION_BUDGETS, PODS, ROLESETS, STORMSERVICES
@@ -81,7 +83,7 @@ class Recorder(Protocol):
     def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
 
 
-class SyncError(Exception):
+class SyncError(ReconcileError):
     """API errors of one pass, raised after the status was written so the queue backs off."""
 
 
@@ -548,7 +550,8 @@ class RoleSetSync:
             except ApiError as err:
                 # Not an answer about the template (throttled, unavailable, forbidden): ask again
                 # on the retry, and touch nothing for it meanwhile.
-                obs.failures.append((L.EVENT_FAILED_CREATE, f"role {role}: dry-run pod create: {err}"))
+                if not is_namespace_terminating(err):
+                    obs.failures.append((L.EVENT_FAILED_CREATE, f"role {role}: dry-run pod create: {err}"))
                 return False
             self.template_checks.record(key, role, verdict)
         return verdict.rejection is None
@@ -644,9 +647,10 @@ class RoleSetSync:
                 raise
             except ApiError as err:
                 self.expectations.lower_expectations(key, adds=1)
-                self.recorder.event(
-                    obj, WARNING, L.EVENT_FAILED_CREATE, f"create pod for role {ctx.spec.name}: {err}"
-                )
+                if not is_namespace_terminating(err):
+                    self.recorder.event(
+                        obj, WARNING, L.EVENT_FAILED_CREATE, f"create pod for role {ctx.spec.name}: {err}"
+                    )
                 raise
             M.PODS_CREATED.labels(role=ctx.spec.name, reason=c.reason).inc()
 
@@ -657,7 +661,11 @@ class RoleSetSync:
         if done:
             self.recorder.event(obj, NORMAL, L.EVENT_SUCCESSFUL_CREATE, f"Created {done} pods")
         for err in errors:
-            if isinstance(err, ApiError):
+            if is_namespace_terminating(err):
+                # Everything in it goes soon; no create can succeed (kube-controller-manager's
+                # controllers skip this quietly too).
+                log.debug("not creating pods: the namespace is being deleted")
+            elif isinstance(err, ApiError):
                 obs.failures.append((L.EVENT_FAILED_CREATE, str(err)))
             else:
                 raise err
@@ -899,7 +907,8 @@ class RoleSetSync:
                 elif not _spec_has(current.get("spec") or {}, spec):
                     await self.control.patch(sched.resource, info.namespace, name, {"spec": spec})
             except ApiError as err:
-                errors.append(f"PodGroup {name}: {err}")
+                if not is_namespace_terminating(err):
+                    errors.append(f"PodGroup {name}: {err}")
         wanted = {f"{s.strategy_key}/{name}" for name, (s, _) in desired.items()}
         for ref, (sched, pg) in sorted(existing.items()):
             if ref in wanted:
@@ -983,7 +992,8 @@ class RoleSetSync:
             except AlreadyExists:
                 continue
             except ApiError as err:
-                obs.failures.append(("FailedPodDisruptionBudget", f"PodDisruptionBudget {name}: {err}"))
+                if not is_namespace_terminating(err):
+                    obs.failures.append(("FailedPodDisruptionBudget", f"PodDisruptionBudget {name}: {err}"))
         for name, current in sorted(existing.items()):
             if name in desired:
                 continue

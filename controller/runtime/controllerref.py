@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from controller.runtime.client import KubeClient, Obj, PatchType
-from controller.runtime.errors import Invalid, NotFound
+from controller.runtime.errors import Invalid, NotFound, ReconcileError
 from controller.runtime.resources import Resource
 
 MatchFunc = Callable[[Obj], bool]
@@ -164,7 +164,7 @@ def recheck_deletion_timestamp(get_fresh_owner: Callable[[], Awaitable[Obj]], ow
     return can_adopt
 
 
-class ClaimError(Exception):
+class ClaimError(ReconcileError):
     """Some adoptions or releases failed; the sync should be retried. `claimed` is what the owner
     does own."""
 

@@ -69,6 +69,22 @@ class ServerError(ApiError):
     """5xx, or a transport failure/timeout (code 0)."""
 
 
+class ReconcileError(Exception):
+    """A pass that failed for reasons the API server gave, already reported in the object's
+    status: the work queue backs off and the log says so in one line, without a stack trace
+    (kept for bugs)."""
+
+
+#: The cause of a 403 to a create in a namespace being deleted.
+NAMESPACE_TERMINATING_CAUSE = "NamespaceTerminating"
+
+
+def is_namespace_terminating(err: BaseException) -> bool:
+    """A create refused because the namespace is being deleted: nothing to do, everything in it
+    goes soon (kube-controller-manager's controllers skip it quietly)."""
+    return isinstance(err, Forbidden) and any(c.reason == NAMESPACE_TERMINATING_CAUSE for c in err.causes)
+
+
 def is_not_found(err: BaseException) -> bool:
     return isinstance(err, NotFound)
 

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from prometheus_client import Counter
 
 from controller.runtime.client import KubeClient, Obj
-from controller.runtime.errors import NotFound
+from controller.runtime.errors import NotFound, is_namespace_terminating
 from controller.runtime.logging import get_logger
 from controller.runtime.metrics import REGISTRY
 from controller.runtime.ratelimit import TokenBucket
@@ -244,6 +244,9 @@ class EventRecorder:
                     except asyncio.CancelledError:
                         raise
                     except Exception as err:
+                        if is_namespace_terminating(err):
+                            log.debug("event not written: its namespace is being deleted", reason=occ.reason)
+                            continue
                         log.warning(
                             "could not write an event",
                             reason=occ.reason,

@@ -15,6 +15,7 @@ from typing import Protocol
 import structlog
 
 from controller.runtime import metrics
+from controller.runtime.errors import ApiError, Conflict, ReconcileError
 from controller.runtime.logging import get_logger
 from controller.runtime.workqueue import RateLimitingQueue
 
@@ -50,11 +51,11 @@ async def process_one(reconciler: Reconciler, key: str) -> None:
         start = time.perf_counter()
         try:
             requeue_after = await reconciler.sync(key)
-        except Exception:
+        except Exception as err:
             elapsed = time.perf_counter() - start
             metrics.RECONCILE_ERRORS.labels(controller=name).inc()
             metrics.RECONCILE_TOTAL.labels(controller=name, result="error").inc()
-            log.exception("reconcile failed", requeues=queue.num_requeues(key), duration=round(elapsed, 6))
+            _log_failure(err, requeues=queue.num_requeues(key), duration=round(elapsed, 6))
             queue.add_rate_limited(key)
         else:
             elapsed = time.perf_counter() - start
@@ -70,6 +71,17 @@ async def process_one(reconciler: Reconciler, key: str) -> None:
             metrics.RECONCILE_TIME.labels(controller=name).observe(time.perf_counter() - start)
             active.dec()
             queue.done(key)
+
+
+def _log_failure(err: Exception, **fields: object) -> None:
+    """What the API server answered is not a bug: one line, no stack trace. A conflict (our
+    cache was behind) is routine: retried with one debug line."""
+    if isinstance(err, Conflict):
+        log.debug("requeued after a conflict", error=str(err), **fields)
+    elif isinstance(err, ApiError | ReconcileError):
+        log.warning("reconcile failed", error=str(err), error_type=type(err).__name__, **fields)
+    else:
+        log.exception("reconcile failed", **fields)
 
 
 async def _worker(reconciler: Reconciler) -> None:

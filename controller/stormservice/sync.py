@@ -19,6 +19,7 @@ An API error is returned to the work queue (raised) after the status is written.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -39,7 +40,15 @@ from controller.runtime.controllerref import (
     is_controlled_by,
     recheck_deletion_timestamp,
 )
-from controller.runtime.errors import AlreadyExists, ApiError, BadRequest, Conflict, Invalid, NotFound
+from controller.runtime.errors import (
+    AlreadyExists,
+    ApiError,
+    BadRequest,
+    Conflict,
+    Invalid,
+    NotFound,
+    is_namespace_terminating,
+)
 from controller.runtime.expectations import ControllerExpectations
 from controller.runtime.resources import (
     CONTROLLER_REVISIONS,
@@ -542,6 +551,8 @@ class StormServiceSync:
             owned = await self._claim_rolesets(obj, selector)
             revs = await self._sync_revisions(obj, await self._claim_revisions(obj))
         except (ApiError, ClaimError) as err:
+            if is_namespace_terminating(err):
+                return None  # everything in it goes soon; no create can succeed
             # Nothing to compute a status from yet; still say why (a new StormService would
             # otherwise have no conditions at all), then back off.
             await self._report_unreconciled(obj, err)
@@ -566,13 +577,14 @@ class StormServiceSync:
             else:
                 await self._manage(key, obj, views, revs)
         except ReconcileFailure as f:
-            failure, error = Failure(f.reason, str(f.cause)), f.cause
+            if not is_namespace_terminating(f.cause):  # else: everything in it goes soon
+                failure, error = Failure(f.reason, str(f.cause)), f.cause
         # Apart from the rest, so that a PDB problem (say, no RBAC for PDBs) never stalls RoleSets.
         try:
             pdb_conflict = await self._sync_pdbs(key, obj)
         except ReconcileFailure as f:
-            pdb_conflict = Failure(f.reason, str(f.cause))
-            error = error or f.cause
+            pdb_conflict = None if is_namespace_terminating(f.cause) else Failure(f.reason, str(f.cause))
+            error = error or (None if pdb_conflict is None else f.cause)
         failure = failure or pdb_conflict
 
         old_status = obj.get("status") or {}
@@ -632,9 +644,16 @@ class StormServiceSync:
         if patch is None:
             return
         meta = obj["metadata"]
-        await self.client.patch(
-            STORMSERVICES, meta["namespace"], meta["name"], patch, patch_type="merge", subresource="status"
-        )
+        # NotFound: deleted during the pass; its deletion event ends it.
+        with contextlib.suppress(NotFound):
+            await self.client.patch(
+                STORMSERVICES,
+                meta["namespace"],
+                meta["name"],
+                patch,
+                patch_type="merge",
+                subresource="status",
+            )
 
     async def _manage(self, key: str, obj: Obj, views: list[RoleSetView], revs: Revisions) -> None:
         spec = obj.get("spec") or {}
@@ -775,7 +794,8 @@ class StormServiceSync:
             try:
                 created = await self.control.create(body)
             except ApiError as err:
-                self.recorder.event(obj, WARNING, EVENT_FAILED_CREATE, f"Error creating RoleSet: {err}")
+                if not is_namespace_terminating(err):
+                    self.recorder.event(obj, WARNING, EVENT_FAILED_CREATE, f"Error creating RoleSet: {err}")
                 raise
             rev = body["metadata"]["labels"].get(c.LABEL_STORM_SERVICE_REVISION)
             self.recorder.event(

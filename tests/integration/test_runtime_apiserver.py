@@ -5,13 +5,23 @@ server-side watch timeouts, 410 on a too old resourceVersion)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from controller.runtime import metrics
 from controller.runtime.client import ApiClient, Obj
-from controller.runtime.errors import AlreadyExists, Conflict, Gone, Invalid, NotFound
+from controller.runtime.errors import (
+    AlreadyExists,
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    NotFound,
+    is_namespace_terminating,
+)
 from controller.runtime.informer import DeletedFinalStateUnknown, FuncHandler, Informer
 from controller.runtime.resources import ROLESETS, Resource
 
@@ -227,3 +237,22 @@ def _writes() -> float:
         if family.name == "stormservice_api_writes":
             total += sum(s.value for s in family.samples if s.name.endswith("_total"))
     return total
+
+
+async def test_a_create_in_a_namespace_being_deleted_is_recognised(kube: ApiClient, kubectl: Any) -> None:
+    """The 403 the API server gives a create in a terminating namespace carries the
+    NamespaceTerminating cause; controllers skip it quietly (errors.is_namespace_terminating)."""
+    ns = f"t-terminating-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", ns)
+    held = {**configmap("held"), "metadata": {"name": "held", "finalizers": ["stormservice.test/hold"]}}
+    await kube.create(CONFIGMAPS, ns, held)
+    try:
+        kubectl("delete", "namespace", ns, "--wait=false")
+        with pytest.raises(Forbidden) as caught:
+            for _ in range(300):  # until the namespace shows Terminating to admission
+                await kube.create(CONFIGMAPS, ns, configmap(f"late-{uuid.uuid4().hex[:6]}"))
+                await asyncio.sleep(0.05)
+        assert is_namespace_terminating(caught.value), caught.value
+        assert not is_namespace_terminating(Forbidden(403, "Forbidden", "RBAC: access denied"))
+    finally:
+        await kube.patch(CONFIGMAPS, ns, "held", {"metadata": {"finalizers": None}})

@@ -17,6 +17,7 @@ import copy
 import json
 import time
 import urllib.request
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,8 @@ from controller.runtime.resources import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+
+CONFIGMAPS = Resource("", "v1", "configmaps", "ConfigMap")
 
 API = "orchestration.aibrix.ai/v1alpha1"
 IMAGE_V1 = "registry.k8s.io/pause:3.10"
@@ -808,3 +811,55 @@ async def test_pdb_per_role_follows_disruption_tolerance(env: Env) -> None:
 
     await env.eventually(none_left, "the PDBs to be deleted")
     assert len(await env.rolesets("budget")) == 3
+
+
+async def test_deleting_a_namespace_under_a_scaling_stormservice_logs_no_error(
+    kube: KubeClient, kubectl: Any, crds: list[str], run_controller: Any
+) -> None:
+    """The namespace controller empties a namespace while both controllers still create
+    RoleSets, pods and events in it: the API server's 403 (NamespaceTerminating), NotFound and
+    conflicts that follow are expected answers, not failures. Nothing is logged as an error and
+    no stack trace appears."""
+    ns = f"t-nsgone-{uuid.uuid4().hex[:6]}"
+    kubectl("create", "namespace", ns)
+    controller = run_controller("--log-level=debug")
+    kubectl.apply(storm("gone", replicas=6, decode=2), "-n", ns)
+
+    async def some_pods() -> bool:
+        items, _ = await list_all(kube, PODS, ns, label_selector="storm-service-name=gone")
+        return len(items) >= 3
+
+    deadline = time.monotonic() + 120
+    while not await some_pods():
+        assert time.monotonic() < deadline, "no pods"
+        await asyncio.sleep(POLL)
+    # A finalizer holds the namespace in Terminating while its content goes, so that the
+    # controllers keep working in it; scaling up as the deletion starts makes them create.
+    held = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "held", "finalizers": ["test/hold"]},
+    }
+    await kube.create(CONFIGMAPS, ns, held)
+    await kube.patch(STORMSERVICES, ns, "gone", {"spec": {"replicas": 12}})
+    kubectl("delete", "namespace", ns, "--wait=false")
+
+    async def emptied() -> bool:
+        for resource in (STORMSERVICES, ROLESETS, PODS):
+            items, _ = await list_all(kube, resource, ns)
+            if items:
+                return False
+        return True
+
+    while not await emptied():
+        assert time.monotonic() < deadline + 180, "namespace not emptied"
+        await asyncio.sleep(0.5)
+    await kube.patch(CONFIGMAPS, ns, "held", {"metadata": {"finalizers": None}})
+    while kubectl("get", "namespace", ns, check=False).returncode == 0:
+        assert time.monotonic() < deadline + 240, "namespace not gone"
+        await asyncio.sleep(0.5)
+    assert controller.alive()
+    lines = [json.loads(line) for line in controller.log_text().splitlines() if line.startswith("{")]
+    bad = [e for e in lines if e.get("level") in ("error", "critical") or "exception" in e]
+    assert bad == [], bad[:3]
+    assert "Traceback" not in controller.log_text()

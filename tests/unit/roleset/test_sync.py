@@ -10,7 +10,7 @@ import pytest
 
 from controller.roleset import labels as L
 from controller.roleset.sync import SyncConfig, SyncError, template_hash
-from controller.runtime.errors import Invalid, ServerError
+from controller.runtime.errors import Forbidden, Invalid, ServerError, StatusCause
 from controller.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS, POD_DISRUPTION_BUDGETS, PODS, ROLESETS
 from tests.unit.roleset.harness import NS, Harness, role, roleset
 
@@ -651,3 +651,25 @@ async def test_a_dry_run_that_fails_for_another_reason_holds_the_rollout_and_ret
     assert {p["metadata"]["uid"] for p in h.pods()} == before
     await h.converge()  # the retry asks again and rolls
     assert not {p["metadata"]["uid"] for p in h.pods()} & before
+
+
+def _namespace_terminating() -> Forbidden:
+    return Forbidden(
+        403,
+        "Forbidden",
+        'pods "rs-worker-x" is forbidden: unable to create new content in namespace ns because it is being terminated',
+        causes=[
+            StatusCause("NamespaceTerminating", "namespace ns is being terminated", "metadata.namespace")
+        ],
+    )
+
+
+async def test_creates_in_a_namespace_being_deleted_are_skipped_quietly(h: Harness) -> None:
+    h.create(roleset(roles=[role("worker", replicas=3)]))
+    h.client.inject_error("create", "pods", _namespace_terminating(), times=10)
+    assert await h.sync() is None  # no error: nothing to retry, the namespace goes
+    assert h.condition("ReplicaFailure") is None
+    assert "FailedCreate" not in h.recorder.reasons()
+    assert h.ctrl.expectations.satisfied(f"{NS}/rs")
+    creates = [a for a in h.client.actions if a.verb == "create" and a.resource == "pods"]
+    assert len(creates) == 1, "the first refusal stops the batch"

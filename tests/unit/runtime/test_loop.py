@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from controller.runtime import metrics
+from controller.runtime.errors import Conflict, NotFound, ReconcileError, ServerError
 from controller.runtime.logging import configure_logging
 from controller.runtime.loop import Reconciler, process_one, run_workers
 from controller.runtime.ratelimit import FakeClock, ItemExponentialFailureRateLimiter
@@ -182,3 +183,30 @@ async def test_cancellation_still_marks_the_key_done() -> None:
 async def test_workers_must_be_positive() -> None:
     with pytest.raises(ValueError):
         await run_workers(Scripted(), 0)
+
+
+@pytest.mark.parametrize(
+    ("error", "level", "traced"),
+    [
+        (Conflict(409, "Conflict", "the object has been modified"), "debug", False),
+        (NotFound(404, "NotFound", 'pods "x" not found'), "warning", False),
+        (ServerError(503, "ServiceUnavailable", "etcd is away"), "warning", False),
+        (ReconcileError("FailedCreate: 403 Forbidden: quota exceeded"), "warning", False),
+        (KeyError("metadata"), "error", True),  # a bug: the stack trace says where
+    ],
+)
+async def test_api_answers_are_one_line_and_bugs_keep_their_stack_trace(
+    log_stream: io.StringIO, error: Exception, level: str, traced: bool
+) -> None:
+    r = Scripted({"ns/a": [error]})
+    r.queue.add("ns/a")
+    key = await r.queue.get()
+    assert key is not None
+    await process_one(r, key)
+    assert r.queue.num_requeues("ns/a") == 1  # retried with backoff either way
+    logged = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    (entry,) = [e for e in logged if e["event"] in ("reconcile failed", "requeued after a conflict")]
+    assert entry["level"] == level
+    assert ("exception" in entry) is traced
+    assert sample("controller_runtime_reconcile_errors_total", controller=r.name) == 1
+    r.queue.shut_down()

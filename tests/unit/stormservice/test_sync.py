@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from controller.runtime.client import Obj, PatchType
-from controller.runtime.errors import ApiError, Forbidden, Invalid, ServerError
+from controller.runtime.errors import ApiError, Forbidden, Invalid, ServerError, StatusCause
 from controller.runtime.fake import FakeClient
 from controller.runtime.resources import CONTROLLER_REVISIONS, ROLESETS, SERVICES, STORMSERVICES
 from controller.runtime.revision import hash_revision_data
@@ -913,3 +913,22 @@ async def test_a_new_stormservice_whose_pods_are_rejected_creates_no_roleset() -
         assert failure is not None and failure["reason"] == "InvalidPodTemplate"
         ready = env.condition("Ready")
         assert ready is not None and ready["status"] == "False"
+
+
+async def test_creates_in_a_namespace_being_deleted_are_skipped_quietly() -> None:
+    terminating = Forbidden(
+        403,
+        "Forbidden",
+        "unable to create new content in namespace ns because it is being terminated",
+        causes=[
+            StatusCause("NamespaceTerminating", "namespace ns is being terminated", "metadata.namespace")
+        ],
+    )
+    async with Env() as env:
+        env.client.inject_error("create", "rolesets", terminating, times=10)
+        env.client.inject_error("create", "services", terminating, times=10)
+        env.client.inject_error("create", "poddisruptionbudgets", terminating, times=10)
+        env.seed(STORMSERVICES, storm(replicas=2))
+        assert await env.sync() is None
+        assert "FailedCreate" not in env.recorder.reasons()
+        assert env.condition("ReplicaFailure") is None
