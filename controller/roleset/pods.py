@@ -117,10 +117,16 @@ def inject_env(container: Obj, env: list[Obj]) -> None:
 
 
 def render_pod(
-    rs: RoleSetInfo, spec: PodSpecInputs, index: int | None = None, member: int | None = None
+    rs: RoleSetInfo,
+    spec: PodSpecInputs,
+    index: int | None = None,
+    member: int | None = None,
+    *,
+    name_suffix: str | None = None,
 ) -> Obj:
     """The pod the controller creates for slot `index` (member `member` of a group), or a
-    stateless pod when index is None."""
+    stateless pod when index is None, named `<rs>-<role>-<name_suffix>` (generateName without a
+    suffix)."""
     template = copy.deepcopy(dict(spec.template))
     tmeta = template.get("metadata") or {}
     pod_spec: Obj = template.get("spec") or {}
@@ -150,6 +156,8 @@ def render_pod(
 
     metadata: Obj = {"namespace": rs.namespace, "labels": lbls, "annotations": anns}
     name = pod_name(rs, spec, index, member)
+    if name is None and name_suffix is not None:
+        name = naming.stateless_pod_name(rs.name, spec.role, name_suffix)
     if name is not None:
         metadata["name"] = name
         pod_spec["hostname"] = name

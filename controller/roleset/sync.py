@@ -77,6 +77,8 @@ NORMAL = "Normal"
 WRITE_SETTLE_SECONDS = 60.0
 # How soon to look again when a PodGroup CRD has just appeared and its cache has not listed.
 POD_GROUP_CACHE_WAIT = 1.0
+# Names tried for one stateless pod (27^5 random suffixes: a second clash is next to impossible).
+STATELESS_NAME_ATTEMPTS = 5
 
 
 class Recorder(Protocol):
@@ -622,9 +624,21 @@ class RoleSetSync:
 
         async def one(i: int) -> None:
             ctx, c = creates[i]
-            body = render_pod(info, self._inputs_for(info, ctx, c.index, c.group), c.index, c.member)
+            inputs = self._inputs_for(info, ctx, c.index, c.group)
+            stateless = c.index is None
+            body = render_pod(
+                info, inputs, c.index, c.member, name_suffix=naming.random_suffix() if stateless else None
+            )
             try:
-                await self.control.create(PODS, info.namespace, body)
+                for attempt in range(STATELESS_NAME_ATTEMPTS):
+                    try:
+                        await self.control.create(PODS, info.namespace, body)
+                        break
+                    except AlreadyExists:
+                        if not stateless or attempt == STATELESS_NAME_ATTEMPTS - 1:
+                            raise
+                        # A random name taken (as the API server does for generateName): another.
+                        body = render_pod(info, inputs, c.index, c.member, name_suffix=naming.random_suffix())
             except AlreadyExists as err:
                 self.expectations.lower_expectations(key, adds=1)
                 name = body["metadata"].get("name", "")

@@ -292,6 +292,8 @@ async def test_stateless_scale_status_labels_env(controller: Controller, api: Ap
             }
         ]
         assert pod["spec"]["subdomain"] == "svc"
+        # Every pod has a DNS name under the headless Service, stateless ones too.
+        assert pod["spec"]["hostname"] == meta["name"]
         env = [(e["name"], e.get("value")) for e in pod["spec"]["containers"][0]["env"]]
         assert env == [
             ("STORM_SERVICE_NAME", "svc"),

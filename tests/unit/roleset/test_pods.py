@@ -226,3 +226,19 @@ def test_long_names_are_shortened_uniquely() -> None:
     gen = naming.generate_name(long_rs, "decode")
     assert len(gen) <= 58 and gen.endswith("-")
     assert len(naming.object_name(long_rs, "decode")) <= 63
+
+
+def test_stateless_pod_named_here_has_its_name_as_hostname() -> None:
+    pod = render_pod(RS, spec(), name_suffix="x7k2q")
+    assert pod["metadata"]["name"] == "llm-roleset-abcde-decode-x7k2q"
+    assert "generateName" not in pod["metadata"]
+    assert pod["spec"]["hostname"] == pod["metadata"]["name"]
+    assert pod["spec"]["subdomain"] == "llm"
+
+
+def test_stateless_names_fit_and_suffixes_look_generated() -> None:
+    name = naming.stateless_pod_name("a" * 63, "decode", naming.random_suffix())
+    assert len(name) <= 63
+    suffixes = {naming.random_suffix() for _ in range(200)}
+    assert len(suffixes) > 190
+    assert all(len(s) == 5 and set(s) <= set(naming.SUFFIX_ALPHABET) for s in suffixes)

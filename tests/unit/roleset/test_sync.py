@@ -10,7 +10,7 @@ import pytest
 
 from controller.roleset import labels as L
 from controller.roleset.sync import SyncConfig, SyncError, template_hash
-from controller.runtime.errors import Forbidden, Invalid, ServerError, StatusCause
+from controller.runtime.errors import AlreadyExists, Forbidden, Invalid, ServerError, StatusCause
 from controller.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS, POD_DISRUPTION_BUDGETS, PODS, ROLESETS
 from tests.unit.roleset.harness import NS, Harness, role, roleset
 
@@ -673,3 +673,19 @@ async def test_creates_in_a_namespace_being_deleted_are_skipped_quietly(h: Harne
     assert h.ctrl.expectations.satisfied(f"{NS}/rs")
     creates = [a for a in h.client.actions if a.verb == "create" and a.resource == "pods"]
     assert len(creates) == 1, "the first refusal stops the batch"
+
+
+async def test_stateless_pods_are_named_here_with_their_name_as_hostname(h: Harness) -> None:
+    h.create(roleset(roles=[role("worker", replicas=3)]))
+    # A random name taken: another one is tried, as the API server does for generateName.
+    h.client.inject_error("create", "pods", AlreadyExists(409, "AlreadyExists", 'pods "x" already exists'))
+    await h.converge()
+    pods = h.pods()
+    assert len(pods) == 3
+    for p in pods:
+        assert p["spec"]["hostname"] == p["metadata"]["name"]
+        assert p["metadata"]["name"].startswith("rs-worker-")
+        assert p["spec"]["subdomain"] == "ss"
+    creates = [a for a in h.client.actions if a.verb == "create" and a.resource == "pods"]
+    assert len(creates) == 4
+    assert h.condition("ReplicaFailure") is None
