@@ -8,7 +8,6 @@ different.
 from __future__ import annotations
 
 import hashlib
-import random
 
 MAX_NAME = 63
 # The API server appends 5 random characters to generateName and truncates the base to 58.
@@ -48,19 +47,6 @@ def stateful_pod_name(roleset: str, role: str, template_hash: str, index: int) -
 def member_pod_name(roleset: str, role: str, template_hash: str, index: int, member: int) -> str:
     """Name of member `member` of pod group `index`: `<rs>-<role>-<hash>-<i>-<k>`."""
     return shorten(f"{roleset}-{role}", f"-{template_hash}-{index}-{member}")
-
-
-#: The API server's alphabet for generated names: no vowels (no words), no look-alikes.
-SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
-SUFFIX_LENGTH = 5
-
-
-def random_suffix(rng: random.Random | None = None) -> str:
-    choice = (rng or _RNG).choice
-    return "".join(choice(SUFFIX_ALPHABET) for _ in range(SUFFIX_LENGTH))
-
-
-_RNG = random.SystemRandom()
 
 
 def stateless_pod_name(roleset: str, role: str, suffix: str) -> str:

@@ -65,6 +65,7 @@ from controller.runtime.errors import (
     is_namespace_terminating,
 )
 from controller.runtime.expectations import ControllerExpectations
+from controller.runtime.rand import random_string
 from controller.runtime.resources import POD_DISRUPTION_BUDGETS, PODS, ROLESETS, STORMSERVICES
 from controller.runtime.revision import hash_revision_data
 from controller.runtime.store import INDEX_CONTROLLER_UID, Store
@@ -627,7 +628,7 @@ class RoleSetSync:
             inputs = self._inputs_for(info, ctx, c.index, c.group)
             stateless = c.index is None
             body = render_pod(
-                info, inputs, c.index, c.member, name_suffix=naming.random_suffix() if stateless else None
+                info, inputs, c.index, c.member, name_suffix=random_string() if stateless else None
             )
             try:
                 for attempt in range(STATELESS_NAME_ATTEMPTS):
@@ -638,7 +639,7 @@ class RoleSetSync:
                         if not stateless or attempt == STATELESS_NAME_ATTEMPTS - 1:
                             raise
                         # A random name taken (as the API server does for generateName): another.
-                        body = render_pod(info, inputs, c.index, c.member, name_suffix=naming.random_suffix())
+                        body = render_pod(info, inputs, c.index, c.member, name_suffix=random_string())
             except AlreadyExists as err:
                 self.expectations.lower_expectations(key, adds=1)
                 name = body["metadata"].get("name", "")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import functools
-import random
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -52,6 +51,7 @@ from controller.runtime.errors import (
     NotFound,
     StatusCause,
 )
+from controller.runtime.rand import random_string
 from controller.runtime.resources import CONTROLLER_REVISIONS, EVENTS, LEASES, PODS, Resource
 
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})
@@ -1007,8 +1007,7 @@ class FakeClient:
                         )
                     ],
                 )
-            alphabet = "bcdfghjklmnpqrstvwxz2456789"
-            meta["name"] = prefix + "".join(random.choice(alphabet) for _ in range(5))
+            meta["name"] = prefix + random_string()
         key = self._key(resource, meta.get("namespace"), meta["name"])
         store = self._objects.setdefault(resource, {})
         if key in store:

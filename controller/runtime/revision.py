@@ -27,13 +27,13 @@ from typing import Any, Protocol
 from controller.runtime.client import KubeClient, Obj
 from controller.runtime.controllerref import controller_ref, new_controller_ref
 from controller.runtime.errors import AlreadyExists, NotFound
+from controller.runtime.rand import safe_encode
 from controller.runtime.resources import CONTROLLER_REVISIONS
 
 HASH_LABEL = "controller.kubernetes.io/hash"
 MAX_NAME_PREFIX = 223  # a revision name stays within 253 characters
 MAX_CREATE_ATTEMPTS = 16
 
-_SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _FNV32_OFFSET = 0x811C9DC5
 _FNV32_PRIME = 0x01000193
 
@@ -53,11 +53,6 @@ def _fnv1a_32(data: bytes) -> int:
     for byte in data:
         h = ((h ^ byte) * _FNV32_PRIME) & 0xFFFFFFFF
     return h
-
-
-def safe_encode(s: str) -> str:
-    """apimachinery's rand.SafeEncodeString."""
-    return "".join(_SAFE_ALPHABET[ord(c) % len(_SAFE_ALPHABET)] for c in s)
 
 
 @functools.lru_cache(maxsize=512)

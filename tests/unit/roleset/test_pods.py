@@ -11,6 +11,7 @@ from controller.roleset import labels as L
 from controller.roleset import naming
 from controller.roleset.pods import PodSpecInputs, RoleSetInfo, render_pod
 from controller.roleset.scheduling import topology_term
+from controller.runtime import rand
 
 RS = RoleSetInfo(
     name="llm-roleset-abcde",
@@ -237,8 +238,8 @@ def test_stateless_pod_named_here_has_its_name_as_hostname() -> None:
 
 
 def test_stateless_names_fit_and_suffixes_look_generated() -> None:
-    name = naming.stateless_pod_name("a" * 63, "decode", naming.random_suffix())
+    name = naming.stateless_pod_name("a" * 63, "decode", rand.random_string())
     assert len(name) <= 63
-    suffixes = {naming.random_suffix() for _ in range(200)}
+    suffixes = {rand.random_string() for _ in range(200)}
     assert len(suffixes) > 190
-    assert all(len(s) == 5 and set(s) <= set(naming.SUFFIX_ALPHABET) for s in suffixes)
+    assert all(len(s) == 5 and set(s) <= set(rand.ALPHABET) for s in suffixes)

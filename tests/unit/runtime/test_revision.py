@@ -9,6 +9,7 @@ from controller.runtime.client import Obj
 from controller.runtime.controllerref import controller_ref
 from controller.runtime.errors import Conflict, Invalid
 from controller.runtime.fake import FakeClient
+from controller.runtime.rand import safe_encode
 from controller.runtime.resources import CONTROLLER_REVISIONS, Resource
 from controller.runtime.revision import (
     HASH_LABEL,
@@ -22,7 +23,6 @@ from controller.runtime.revision import (
     hash_revision_data,
     new_revision,
     next_revision_number,
-    safe_encode,
     sort_revisions,
     update_revision_number,
 )
