@@ -50,15 +50,14 @@ from controller.roleset.status import (
     condition,
     status_changed,
 )
+from controller.runtime import dryrun
 from controller.runtime.batch import slow_start_batch
 from controller.runtime.client import Obj, PatchType
 from controller.runtime.controllerref import ClaimError, controller_ref, is_controlled_by
 from controller.runtime.errors import (
     AlreadyExists,
     ApiError,
-    BadRequest,
     Conflict,
-    Invalid,
     NotFound,
     ReconcileError,
     ServerError,
@@ -155,7 +154,7 @@ class RoleSetSync:
         # The cache of a scheduler's PodGroups (those labelled roleset-name), once listed; None
         # while its CRD is missing or the first list is under way.
         self.pod_groups: Callable[[Scheduler], Store | None] = pod_groups or (lambda _: None)
-        self.template_checks = templatecheck.TemplateChecks()
+        self.template_checks = dryrun.Verdicts()
 
     # --- entry point ------------------------------------------------------------------------
 
@@ -218,7 +217,7 @@ class RoleSetSync:
 
         if topo:
             obs.topology_missing = self._topology_missing(roles)
-        self.template_checks.keep_roles(key, spec_roles)
+        self.template_checks.keep(key, spec_roles)
         requeue: float | None = None
         if satisfied and not self._stale(owned):
             requeue = await self._act(key, obj, info, rs, roles, removed, rs_sched, obs)
@@ -539,23 +538,24 @@ class RoleSetSync:
                 await self.control.create(
                     PODS, info.namespace, templatecheck.dry_run_body(pod, info.name, role), dry_run=True
                 )
-                verdict = templatecheck.Verdict(h, None)
-            except (Invalid, BadRequest) as err:
-                verdict = templatecheck.Verdict(h, err.message)
+                verdict = dryrun.Verdict(h, None)
+            except ApiError as err:
+                refused = dryrun.rejection(err)
+                if refused is None:
+                    # Not an answer about the template: ask again on the retry, and touch
+                    # nothing for it meanwhile.
+                    if not is_namespace_terminating(err):
+                        obs.failures.append(
+                            (L.EVENT_FAILED_CREATE, f"role {role}: dry-run pod create: {err}")
+                        )
+                    return False
+                verdict = dryrun.Verdict(h, refused)
                 self.recorder.event(
                     obj,
                     WARNING,
                     L.REASON_INVALID_POD_TEMPLATE,
-                    f"role {role}: the API server rejects its pods, nothing is replaced: {err.message}"[
-                        :1024
-                    ],
+                    f"role {role}: the API server rejects its pods, nothing is replaced: {refused}"[:1024],
                 )
-            except ApiError as err:
-                # Not an answer about the template (throttled, unavailable, forbidden): ask again
-                # on the retry, and touch nothing for it meanwhile.
-                if not is_namespace_terminating(err):
-                    obs.failures.append((L.EVENT_FAILED_CREATE, f"role {role}: dry-run pod create: {err}"))
-                return False
             self.template_checks.record(key, role, verdict)
         return verdict.rejection is None
 

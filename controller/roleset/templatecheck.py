@@ -6,13 +6,13 @@ rollout to such a template would delete the old pods and fail every create. So b
 creates, replaces or patches pods for a template it has not checked yet, one pod of it is
 created with dryRun=All: the API server validates and admits it and stores nothing. A rejection
 holds everything the role would do for that template (existing pods stay) until the template
-changes; scale-down and the removal of dead pods go on.
+changes; scale-down and the removal of dead pods go on. The answers are kept in a
+controller.runtime.dryrun.Verdicts per RoleSet and role, for the role's template hash.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 from controller.roleset import naming
 from controller.roleset.scale import RolePlan
@@ -20,12 +20,6 @@ from controller.runtime.client import Obj
 
 # Deletions that make room for pods of the template: held while it is rejected.
 REPLACING_REASONS = frozenset({"rollout", "group-recreate"})
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    template_hash: str
-    rejection: str | None  # the API server's message; None: accepted
 
 
 def acts_on_template(plan: RolePlan) -> bool:
@@ -52,27 +46,3 @@ def dry_run_body(pod: Obj, roleset: str, role: str) -> Obj:
     meta.pop("name", None)
     meta["generateName"] = naming.generate_name(roleset, role)
     return {**pod, "metadata": meta}
-
-
-class TemplateChecks:
-    """Verdicts per RoleSet and role, for the role's current template hash only."""
-
-    def __init__(self) -> None:
-        self._verdicts: dict[str, dict[str, Verdict]] = {}
-
-    def get(self, key: str, role: str, template_hash: str) -> Verdict | None:
-        verdict = self._verdicts.get(key, {}).get(role)
-        return verdict if verdict is not None and verdict.template_hash == template_hash else None
-
-    def record(self, key: str, role: str, verdict: Verdict) -> None:
-        self._verdicts.setdefault(key, {})[role] = verdict
-
-    def keep_roles(self, key: str, roles: set[str]) -> None:
-        """Forget the verdicts of roles that left the spec."""
-        verdicts = self._verdicts.get(key)
-        if verdicts:
-            for role in set(verdicts) - roles:
-                del verdicts[role]
-
-    def forget(self, key: str) -> None:
-        self._verdicts.pop(key, None)

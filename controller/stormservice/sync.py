@@ -31,6 +31,7 @@ import structlog
 from apis.v1alpha1 import constants as c
 from apis.v1alpha1.defaults import DEFAULT_REVISION_HISTORY_LIMIT
 from apis.v1alpha1.types import LENIENT, LabelSelector
+from controller.runtime import dryrun
 from controller.runtime.batch import slow_start_batch
 from controller.runtime.client import KubeClient, Obj, PatchType, object_key
 from controller.runtime.controllerref import (
@@ -43,9 +44,7 @@ from controller.runtime.controllerref import (
 from controller.runtime.errors import (
     AlreadyExists,
     ApiError,
-    BadRequest,
     Conflict,
-    Invalid,
     NotFound,
     is_namespace_terminating,
 )
@@ -247,8 +246,8 @@ class StormServiceSync:
         self._service_conflicts: set[str] = set()
         #: StormService key -> names of PDBs in the way, reported once per appearance.
         self._pdb_conflicts: dict[str, set[str]] = {}
-        #: StormService key -> (revision name, the API server's message if it rejects its pods).
-        self._template_verdicts: dict[str, tuple[str, str | None]] = {}
+        #: Whether the API server accepts pods of a StormService's revision (subject "").
+        self._template_verdicts = dryrun.Verdicts()
 
     # --- entry -----------------------------------------------------------------------------------
 
@@ -268,7 +267,7 @@ class StormServiceSync:
         self.timer.forget(key)
         self._service_conflicts.discard(key)
         self._pdb_conflicts.pop(key, None)
-        self._template_verdicts.pop(key, None)
+        self._template_verdicts.forget(key)
 
     # --- deletion ----------------------------------------------------------------------------------
 
@@ -710,9 +709,9 @@ class StormServiceSync:
         """Whether the API server accepts pods of every role template of `revision`, asked once
         per revision with a dry-run pod create: the CRD admits templates the API server refuses
         as pods, and a rollout to one would replace RoleSets with ones that can run nothing."""
-        known = self._template_verdicts.get(key)
-        if known is not None and known[0] == revision:
-            return known[1] is None
+        known = self._template_verdicts.get(key, "", revision)
+        if known is not None:
+            return known.rejection is None
         meta = obj["metadata"]
         rejection: str | None = None
         for role in (template.get("spec") or {}).get("roles") or ():
@@ -730,13 +729,14 @@ class StormServiceSync:
             }
             try:
                 await self.control.dry_run_pod(meta["namespace"], pod)
-            except (Invalid, BadRequest) as err:
-                rejection = f"role {role.get('name')}: {err.message}"
-                break
             except ApiError as err:
-                # Not an answer about the template: ask again on the retry, change nothing now.
-                raise ReconcileFailure(EVENT_FAILED_CREATE, err) from err
-        self._template_verdicts[key] = (revision, rejection)
+                refused = dryrun.rejection(err)
+                if refused is None:
+                    # Not an answer about the template: ask again on the retry, change nothing now.
+                    raise ReconcileFailure(EVENT_FAILED_CREATE, err) from err
+                rejection = f"role {role.get('name')}: {refused}"
+                break
+        self._template_verdicts.record(key, "", dryrun.Verdict(revision, rejection))
         if rejection is not None:
             self.recorder.event(
                 obj,
@@ -747,8 +747,8 @@ class StormServiceSync:
         return rejection is None
 
     def rejected_template(self, key: str, revision: str) -> str | None:
-        known = self._template_verdicts.get(key)
-        return known[1] if known is not None and known[0] == revision else None
+        known = self._template_verdicts.get(key, "", revision)
+        return None if known is None else known.rejection
 
     @staticmethod
     def _current_template(current: Obj, desired: Mapping[str, Any], views: list[RoleSetView]) -> Obj:
