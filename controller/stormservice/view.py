@@ -96,23 +96,21 @@ def view_of(obj: Obj) -> RoleSetView:
 _STALLED_REASONS = (c.REASON_ROLLOUT_BLOCKED, c.REASON_IN_PLACE_UPDATE_STUCK)
 
 
-def _stalled(obj: Mapping[str, Any]) -> str | None:
+def _reported(
+    obj: Mapping[str, Any], type_: str, status: str, reasons: tuple[str, ...]
+) -> Mapping[str, Any] | None:
+    """The RoleSet's condition `type_` when it has `status` and one of `reasons`."""
     for cond in (obj.get("status") or {}).get("conditions") or ():
-        if (
-            cond.get("type") == c.CONDITION_PROGRESSING
-            and cond.get("status") == "False"
-            and cond.get("reason") in _STALLED_REASONS
-        ):
-            return f"{cond['reason']}: {cond.get('message') or ''}"
+        if cond.get("type") == type_ and cond.get("status") == status and cond.get("reason") in reasons:
+            return dict(cond)
     return None
+
+
+def _stalled(obj: Mapping[str, Any]) -> str | None:
+    cond = _reported(obj, c.CONDITION_PROGRESSING, "False", _STALLED_REASONS)
+    return None if cond is None else f"{cond['reason']}: {cond.get('message') or ''}"
 
 
 def _rejected_template(obj: Mapping[str, Any]) -> str | None:
-    for cond in (obj.get("status") or {}).get("conditions") or ():
-        if (
-            cond.get("type") == c.CONDITION_REPLICA_FAILURE
-            and cond.get("status") == "True"
-            and cond.get("reason") == c.REASON_INVALID_POD_TEMPLATE
-        ):
-            return str(cond.get("message") or "")
-    return None
+    cond = _reported(obj, c.CONDITION_REPLICA_FAILURE, "True", (c.REASON_INVALID_POD_TEMPLATE,))
+    return None if cond is None else str(cond.get("message") or "")
