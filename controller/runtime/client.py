@@ -11,6 +11,8 @@ import asyncio
 import builtins
 import gc
 import os
+import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal, Protocol
@@ -311,12 +313,67 @@ log = structlog.get_logger(__name__)
 # A Retry-After longer than this is taken as a misbehaving server, not a schedule.
 MAX_RETRY_AFTER_SECONDS = 60.0
 
+# The API server's watch cache sends every watcher a bookmark about once a minute
+# (k8s.io/apiserver cacher: defaultBookmarkFrequency), so a healthy watch is never silent for
+# much longer. A watch silent for this long is taken as dead (a load balancer that dropped the
+# connection without a reset), and resumed from its last resourceVersion: client-go notices the
+# same with HTTP/2 pings (30 s idle + 15 s ping timeout). A false alarm costs one re-watch.
+WATCH_IDLE_TIMEOUT_SECONDS = 70.0
+
+# TCP keepalive, as Go's net.Dialer does it (probes after 30 s idle): a peer host that vanished
+# is noticed by the kernel even on a connection the application is only reading from.
+TCP_KEEPALIVE_IDLE_SECONDS = 30
+TCP_KEEPALIVE_INTERVAL_SECONDS = 10
+TCP_KEEPALIVE_PROBES = 3
+
 _Query = builtins.list[tuple[str, str]]
+
+
+def _keepalive_socket(addr_info: tuple[Any, ...]) -> socket.socket:
+    family, type_, proto = addr_info[0], addr_info[1], addr_info[2]
+    sock = socket.socket(family, type_, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; macOS has only TCP_KEEPALIVE (idle)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, TCP_KEEPALIVE_IDLE_SECONDS)
+    if hasattr(socket, "TCP_KEEPINTVL"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, TCP_KEEPALIVE_INTERVAL_SECONDS)
+    if hasattr(socket, "TCP_KEEPCNT"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, TCP_KEEPALIVE_PROBES)
+    return sock
+
+
+def ssl_context_for(configuration: Any) -> ssl.SSLContext:
+    """The TLS settings of a kubernetes-asyncio Configuration (CA, client certificate,
+    verification) as an SSLContext, read from its public attributes."""
+    context = ssl.create_default_context(cafile=getattr(configuration, "ssl_ca_cert", None) or None)
+    cert_file = getattr(configuration, "cert_file", None)
+    if cert_file:
+        context.load_cert_chain(cert_file, keyfile=getattr(configuration, "key_file", None) or None)
+    if not getattr(configuration, "verify_ssl", True):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if getattr(configuration, "disable_strict_ssl_verification", False):
+        context.verify_flags &= ~ssl.VERIFY_X509_STRICT
+    return context
+
+
+def new_session(configuration: Any, *, max_connections: int) -> aiohttp.ClientSession:
+    """The aiohttp session an ApiClient owns: TLS from the configuration, TCP keepalive on every
+    connection, and room for the watches (each pins an HTTP/1.1 connection for minutes)."""
+    connector = aiohttp.TCPConnector(
+        limit=max_connections,
+        ssl=ssl_context_for(configuration),
+        socket_factory=_keepalive_socket,
+    )
+    # read_bufsize: a watch event of a large object exceeds aiohttp's 64 KiB default buffer
+    # (etcd accepts objects up to 1.5 MiB).
+    return aiohttp.ClientSession(connector=connector, trust_env=True, read_bufsize=2**21)
 
 
 class ApiClient:
     """KubeClient over HTTP. kubernetes-asyncio supplies the configuration (kubeconfig, in-cluster,
-    auth, TLS) and the aiohttp session; requests and JSON decoding are ours (orjson, no models).
+    auth, TLS settings); the aiohttp session, requests and JSON decoding are ours (orjson, no
+    models).
 
     Every request but watches passes the client-side token bucket and carries `request_timeout`.
     The only automatic retries are client-go's: a 429, or a 5xx with Retry-After (API Priority
@@ -337,21 +394,17 @@ class ApiClient:
         max_connections: int = 100,
         max_retries: int = 10,
         max_retry_after: float = MAX_RETRY_AFTER_SECONDS,
+        watch_idle_timeout: float = WATCH_IDLE_TIMEOUT_SECONDS,
     ) -> None:
-        from kubernetes_asyncio.client.rest import RESTClientObject
-
         self.configuration = configuration
-        if getattr(configuration, "connection_pool_maxsize", 0) < max_connections:
-            # Each watch pins an HTTP/1.1 connection for minutes; a small pool starves requests.
-            configuration.connection_pool_maxsize = max_connections
-        self._rest = RESTClientObject(configuration)
-        self._session: aiohttp.ClientSession = self._rest.pool_manager
+        self._session = new_session(configuration, max_connections=max_connections)
         self._base_url = str(configuration.host).rstrip("/")
         self.host = urlsplit(self._base_url).netloc or self._base_url
         self.limiter = TokenBucket(qps, burst)
         self.request_timeout = request_timeout
         self.max_retries = max_retries
         self.max_retry_after = max_retry_after
+        self.watch_idle_timeout = watch_idle_timeout
         self.user_agent = user_agent
         self._loader = loader
         self._extra: dict[str, Any] = {}
@@ -545,16 +598,21 @@ class ApiClient:
             query.append(("labelSelector", label_selector))
         if field_selector:
             query.append(("fieldSelector", field_selector))
-        return self._watch(self._path(resource, namespace), query, timeout_seconds)
+        # sock_read bounds the silence between two reads, not the stream: a watch with bookmarks
+        # hears from a healthy server about every minute, so one silent for watch_idle_timeout is
+        # dead. Without bookmarks, silence is normal: only the server's own timeout bounds it.
+        if allow_bookmarks:
+            idle: float | None = self.watch_idle_timeout
+        else:
+            idle = (timeout_seconds + self.request_timeout) if timeout_seconds else None
+        return self._watch(self._path(resource, namespace), query, idle)
 
-    async def _watch(self, path: str, query: _Query, timeout_seconds: int | None) -> AsyncIterator[Obj]:
-        # A dead connection must not hang the informer forever: allow the server's own timeout
-        # plus request_timeout of silence before giving up.
+    async def _watch(self, path: str, query: _Query, idle_timeout: float | None) -> AsyncIterator[Obj]:
         timeout = aiohttp.ClientTimeout(
             total=None,
             connect=self.request_timeout,
             sock_connect=self.request_timeout,
-            sock_read=(timeout_seconds + self.request_timeout) if timeout_seconds else None,
+            sock_read=idle_timeout,
         )
         url = self._base_url + path
         headers = await self._headers()
@@ -696,7 +754,7 @@ class ApiClient:
         )
 
     async def close(self) -> None:
-        await self._rest.close()
+        await self._session.close()
 
     async def __aenter__(self) -> ApiClient:
         return self

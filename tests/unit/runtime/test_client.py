@@ -656,6 +656,57 @@ async def test_watch_closed_early_by_consumer(api: FakeApiServer, client: ApiCli
     assert await client.get(PODS, "ns", "p") == {"metadata": {"name": "p"}}  # the session still works
 
 
+async def test_a_silent_watch_is_given_up_after_the_idle_timeout(
+    server: tuple[FakeApiServer, TestServer],
+) -> None:
+    """A connection that stops delivering without being closed (a load balancer dropped it) ends
+    the watch with a transport error once nothing arrived for watch_idle_timeout, even though
+    the server's own watch timeout is minutes away."""
+    api, test_server = server
+    held = asyncio.Event()
+
+    async def silent_after_one_event(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        await resp.write(
+            line({"type": "ADDED", "object": {"metadata": {"name": "a", "resourceVersion": "10"}}})
+        )
+        await held.wait()  # never set: the stream stays open and silent
+        return resp
+
+    api.on("GET", "/api/v1/namespaces/ns/pods", silent_after_one_event)
+    api_client = ApiClient(Configuration(host=base_url(test_server)), watch_idle_timeout=0.5)
+    seen: list[Obj] = []
+    started = time.monotonic()
+    try:
+        with pytest.raises(ServerError) as err:
+            async with asyncio.timeout(PATIENCE):
+                async for event in api_client.watch(PODS, "ns", timeout_seconds=300):
+                    seen.append(event)
+    finally:
+        await api_client.close()
+    assert [e["object"]["metadata"]["name"] for e in seen] == ["a"]
+    assert (err.value.code, err.value.reason) == (0, "Timeout")
+    assert time.monotonic() - started < PATIENCE
+
+
+async def test_connections_use_tcp_keepalive(api: FakeApiServer, client: ApiClient) -> None:
+    """The kernel probes idle connections, so a vanished peer host is noticed on a connection we
+    only read from."""
+    api.reply("GET", POD_PATH, 200, {})
+    await client.get(PODS, "ns", "p")
+    connector = client._session.connector
+    assert connector is not None
+    pooled = [proto for conns in connector._conns.values() for proto, _ in conns]
+    assert pooled, "the connection went back to the pool"
+    transport = pooled[0].transport
+    assert transport is not None
+    sock = transport.get_extra_info("socket")
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    if hasattr(socket, "TCP_KEEPIDLE"):
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+
+
 # --- rate limiting ----------------------------------------------------------------------------------
 
 
