@@ -15,6 +15,10 @@ from controller.runtime.options import Options, parse_args
 
 log = get_logger("controller")
 
+# A renewal every retry period (2 s) and, as a candidate, a read when the Lease changes.
+LEASE_CLIENT_QPS = 5.0
+LEASE_CLIENT_BURST = 10
+
 
 def _missing(err: ModuleNotFoundError, module: str) -> bool:
     """Whether `err` says that `module` (or a package containing it) does not exist, as opposed
@@ -76,8 +80,16 @@ async def run(options: Options) -> int:
     except Exception as err:
         log.error("cannot configure the API client", error=str(err), kubeconfig=options.kubeconfig)
         return 1
+    # Leader election's own client and rate limiter: a Lease renewal never waits behind the
+    # controllers' writes (a scale-up of thousands of pods would otherwise cost the Lease).
+    lease_client = await create_client(
+        options.kubeconfig,
+        qps=LEASE_CLIENT_QPS,
+        burst=LEASE_CLIENT_BURST,
+        user_agent="stormservice-controller/leader-election",
+    )
     try:
-        manager = Manager(client, options)
+        manager = Manager(client, options, lease_client=lease_client)
         build_controllers(manager)
         await manager.run(stop)
     except LeadershipLost as err:
@@ -87,6 +99,7 @@ async def run(options: Options) -> int:
         log.exception("manager failed")
         return 1
     finally:
+        await lease_client.close()
         await client.close()
     return 0
 

@@ -332,6 +332,67 @@ def crds(kubectl: Kubectl) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
+# kubeconfigs for other identities and routes
+
+
+def derived_kubeconfig(
+    admin_kubeconfig: str, path: Path, *, token: str | None = None, server: str | None = None
+) -> Path:
+    """A copy of the admin kubeconfig (loaded as YAML, which includes JSON) that authenticates
+    with `token` instead of the admin certificate and/or talks to `server` (same CA, so the
+    server name must stay one the API server's certificate names, e.g. 127.0.0.1)."""
+    config = yaml.safe_load(Path(admin_kubeconfig).read_text())
+    if server is not None:
+        for cluster in config["clusters"]:
+            cluster["cluster"]["server"] = server
+    if token is not None:
+        for user in config["users"]:
+            user["user"] = {"token": token}
+    path.write_text(json.dumps(config))
+    return path
+
+
+def api_server_address(admin_kubeconfig: str) -> tuple[str, int]:
+    from urllib.parse import urlsplit
+
+    config = yaml.safe_load(Path(admin_kubeconfig).read_text())
+    url = urlsplit(config["clusters"][0]["cluster"]["server"])
+    assert url.hostname is not None
+    return url.hostname, url.port or 443
+
+
+def service_account_kubeconfig(
+    kubectl: Kubectl,
+    admin_kubeconfig: str,
+    namespace: str,
+    name: str,
+    rules: list[dict[str, Any]],
+    path: Path,
+) -> Path:
+    """A ServiceAccount `name` in `namespace` bound to a Role with `rules` (and nothing else),
+    and a kubeconfig that authenticates with a token of that ServiceAccount."""
+    objects: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": name, "namespace": namespace},
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
+    ]
+    kubectl.apply({"apiVersion": "v1", "kind": "List", "items": objects})
+    token = kubectl("create", "token", name, "-n", namespace, "--duration=2h").stdout.strip()
+    return derived_kubeconfig(admin_kubeconfig, path, token=token)
+
+
+# ---------------------------------------------------------------------------------------------
 # async client
 
 

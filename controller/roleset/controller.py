@@ -19,12 +19,11 @@ from controller.runtime.client import KubeClient, Obj, object_key
 from controller.runtime.controllerref import controller_ref
 from controller.runtime.expectations import ControllerExpectations
 from controller.runtime.informer import DeletedFinalStateUnknown, FuncHandler, Informer, InformerFactory
-from controller.runtime.resources import CUSTOM_RESOURCE_DEFINITIONS, POD_DISRUPTION_BUDGETS, PODS, ROLESETS
+from controller.runtime.resources import POD_DISRUPTION_BUDGETS, PODS, ROLESETS, Resource
 from controller.runtime.store import Store
 from controller.runtime.workqueue import RateLimitingQueue
 
 CONTROLLER_NAME = "roleset"
-_POD_GROUP_CRDS = frozenset(s.crd_name for s in SCHEDULERS.values())
 
 
 class _Manager(Protocol):
@@ -73,15 +72,15 @@ class RoleSetController:
         # Orphans are found by the RoleSet name their label carries (adoption).
         self.pods.store.add_indexers({adoption.INDEX_ROLESET_LABEL: adoption.roleset_label_index})
         self.pdbs: Informer = informers.informer(POD_DISRUPTION_BUDGETS)
-        self.crds: Informer = informers.informer(CUSTOM_RESOURCE_DEFINITIONS)
         self._informers = informers
-        # One informer per scheduler whose PodGroup CRD exists, started when it first appears.
+        self.discovery = informers.discovery
+        # One informer per scheduler whose PodGroups are served, started when they appear.
         self.pod_group_informers: dict[str, Informer] = {}
         self.syncer = RoleSetSync(
             rolesets=self.rolesets.store,
             pods=self.pods.store,
             pdbs=self.pdbs.store,
-            crds=self.crds.store,
+            served=self.discovery.served,
             control=control,
             recorder=recorder,
             expectations=self.expectations,
@@ -101,9 +100,7 @@ class RoleSetController:
                 on_add=self._owned_changed, on_update=self._owned_updated, on_delete=self._owned_deleted
             )
         )
-        self.crds.add_event_handler(
-            FuncHandler(on_add=self._crd_changed, on_update=self._crd_updated, on_delete=self._crd_deleted)
-        )
+        self.discovery.track((s.resource for s in SCHEDULERS.values()), self._pod_groups_served)
 
     # --- Reconciler -----------------------------------------------------------------------------
 
@@ -223,25 +220,23 @@ class RoleSetController:
     def _owned_deleted(self, obj: Obj | DeletedFinalStateUnknown) -> None:
         self._owned_changed(_unwrap(obj))
 
-    def _crd_changed(self, obj: Obj, *, deleted: bool = False) -> None:
-        name = (obj.get("metadata") or {}).get("name")
-        if name in _POD_GROUP_CRDS:
-            if deleted:
-                self._unwatch_pod_groups(name)
-            else:
-                self._watch_pod_groups(name)
-            # Rare: a scheduler was installed or removed; every RoleSet may care.
-            for key in self.rolesets.store.keys():  # noqa: SIM118 (Store is not a dict)
-                self._queue.add(key)
+    def _pod_groups_served(self, resource: Resource, served: bool) -> None:
+        if served:
+            self._watch_pod_groups(resource)
+        else:
+            self._unwatch_pod_groups(resource)
+        # Rare: a scheduler was installed or removed; every RoleSet may care.
+        for key in self.rolesets.store.keys():  # noqa: SIM118 (Store is not a dict)
+            self._queue.add(key)
 
     # --- PodGroups ----------------------------------------------------------------------------------
 
-    def _watch_pod_groups(self, crd_name: str) -> None:
-        """Start caching a scheduler's PodGroups once its CRD exists (an informer on a resource
-        the API server does not serve would only fail and back off). Only PodGroups carrying
+    def _watch_pod_groups(self, resource: Resource) -> None:
+        """Start caching a scheduler's PodGroups once the API server serves them (an informer
+        on a resource it does not serve would only fail and back off). Only PodGroups carrying
         our roleset-name label, which every PodGroup we create has."""
         for sched in SCHEDULERS.values():
-            if sched.crd_name != crd_name or sched.strategy_key in self.pod_group_informers:
+            if sched.resource != resource or sched.strategy_key in self.pod_group_informers:
                 continue
             informer = self._informers.informer(sched.resource, label_selector=L.ROLESET_NAME_LABEL)
             informer.add_event_handler(
@@ -251,27 +246,21 @@ class RoleSetController:
             )
             self.pod_group_informers[sched.strategy_key] = informer
 
-    def _unwatch_pod_groups(self, crd_name: str) -> None:
-        """The scheduler's CRD is gone: stop its informer, which would only fail and back off
-        (a reinstalled CRD starts a new one)."""
+    def _unwatch_pod_groups(self, resource: Resource) -> None:
+        """The scheduler's PodGroups are no longer served (its CRD is gone): stop its informer,
+        which would only fail and back off (a reinstalled CRD starts a new one)."""
         for sched in SCHEDULERS.values():
-            if sched.crd_name == crd_name:
+            if sched.resource == resource:
                 informer = self.pod_group_informers.pop(sched.strategy_key, None)
                 if informer is not None:
                     self._informers.remove(informer)
 
     def _pod_group_store(self, sched: Scheduler) -> Store | None:
-        """The PodGroup cache of `sched` once it has listed, while its CRD exists."""
+        """The PodGroup cache of `sched` once it has listed, while its kind is served."""
         informer = self.pod_group_informers.get(sched.strategy_key)
-        if informer is None or not informer.has_synced() or self.crds.store.get(sched.crd_name) is None:
+        if informer is None or not informer.has_synced() or not self.discovery.served(sched.resource):
             return None
         return informer.store
-
-    def _crd_updated(self, old: Obj, new: Obj) -> None:
-        pass  # only presence matters
-
-    def _crd_deleted(self, obj: Obj | DeletedFinalStateUnknown) -> None:
-        self._crd_changed(_unwrap(obj), deleted=True)
 
 
 def _deadline(options: Any) -> float:

@@ -65,7 +65,7 @@ from controller.runtime.errors import (
 )
 from controller.runtime.expectations import ControllerExpectations
 from controller.runtime.rand import random_string
-from controller.runtime.resources import POD_DISRUPTION_BUDGETS, PODS, ROLESETS, STORMSERVICES
+from controller.runtime.resources import POD_DISRUPTION_BUDGETS, PODS, ROLESETS, STORMSERVICES, Resource
 from controller.runtime.revision import hash_revision_data
 from controller.runtime.store import INDEX_CONTROLLER_UID, Store
 
@@ -129,7 +129,7 @@ class RoleSetSync:
         rolesets: Store,
         pods: Store,
         pdbs: Store | None,
-        crds: Store | None,
+        served: Callable[[Resource], bool] | None,
         control: ObjectControl,
         recorder: Recorder,
         expectations: ControllerExpectations,
@@ -140,7 +140,8 @@ class RoleSetSync:
         self.rolesets = rolesets
         self.pods = pods
         self.pdbs = pdbs
-        self.crds = crds
+        # Whether the API server serves a kind (API discovery); None: assume it does.
+        self.served = served
         self.control = control
         self.recorder = recorder
         self.expectations = expectations
@@ -871,7 +872,7 @@ class RoleSetSync:
             {
                 s.crd_name
                 for s, _ in desired.values()
-                if self.crds is not None and self.crds.get(s.crd_name) is None
+                if self.served is not None and not self.served(s.resource)
             }
         )
         if missing:

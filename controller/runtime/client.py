@@ -125,6 +125,11 @@ class KubeClient(Protocol):
         grace_period_seconds: int | None = None,
     ) -> None: ...
 
+    async def api_resources(self, group_version: str) -> set[str] | None:
+        """API discovery: the resources (plurals) the server serves in `group_version` ("v1",
+        "apps/v1"), None when it does not serve that group-version at all."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -313,12 +318,23 @@ log = structlog.get_logger(__name__)
 # A Retry-After longer than this is taken as a misbehaving server, not a schedule.
 MAX_RETRY_AFTER_SECONDS = 60.0
 
-# The API server's watch cache sends every watcher a bookmark about once a minute
-# (k8s.io/apiserver cacher: defaultBookmarkFrequency), so a healthy watch is never silent for
-# much longer. A watch silent for this long is taken as dead (a load balancer that dropped the
-# connection without a reset), and resumed from its last resourceVersion: client-go notices the
-# same with HTTP/2 pings (30 s idle + 15 s ping timeout). A false alarm costs one re-watch.
-WATCH_IDLE_TIMEOUT_SECONDS = 70.0
+# The API server's watch cache sends every watcher with bookmarks one about every minute, and
+# one 2 s before the watch's own timeout (k8s.io/apiserver cacher: defaultBookmarkFrequency,
+# nextBookmarkTime), so a healthy watch is never silent for longer than that. One silent for
+# that long plus a margin is taken as dead (a load balancer that dropped the connection without
+# a reset) and resumed from its last resourceVersion; client-go notices the same with HTTP/2
+# pings (30 s idle + 15 s ping timeout). A false alarm costs one re-watch.
+BOOKMARK_HEARTBEAT_SECONDS = 60.0
+WATCH_SILENCE_MARGIN_SECONDS = 8.0
+
+
+def watch_idle_timeout(timeout_seconds: int | None) -> float:
+    """The longest a healthy watch with bookmarks stays silent, plus a margin."""
+    longest = BOOKMARK_HEARTBEAT_SECONDS
+    if timeout_seconds:
+        longest = min(longest, max(0.0, timeout_seconds - 2.0))
+    return longest + WATCH_SILENCE_MARGIN_SECONDS
+
 
 # TCP keepalive, as Go's net.Dialer does it (probes after 30 s idle): a peer host that vanished
 # is noticed by the kernel even on a connection the application is only reading from.
@@ -394,7 +410,7 @@ class ApiClient:
         max_connections: int = 100,
         max_retries: int = 10,
         max_retry_after: float = MAX_RETRY_AFTER_SECONDS,
-        watch_idle_timeout: float = WATCH_IDLE_TIMEOUT_SECONDS,
+        watch_idle_timeout: float | None = None,
     ) -> None:
         self.configuration = configuration
         self._session = new_session(configuration, max_connections=max_connections)
@@ -599,10 +615,10 @@ class ApiClient:
         if field_selector:
             query.append(("fieldSelector", field_selector))
         # sock_read bounds the silence between two reads, not the stream: a watch with bookmarks
-        # hears from a healthy server about every minute, so one silent for watch_idle_timeout is
-        # dead. Without bookmarks, silence is normal: only the server's own timeout bounds it.
+        # hears from a healthy server at least every minute (see watch_idle_timeout). Without
+        # bookmarks, silence is normal: only the server's own timeout bounds it.
         if allow_bookmarks:
-            idle: float | None = self.watch_idle_timeout
+            idle: float | None = self.watch_idle_timeout or watch_idle_timeout(timeout_seconds)
         else:
             idle = (timeout_seconds + self.request_timeout) if timeout_seconds else None
         return self._watch(self._path(resource, namespace), query, idle)
@@ -752,6 +768,18 @@ class ApiClient:
             content_type="application/json",
             write=("delete", resource.plural),
         )
+
+    async def api_resources(self, group_version: str) -> set[str] | None:
+        path = f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
+        try:
+            body = await self._request("GET", path)
+        except NotFound:
+            return None
+        return {
+            str(r["name"])
+            for r in body.get("resources") or ()
+            if isinstance(r, dict) and "/" not in str(r.get("name", ""))
+        }
 
     async def close(self) -> None:
         await self._session.close()

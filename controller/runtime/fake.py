@@ -52,7 +52,14 @@ from controller.runtime.errors import (
     StatusCause,
 )
 from controller.runtime.rand import random_string
-from controller.runtime.resources import CONTROLLER_REVISIONS, EVENTS, LEASES, PODS, Resource
+from controller.runtime.resources import (
+    CONTROLLER_REVISIONS,
+    CUSTOM_RESOURCE_DEFINITIONS,
+    EVENTS,
+    LEASES,
+    PODS,
+    Resource,
+)
 
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})
 _BUILTIN_GROUPS = frozenset({"", "apps", "batch", "policy", "autoscaling"})
@@ -542,6 +549,10 @@ class FakeClient:
         raise `err`. The request is still recorded in `actions`."""
         name = resource.plural if isinstance(resource, Resource) else resource
         self._errors.append(_InjectedError(verb, name, err, times))
+
+    def clear_errors(self) -> None:
+        """Forget every injected error not yet raised."""
+        self._errors.clear()
 
     def writes(self) -> list[Action]:
         return [a for a in self.actions if a.verb in WRITE_VERBS]
@@ -1183,6 +1194,18 @@ class FakeClient:
             final["metadata"]["deletionGracePeriodSeconds"] = grace_period_seconds or 0
         del store[key]
         self._emit(resource, "DELETED", final, current)
+
+    async def api_resources(self, group_version: str) -> set[str] | None:
+        """Served: the resources of the CustomResourceDefinitions seeded or created here (by
+        name, `plural.group`, and spec.versions when given)."""
+        group, _, version = group_version.rpartition("/")
+        plurals: set[str] = set()
+        for crd in self._objects.get(CUSTOM_RESOURCE_DEFINITIONS, {}).values():
+            plural, _, crd_group = str(crd["metadata"]["name"]).partition(".")
+            versions = [v.get("name") for v in (crd.get("spec") or {}).get("versions") or ()]
+            if crd_group == group and (not versions or version in versions):
+                plurals.add(plural)
+        return plurals or None
 
     async def close(self) -> None:
         self.closed = True

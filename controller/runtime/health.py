@@ -9,6 +9,7 @@ from aiohttp import web
 
 from controller.runtime import metrics
 from controller.runtime.logging import get_logger
+from controller.runtime.options import SERVER_STOP_TIMEOUT
 
 log = get_logger(__name__)
 
@@ -68,7 +69,9 @@ class HttpServer:
         for path, handler in routes.items():
             app.router.add_get(path, handler)
         # shutdown_timeout: probes and scrapes are short; do not hold a stopping manager for 60 s.
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=SERVER_STOP_TIMEOUT
+        )
         self.port: int | None = None
 
     async def start(self) -> None:

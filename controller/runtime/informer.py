@@ -32,11 +32,20 @@ from controller.runtime.client import (
     list_all,
     object_key,
 )
+from controller.runtime.discovery import DEFAULT_INTERVAL, Discovery
 from controller.runtime.errors import ApiError
 from controller.runtime.resources import Resource
 from controller.runtime.store import Store, strip_object
 
 log = structlog.get_logger(__name__)
+
+# Short watches, so that a healthy stream is never silent for long: the API server sends a
+# bookmark 2 s before a watch's timeout (and about every minute otherwise), and the informer
+# watches again from it, without a relist. With at most 42 s between two messages, the client's
+# read timeout (client.watch_idle_timeout: 50 s) tells a dead connection from a quiet one about
+# as fast as client-go's HTTP/2 pings do (30 s + 15 s). The price is one watch request per
+# informer every ~40 s, which the API server serves from its watch cache.
+WATCH_TIMEOUT_SECONDS = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +109,7 @@ class Informer:
         field_selector: str | None = None,
         resync_period: float | None = None,
         page_size: int = 500,
-        watch_timeout_seconds: int = 300,
+        watch_timeout_seconds: int = WATCH_TIMEOUT_SECONDS,
         backoff_base: float = 0.8,
         backoff_cap: float = 30.0,
     ) -> None:
@@ -118,6 +127,8 @@ class Informer:
         self._resource_version = ""
         self._backoff = _Backoff(backoff_base, backoff_cap)
         self._watch_delivered = False
+        # Why the last list failed, until one succeeds: what /readyz and the startup log report.
+        self.last_list_error: BaseException | None = None
         self._log = log.bind(resource=str(resource), namespace=self.namespace, label_selector=label_selector)
         # Counters for tests and diagnostics.
         self.lists = 0
@@ -175,8 +186,10 @@ class Informer:
                 except asyncio.CancelledError:
                     raise
                 except Exception as err:
+                    self.last_list_error = err
                     await self._sleep_backoff("list failed", err)
                     continue
+                self.last_list_error = None
                 need_list = False
             loop = asyncio.get_running_loop()
             started = loop.time()
@@ -253,7 +266,7 @@ class Informer:
     async def _watch(self) -> None:
         """One watch stream; returns when the server ends it, raises on failure."""
         # Jittered so that the informers of many controllers do not re-watch in lockstep.
-        timeout = max(1, int(self.watch_timeout_seconds * (0.75 + random.random() * 0.5)))
+        timeout = max(1, int(self.watch_timeout_seconds * (0.9 + random.random() * 0.2)))
         self.watches += 1
         self._watch_delivered = False
         stream = self.client.watch(
@@ -330,7 +343,8 @@ class Informer:
 
 
 class InformerFactory:
-    """Shared informers: one per resource + label selector, started together."""
+    """Shared informers: one per resource + label selector, started together; and the API
+    discovery of optional kinds, polled alongside them."""
 
     def __init__(
         self,
@@ -338,12 +352,15 @@ class InformerFactory:
         *,
         namespace: str | None = None,
         resync_period: float | None = None,
-        watch_timeout_seconds: int = 300,
+        watch_timeout_seconds: int = WATCH_TIMEOUT_SECONDS,
+        discovery_interval: float = DEFAULT_INTERVAL,
     ) -> None:
         self.client = client
         self.namespace = namespace
         self.resync_period = resync_period
         self.watch_timeout_seconds = watch_timeout_seconds
+        self.discovery = Discovery(client, interval=discovery_interval)
+        self._discovery_task: asyncio.Task[None] | None = None
         self._informers: dict[tuple[Resource, str | None], Informer] = {}
         self._tasks: dict[tuple[Resource, str | None], asyncio.Task[None]] = {}
         self._started = False
@@ -384,6 +401,9 @@ class InformerFactory:
     def start(self) -> None:
         """Start every informer not yet running (idempotent); later ones start on creation."""
         self._started = True
+        if self._discovery_task is None:
+            self._discovery_task = asyncio.create_task(self.discovery.run(), name="api-discovery")
+            self._discovery_task.add_done_callback(self._on_task_done)
         for key, informer in self._informers.items():
             if key not in self._tasks:
                 self._start_one(key, informer)
@@ -399,17 +419,21 @@ class InformerFactory:
             log.error("informer stopped", task=task.get_name(), exc_info=task.exception())
 
     async def wait_for_sync(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 (the agreed interface)
-        """Whether every informer synced within the timeout."""
+        """Whether every informer synced (and discovery answered) within the timeout."""
         try:
             async with asyncio.timeout(timeout):
+                await self.discovery.wait_for_sync()
                 for informer in list(self._informers.values()):
                     await informer.wait_for_sync()
         except TimeoutError:
             return False
-        return all(i.has_synced() for i in self._informers.values())
+        return self.discovery.has_synced() and all(i.has_synced() for i in self._informers.values())
 
     async def stop(self) -> None:
         tasks = list(self._tasks.values())
+        if self._discovery_task is not None:
+            tasks.append(self._discovery_task)
+            self._discovery_task = None
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -7,8 +7,12 @@ clocks are never compared with ours.
 
 The leader renews every retry_period; if no renewal succeeds within renew_deadline of the last
 successful one, it stops leading (before lease_duration runs out, so that no other candidate can
-have taken over yet). On a clean stop it releases the lease (empty holder, 1-second duration) so
-that a standby takes over at its next retry instead of waiting out the lease.
+have taken over yet). On a clean stop it releases the lease (empty holder, 1-second duration).
+
+A candidate tries again every retry_period (jittered), and also as soon as a watch on the Lease
+shows it changed (a release is taken over within a round trip, not at the next retry) and at
+the moment the holder's lease would expire (a dead leader is replaced lease_duration after its
+last renewal, not up to a retry period later).
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from controller.runtime.resources import LEASES
 log = get_logger(__name__)
 
 JITTER_FACTOR = 1.2
+# Attempts at the holder's expiry come this late, so that our clock has surely passed it.
+_EXPIRY_MARGIN = 0.05
+_MIN_ATTEMPT_INTERVAL = 0.05
 _RECORD_FIELDS = ("holderIdentity", "leaseDurationSeconds", "acquireTime", "renewTime", "leaseTransitions")
 
 
@@ -53,6 +60,7 @@ class LeaderElector:
         lease_duration: float = 15.0,
         renew_deadline: float = 10.0,
         retry_period: float = 2.0,
+        release_timeout: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -71,6 +79,7 @@ class LeaderElector:
         self.lease_duration = lease_duration
         self.renew_deadline = renew_deadline
         self.retry_period = retry_period
+        self.release_timeout = release_timeout
         self._clock = clock
         self._wall_clock = wall_clock
 
@@ -188,9 +197,11 @@ class LeaderElector:
         spec = dict(self._lease.get("spec") or {})
         spec.update(holderIdentity="", leaseDurationSeconds=1, renewTime=micro_time(self._wall_clock()))
         try:
-            updated = await self._client.replace(
-                LEASES, self.namespace, self.name, {**self._lease, "spec": spec}
-            )
+            # Bounded: the shutdown that calls this must fit in the pod's grace period.
+            async with asyncio.timeout(self.release_timeout):
+                updated = await self._client.replace(
+                    LEASES, self.namespace, self.name, {**self._lease, "spec": spec}
+                )
         except Exception as err:
             log.error("could not release the lease", lease=f"{self.namespace}/{self.name}", error=str(err))
             return False
@@ -200,18 +211,62 @@ class LeaderElector:
 
     # --- loops ---------------------------------------------------------------------------------
 
+    def _expires_in(self) -> float | None:
+        """Seconds until the observed holder's lease runs out, by our clock; None if nobody else
+        holds it."""
+        record = self._observed_record
+        if record is None or not record.get("holderIdentity") or self._holds_observed():
+            return None
+        seconds = record.get("leaseDurationSeconds")
+        duration = float(seconds) if isinstance(seconds, int | float) and seconds > 0 else self.lease_duration
+        return self._observed_time + duration - self._clock()
+
     async def _acquire(self) -> None:
         log.info(
             "waiting to acquire the lease", lease=f"{self.namespace}/{self.name}", identity=self.identity
         )
+        changed = asyncio.Event()
+        watcher = asyncio.create_task(self._watch_lease(changed), name="lease-watch")
         reported: str | None = None
+        try:
+            while True:
+                changed.clear()
+                if await self.try_acquire_or_renew():
+                    return
+                if self.leader != reported:
+                    reported = self.leader
+                    log.info("lease held by another candidate", leader=reported)
+                delay = self.retry_period * (1 + random.random() * JITTER_FACTOR)
+                expires_in = self._expires_in()
+                if expires_in is not None:
+                    delay = min(delay, max(expires_in, 0.0) + _EXPIRY_MARGIN)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await changed.wait()
+                        # A burst of changes (or a flapping watch) costs one attempt, not many.
+                        await asyncio.sleep(_MIN_ATTEMPT_INTERVAL)
+        finally:
+            watcher.cancel()
+            await asyncio.wait({watcher})
+
+    async def _watch_lease(self, changed: asyncio.Event) -> None:
+        """Sets `changed` whenever the Lease is written; retries quietly on failure (the timed
+        attempts go on without it)."""
         while True:
-            if await self.try_acquire_or_renew():
-                return
-            if self.leader != reported:
-                reported = self.leader
-                log.info("lease held by another candidate", leader=reported)
-            await asyncio.sleep(self.retry_period * (1 + random.random() * JITTER_FACTOR))
+            try:
+                async for event in self._client.watch(
+                    LEASES,
+                    self.namespace,
+                    field_selector=f"metadata.name={self.name}",
+                    timeout_seconds=300,
+                ):
+                    if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                        changed.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                log.debug("lease watch failed", lease=f"{self.namespace}/{self.name}", error=str(err))
+            await asyncio.sleep(self.retry_period)
 
     async def _renew(self) -> None:
         """Returns when leadership is lost."""

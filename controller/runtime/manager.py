@@ -3,12 +3,19 @@ election, and the worker loops of every registered controller, with a graceful s
 
 Lifecycle of `run(stop_event)`:
 1. serve /metrics, /healthz and /readyz; start the event recorder;
-2. with leader election, wait for the Lease (a standby stays here, ready and idle);
-3. start the informers and wait for their caches; then run the workers;
-4. on `stop_event`: stop taking new work and let the syncs in flight finish (bounded by
-   `shutdown_timeout`), stop the informers, release the Lease, flush events, stop serving.
+2. start the informers, on every replica: a standby keeps its caches warm, so that taking over
+   does not begin with a cold relist (controller-runtime does the same);
+3. with leader election, wait for the Lease (a standby stays here, caches synced and idle);
+4. once leading and the caches are synced, run the workers;
+5. on `stop_event`: stop handing out work, let the syncs in flight finish (keys still queued are
+   left to the next leader), release the Lease, stop the informers, flush events, stop serving,
+   all within `graceful_shutdown_timeout`.
 Losing the Lease cancels the workers at once (another replica may already be acting) and makes
 `run` raise `LeadershipLost`: the process should exit non-zero and be restarted.
+
+Leader election uses its own client (`lease_client`), with its own rate limiter: renewals must
+never queue behind the controllers' own writes (client-go gives leader election its own client
+for the same reason).
 """
 
 from __future__ import annotations
@@ -20,13 +27,20 @@ import uuid
 from collections.abc import Callable
 
 from controller.runtime.client import KubeClient
+from controller.runtime.errors import ApiError, Forbidden, NotFound
 from controller.runtime.events import EventRecorder
 from controller.runtime.health import Check, HealthChecks, HttpServer, serve_metrics
-from controller.runtime.informer import InformerFactory
+from controller.runtime.informer import Informer, InformerFactory
 from controller.runtime.leaderelection import LeaderElector
 from controller.runtime.logging import get_logger
 from controller.runtime.loop import Reconciler, run_workers
-from controller.runtime.options import Options, parse_bind_address
+from controller.runtime.options import (
+    EVENT_FLUSH_TIMEOUT,
+    LEASE_RELEASE_TIMEOUT,
+    SHUTDOWN_RESERVE,
+    Options,
+    parse_bind_address,
+)
 
 log = get_logger(__name__)
 
@@ -49,15 +63,19 @@ class Manager:
         options: Options,
         *,
         identity: str | None = None,
-        shutdown_timeout: float = 25.0,
         elector_factory: Callable[[KubeClient, Options, str], LeaderElector] | None = None,
+        lease_client: KubeClient | None = None,
     ) -> None:
         self.client = client
+        self.lease_client = lease_client or client
         self.options = options
         self.identity = identity or default_identity()
-        self.shutdown_timeout = shutdown_timeout
+        # What is left for the syncs in flight once the rest of the shutdown is provided for.
+        self.shutdown_timeout = max(0.0, options.graceful_shutdown_timeout - SHUTDOWN_RESERVE)
         self.informers = InformerFactory(client, namespace=options.namespace)
-        self.recorder = EventRecorder(client, COMPONENT, host=socket.gethostname())
+        self.recorder = EventRecorder(
+            client, COMPONENT, host=socket.gethostname(), flush_timeout=EVENT_FLUSH_TIMEOUT
+        )
         self.healthz = HealthChecks("healthz")
         self.readyz = HealthChecks("readyz")
         self.healthz.add("ping", lambda: None)
@@ -69,6 +87,7 @@ class Manager:
         self.metrics_port: int | None = None
         self.health_port: int | None = None
         self._caches_synced = False
+        self._cache_sync_overdue = False
         self._stopping = False
         self._running = False
 
@@ -100,14 +119,19 @@ class Manager:
         return self._caches_synced
 
     def _ready_check(self) -> str | None:
-        """Ready: serving and able to take over. A standby (not the leader) is ready: were it
-        not, a rolling update of a two-replica Deployment could never finish. The leader is
-        ready once its caches are synced."""
+        """Ready: serving, caches synced, able to lead. A standby with synced caches is ready
+        too (it could take over at once; and were it not, a rolling update of a two-replica
+        Deployment could never finish)."""
         if self._stopping:
             return "shutting down"
-        if self.elector is not None and not self.elector.is_leader:
-            return None
         if not self._caches_synced:
+            problems = [
+                describe_sync_failure(i)
+                for i in self.informers.informers
+                if not i.has_synced() and i.last_list_error is not None
+            ]
+            if problems:
+                return "caches not synced: " + "; ".join(problems)
             return "caches not synced"
         return None
 
@@ -124,15 +148,22 @@ class Manager:
         self._running = True
         if not self._controllers:
             log.warning("no controllers registered: the manager will only serve its endpoints")
+        cache_sync: asyncio.Task[None] | None = None
         try:
             await self._start_servers()
             await self.recorder.start()
+            self.informers.start()
+            cache_sync = asyncio.create_task(self._await_cache_sync(), name="cache-sync")
             if self.options.leader_elect:
                 await self._run_elected(stop_event)
             else:
                 await self._lead(stop_event)
         finally:
             self._stopping = True
+            if cache_sync is not None:
+                cache_sync.cancel()
+                await asyncio.wait({cache_sync})
+            await self.informers.stop()
             await self.recorder.stop()
             await self._stop_servers()
         if self.elector is not None and self.elector.lost:
@@ -142,7 +173,7 @@ class Manager:
         log.info("manager stopped")
 
     async def _run_elected(self, stop_event: asyncio.Event) -> None:
-        elector = self._elector_factory(self.client, self.options, self.identity)
+        elector = self._elector_factory(self.lease_client, self.options, self.identity)
         self.elector = elector
         self.healthz.add("leader-election", self._lease_check)
 
@@ -164,10 +195,33 @@ class Manager:
                 task.cancel()
             await asyncio.wait({elected, stop})
 
+    async def _await_cache_sync(self) -> None:
+        """Marks the caches synced. Past cache_sync_timeout, says once, loudly, which caches
+        cannot sync and why (the informers keep retrying; /readyz says it too)."""
+        timeout = self.options.cache_sync_timeout
+        if await self.informers.wait_for_sync(timeout):
+            self._mark_synced()
+            return
+        self._cache_sync_overdue = True
+        unsynced = [i for i in self.informers.informers if not i.has_synced()]
+        log.error(
+            "caches not synced; still retrying",
+            waited_seconds=timeout,
+            resources=[str(i.resource) for i in unsynced],
+            reasons=[describe_sync_failure(i) for i in unsynced],
+        )
+        await self.informers.wait_for_sync()
+        self._mark_synced()
+
+    def _mark_synced(self) -> None:
+        self._caches_synced = True
+        log.info(
+            "caches synced", informers=len(self.informers.informers), after_timeout=self._cache_sync_overdue
+        )
+
     async def _lead(self, stop_event: asyncio.Event) -> None:
-        """Informers, then workers, until stop_event; then a graceful drain. Cancelled when the
-        Lease is lost."""
-        self.informers.start()
+        """Once the caches are synced, the workers, until stop_event; then a graceful drain.
+        Cancelled when the Lease is lost."""
         worker_tasks: list[asyncio.Task[None]] = []
         stop = asyncio.create_task(stop_event.wait())
         try:
@@ -179,8 +233,6 @@ class Manager:
             if stop.done():
                 log.info("stopped before the caches synced")
                 return
-            self._caches_synced = True
-            log.info("caches synced", informers=len(self.informers.informers))
             for reconciler, workers in self._controllers:
                 worker_tasks.append(
                     asyncio.create_task(run_workers(reconciler, workers), name=f"workers {reconciler.name}")
@@ -199,13 +251,16 @@ class Manager:
             for task in worker_tasks:
                 task.cancel()
             await asyncio.wait([stop, *worker_tasks])
-            await self.informers.stop()
 
     async def _drain(self, worker_tasks: list[asyncio.Task[None]]) -> None:
         log.info("shutting down: finishing the syncs in flight", timeout=self.shutdown_timeout)
         try:
             async with asyncio.timeout(self.shutdown_timeout):
-                await asyncio.gather(*(r.queue.shut_down_with_drain() for r, _ in self._controllers))
+                # Keys still queued are not synced: the next leader has them queued too, from
+                # its own caches, and starts on them as soon as we release the Lease.
+                await asyncio.gather(
+                    *(r.queue.shut_down_with_drain(discard_queued=True) for r, _ in self._controllers)
+                )
                 if worker_tasks:
                     await asyncio.wait(worker_tasks)
         except TimeoutError:
@@ -242,6 +297,29 @@ class Manager:
         self._servers.clear()
 
 
+def describe_sync_failure(informer: Informer) -> str:
+    """Why an informer cannot list, in words an operator can act on."""
+    resource = informer.resource
+    what = f"{resource.plural}.{resource.group}" if resource.group else resource.plural
+    scope = f"in namespace {informer.namespace}" if informer.namespace else "cluster-wide"
+    err = informer.last_list_error
+    if err is None:
+        return f"{what} {scope}: not listed yet"
+    if isinstance(err, Forbidden):
+        role = "a Role in that namespace" if informer.namespace else "a ClusterRole"
+        return (
+            f"{what} {scope}: forbidden: the controller's identity needs the verbs list and watch "
+            f"on {what} ({role}): {err.message}"
+        )
+    if isinstance(err, NotFound):
+        return (
+            f"{what} {scope}: the API server does not serve {resource.api_version} {resource.plural} "
+            "(is its CRD installed?)"
+        )
+    detail = str(err) if isinstance(err, ApiError) else f"{type(err).__name__}: {err}"
+    return f"{what} {scope}: cannot list: {detail}"
+
+
 def _new_elector(client: KubeClient, options: Options, identity: str) -> LeaderElector:
     return LeaderElector(
         client,
@@ -251,4 +329,5 @@ def _new_elector(client: KubeClient, options: Options, identity: str) -> LeaderE
         lease_duration=options.leader_elect_lease_duration,
         renew_deadline=options.leader_elect_renew_deadline,
         retry_period=options.leader_elect_retry_period,
+        release_timeout=LEASE_RELEASE_TIMEOUT,
     )

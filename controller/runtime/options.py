@@ -15,6 +15,13 @@ from controller.runtime.logging import LEVELS, LogFormat
 SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_LEASE_NAME = "stormservice-controller"
 
+# Of the graceful shutdown budget, what is kept for after the syncs in flight: releasing the
+# Lease (one request), flushing events, stopping the HTTP servers.
+LEASE_RELEASE_TIMEOUT = 2.0
+EVENT_FLUSH_TIMEOUT = 3.0
+SERVER_STOP_TIMEOUT = 1.0
+SHUTDOWN_RESERVE = LEASE_RELEASE_TIMEOUT + EVENT_FLUSH_TIMEOUT + SERVER_STOP_TIMEOUT
+
 
 @dataclass(frozen=True, slots=True)
 class Options:
@@ -35,6 +42,10 @@ class Options:
     log_level: str = "info"
     log_format: LogFormat = "json"
     inplace_update_deadline_seconds: float = 600.0
+    # The whole shutdown (drain, Lease release, event flush) fits in this; the Deployment's
+    # terminationGracePeriodSeconds must leave a margin above it (a test checks the manifest).
+    graceful_shutdown_timeout: float = 20.0
+    cache_sync_timeout: float = 120.0
 
 
 def parse_bind_address(address: str) -> tuple[str, int] | None:
@@ -261,6 +272,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long an in-place update of a pod may take before the RoleSet controller reports it "
         "as stuck (seconds or a duration like 10m; default: 600)",
     )
+    parser.add_argument(
+        "--graceful-shutdown-timeout",
+        type=_positive_duration,
+        default=defaults.graceful_shutdown_timeout,
+        metavar="DURATION",
+        help="on SIGTERM, the time the whole shutdown may take: syncs in flight finish, the Lease is "
+        "released, events are flushed; keep it below the pod's terminationGracePeriodSeconds "
+        "(default: 20s)",
+    )
+    parser.add_argument(
+        "--cache-sync-timeout",
+        type=_positive_duration,
+        default=defaults.cache_sync_timeout,
+        metavar="DURATION",
+        help="after this long without synced caches, log which resources cannot be listed and why "
+        "(the informers keep retrying; /readyz reports it meanwhile) (default: 2m)",
+    )
     return parser
 
 
@@ -283,6 +311,15 @@ def _check_leader_election_timing(parser: argparse.ArgumentParser, args: argpars
         )
 
 
+def _check_shutdown_budget(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not args.graceful_shutdown_timeout > SHUTDOWN_RESERVE:
+        parser.error(
+            f"--graceful-shutdown-timeout ({args.graceful_shutdown_timeout:g}s) must exceed "
+            f"{SHUTDOWN_RESERVE:g}s: that much is kept for releasing the Lease, flushing events and "
+            "stopping the servers, the rest is for the syncs in flight"
+        )
+
+
 def parse_args(
     argv: Sequence[str] | None = None,
     *,
@@ -292,6 +329,7 @@ def parse_args(
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_leader_election_timing(parser, args)
+    _check_shutdown_budget(parser, args)
     return Options(
         kubeconfig=args.kubeconfig or None,
         namespace=args.namespace or None,
@@ -311,4 +349,6 @@ def parse_args(
         log_level=args.log_level,
         log_format=args.log_format,
         inplace_update_deadline_seconds=args.inplace_update_deadline,
+        graceful_shutdown_timeout=args.graceful_shutdown_timeout,
+        cache_sync_timeout=args.cache_sync_timeout,
     )

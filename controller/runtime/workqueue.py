@@ -159,8 +159,15 @@ class RateLimitingQueue:
     def shutting_down(self) -> bool:
         return self._shutting_down
 
-    def shut_down(self) -> None:
-        """Stop accepting adds; drop delayed keys; getters drain the queue and then get None."""
+    def shut_down(self, *, discard_queued: bool = False) -> None:
+        """Stop accepting adds; drop delayed keys; getters drain the queue and then get None.
+        With discard_queued, keys not yet handed out are dropped too: getters get None at once
+        (a leader stepping down leaves that work to the next leader, who has it queued too)."""
+        if discard_queued:
+            # Dirty keys are queued or re-added while processing: neither runs again.
+            self._queue.clear()
+            self._dirty.clear()
+            self._added_at.clear()
         if self._shutting_down:
             return
         self._shutting_down = True
@@ -178,9 +185,9 @@ class RateLimitingQueue:
             if not fut.done():
                 fut.set_result(None)
 
-    async def shut_down_with_drain(self) -> None:
+    async def shut_down_with_drain(self, *, discard_queued: bool = False) -> None:
         """shut_down(), then wait until every key handed to a worker is done."""
-        self.shut_down()
+        self.shut_down(discard_queued=discard_queued)
         while self._processing:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._drain_waiters.append(fut)

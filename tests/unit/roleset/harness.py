@@ -62,7 +62,8 @@ class Harness:
         # Passing the client of an earlier harness is a controller restart: same cluster, new
         # process memory.
         self.client = client or FakeClient()
-        self.factory = InformerFactory(self.client)
+        # Discovery polled often: tests install and remove PodGroup CRDs on the fake.
+        self.factory = InformerFactory(self.client, discovery_interval=0.02)
         self.recorder = Recorded()
         self.ctrl = RoleSetController(
             informers=self.factory,

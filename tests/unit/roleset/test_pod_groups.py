@@ -29,7 +29,6 @@ async def h() -> AsyncIterator[Harness]:
 
 async def install(h: Harness, sched: Scheduler) -> None:
     h.client.seed(CUSTOM_RESOURCE_DEFINITIONS, {"metadata": {"name": sched.crd_name}})
-    await h.until(lambda: h.ctrl.crds.store.get(sched.crd_name) is not None)
     await h.until(lambda: h.ctrl._pod_group_store(sched) is not None)
 
 

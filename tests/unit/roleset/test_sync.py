@@ -286,11 +286,11 @@ async def test_pod_group_crd_missing_then_present(h: Harness) -> None:
     assert cond is not None and cond["reason"] == "PodGroupCRDMissing"
     assert h.recorder.reasons().count("PodGroupCRDMissing") == 1
     assert all(p["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == "rs" for p in h.pods())
-    h.client.seed(CUSTOM_RESOURCE_DEFINITIONS, {"metadata": {"name": "podgroups.scheduling.x-k8s.io"}})
-    await h.until(lambda: h.ctrl.crds.store.get("podgroups.scheduling.x-k8s.io") is not None)
-    await h.converge()
     from controller.roleset.scheduling import SCHEDULERS
 
+    h.client.seed(CUSTOM_RESOURCE_DEFINITIONS, {"metadata": {"name": "podgroups.scheduling.x-k8s.io"}})
+    await h.until(lambda: h.ctrl._pod_group_store(SCHEDULERS["coschedulingSchedulingStrategy"]) is not None)
+    await h.converge()
     pgs = h.client.objects(SCHEDULERS["coschedulingSchedulingStrategy"].resource, NS)
     assert [pg["metadata"]["name"] for pg in pgs] == ["rs"]
     assert pgs[0]["spec"] == {"scheduleTimeoutSeconds": 30, "minMember": 2}
@@ -415,7 +415,7 @@ async def test_role_level_pod_groups_per_instance(h: Harness) -> None:
     from controller.roleset.scheduling import SCHEDULERS
 
     h.client.seed(CUSTOM_RESOURCE_DEFINITIONS, {"metadata": {"name": "podgroups.scheduling.volcano.sh"}})
-    await h.until(lambda: h.ctrl.crds.store.get("podgroups.scheduling.volcano.sh") is not None)
+    await h.until(lambda: h.ctrl._pod_group_store(SCHEDULERS["volcanoSchedulingStrategy"]) is not None)
     strategy = {"volcanoSchedulingStrategy": {"queue": "gpu"}}
     h.create(roleset(roles=[role("worker", replicas=2, podGroupSize=2, schedulingStrategy=strategy)]))
     await h.converge()

@@ -17,12 +17,13 @@ import pytest
 
 from controller.__main__ import build_controllers
 from controller.runtime.client import KubeClient, object_key
+from controller.runtime.errors import Forbidden
 from controller.runtime.fake import FakeClient
 from controller.runtime.health import HealthChecks, HttpServer
 from controller.runtime.informer import FuncHandler
 from controller.runtime.leaderelection import LeaderElector
 from controller.runtime.manager import LeadershipLost, Manager
-from controller.runtime.options import Options
+from controller.runtime.options import SHUTDOWN_RESERVE, Options
 from controller.runtime.ratelimit import ItemExponentialFailureRateLimiter
 from controller.runtime.resources import EVENTS, LEASES, PODS
 from controller.runtime.workqueue import RateLimitingQueue
@@ -162,7 +163,8 @@ async def test_readiness_before_the_caches_sync() -> None:
 async def test_shutdown_timeout_cancels_stuck_syncs() -> None:
     client = FakeClient()
     seed_pod(client, "stuck")
-    manager = Manager(client, options(), shutdown_timeout=0.1)
+    manager = Manager(client, options(graceful_shutdown_timeout=SHUTDOWN_RESERVE + 0.1))
+    assert manager.shutdown_timeout == pytest.approx(0.1)
     ctl = PodController(manager)
     ctl.gate.clear()
     manager.add(ctl, 1)
@@ -219,7 +221,7 @@ async def test_the_elector_takes_its_timing_from_the_options() -> None:
         await asyncio.wait_for(task, PATIENCE)
 
 
-async def test_a_standby_is_ready_and_idle() -> None:
+async def test_a_standby_keeps_its_caches_warm_and_stays_idle() -> None:
     client = FakeClient()
     seed_pod(client, "a")
     client.seed(
@@ -234,14 +236,73 @@ async def test_a_standby_is_ready_and_idle() -> None:
     manager.add(ctl, 1)
     stop = asyncio.Event()
     async with running(manager, stop) as task:
-        await wait_until(lambda: manager.health_port is not None)
-        await asyncio.sleep(0.1)
+        await wait_until(lambda: manager.caches_synced)
         assert await get(manager.health_port, "/readyz") == (200, "ok")
-        assert ctl.synced == [] and client.watch_count(PODS) == 0
+        # Warm: listed and watching, so that taking over needs no relist; idle: nothing synced.
+        assert ctl.informer.store.get("ns/a") is not None and client.watch_count(PODS) == 1
+        await asyncio.sleep(0.1)
+        assert ctl.synced == []
         stop.set()
         await asyncio.wait_for(task, PATIENCE)
     lease = client.get_object(LEASES, "ops", "stormservice-controller")
     assert lease is not None and lease["spec"]["holderIdentity"] == "someone-else"
+
+
+async def test_a_standby_takes_over_a_released_lease_at_once() -> None:
+    """The retry period is long (5 s); the standby sees the release on its Lease watch."""
+    client = FakeClient()
+    seed_pod(client, "a")
+
+    def slow_retries(c: KubeClient, opts: Options, identity: str) -> LeaderElector:
+        return LeaderElector(
+            c, opts.leader_elect_namespace, opts.leader_elect_id, identity,
+            lease_duration=60.0, renew_deadline=30.0, retry_period=5.0,
+        )  # fmt: skip
+
+    first = Manager(client, options(leader_elect=True), identity="first", elector_factory=slow_retries)
+    first_ctl = PodController(first)
+    first.add(first_ctl, 1)
+    second = Manager(client, options(leader_elect=True), identity="second", elector_factory=slow_retries)
+    second_ctl = PodController(second)
+    second.add(second_ctl, 1)
+    stop_first, stop_second = asyncio.Event(), asyncio.Event()
+    async with running(first, stop_first) as first_task:
+        await wait_until(lambda: first_ctl.synced == ["ns/a"])
+        async with running(second, stop_second):
+            await wait_until(lambda: second.caches_synced and second.elector is not None)
+            assert second.elector is not None
+            await wait_until(lambda: second.elector is not None and second.elector.leader == "first")
+            stop_first.set()
+            await asyncio.wait_for(first_task, PATIENCE)
+            released = asyncio.get_running_loop().time()
+            await wait_until(lambda: second_ctl.synced == ["ns/a"])
+            took = asyncio.get_running_loop().time() - released
+            assert took < 2.0, f"took over {took:.2f}s after the release (retry period 5 s)"
+
+
+async def test_readiness_says_why_a_cache_cannot_sync() -> None:
+    client = FakeClient()
+    forbidden = Forbidden(
+        code=403,
+        reason="Forbidden",
+        message='pods is forbidden: User "system:serviceaccount:x:y" cannot list resource "pods"',
+    )
+    client.inject_error("list", PODS, forbidden, times=10_000)
+    manager = Manager(client, options(cache_sync_timeout=0.05))
+    manager.add(PodController(manager), 1)
+    stop = asyncio.Event()
+    async with running(manager, stop):
+        await wait_until(lambda: "forbidden" in (manager.readyz.run()[0][1] or ""))
+        (_, reason) = manager.readyz.run()[0]
+        assert reason is not None
+        assert (
+            "pods cluster-wide: forbidden: the controller's identity needs the verbs list and watch" in reason
+        )
+        status, _ = await get(manager.health_port, "/readyz")
+        assert status == 500
+        client.clear_errors()
+        await wait_until(lambda: manager.caches_synced)
+        assert await get(manager.health_port, "/readyz") == (200, "ok")
 
 
 async def test_losing_the_lease_stops_everything_and_raises() -> None:

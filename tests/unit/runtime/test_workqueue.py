@@ -124,6 +124,21 @@ async def test_shut_down_wakes_getters_and_drains_queue() -> None:
     assert len(q2) == 0
 
 
+async def test_shut_down_discarding_queued_keys_hands_out_nothing_more() -> None:
+    q = new_queue()
+    q.add("a")
+    assert await q.get() == "a"
+    q.add("a")  # dirty while processing
+    q.add("b")
+    q.add_after("c", 0.001)
+    drain = asyncio.create_task(q.shut_down_with_drain(discard_queued=True))
+    await asyncio.sleep(0.01)
+    assert not drain.done() and len(q) == 0
+    q.done("a")
+    await asyncio.wait_for(drain, 1)
+    assert await q.get() is None
+
+
 async def test_dirty_key_requeued_on_done_after_shutdown() -> None:
     q = new_queue()
     q.add("a")
