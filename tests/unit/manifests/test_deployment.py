@@ -25,6 +25,7 @@ def pod_spec() -> dict[str, Any]:
 
 def manager_container() -> dict[str, Any]:
     (container,) = [c for c in pod_spec()["containers"] if c["name"] == "manager"]
+    assert isinstance(container, dict)
     return container
 
 
