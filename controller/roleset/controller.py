@@ -71,7 +71,8 @@ class RoleSetController:
         self.pods: Informer = informers.informer(PODS, label_selector=L.ROLESET_NAME_LABEL)
         # Orphans are found by the RoleSet name their label carries (adoption).
         self.pods.store.add_indexers({adoption.INDEX_ROLESET_LABEL: adoption.roleset_label_index})
-        self.pdbs: Informer = informers.informer(POD_DISRUPTION_BUDGETS)
+        # Only the PDBs a RoleSet makes (they carry its name), not every PDB of the cluster.
+        self.pdbs: Informer = informers.informer(POD_DISRUPTION_BUDGETS, label_selector=L.ROLESET_NAME_LABEL)
         self._informers = informers
         self.discovery = informers.discovery
         # One informer per scheduler whose PodGroups are served, started when they appear.

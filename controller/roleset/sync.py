@@ -77,6 +77,9 @@ NORMAL = "Normal"
 WRITE_SETTLE_SECONDS = 60.0
 # How soon to look again when a PodGroup CRD has just appeared and its cache has not listed.
 POD_GROUP_CACHE_WAIT = 1.0
+# How long a PDB of our name held by someone else outside the cache is trusted to stay there
+# (retries with backoff come sooner: they report the conflict without writing).
+PDB_CONFLICT_RECHECK_SECONDS = 60.0
 # Names tried for one stateless pod (27^5 random suffixes: a second clash is next to impossible).
 STATELESS_NAME_ATTEMPTS = 5
 
@@ -142,6 +145,10 @@ class RoleSetSync:
         self.pdbs = pdbs
         # Whether the API server serves a kind (API discovery); None: assume it does.
         self.served = served
+        # (RoleSet uid, PDB name) -> when a create found someone else's PDB of that name outside
+        # the cache (which selects on our label); not tried again for a while, as no event will
+        # tell us it went.
+        self._pdb_held_outside_cache: dict[tuple[str, str], float] = {}
         self.control = control
         self.recorder = recorder
         self.expectations = expectations
@@ -954,6 +961,8 @@ class RoleSetSync:
     async def _sync_pdbs(
         self, obj: Obj, info: RoleSetInfo, roles: Sequence[RoleCtx], obs: Observations
     ) -> None:
+        """Create, repair or delete the per-role PDBs. A conflict is a failure: the sync fails
+        and is retried with backoff, which also looks again at a PDB outside the cache."""
         if self.pdbs is None:
             return
         existing = {p["metadata"]["name"]: p for p in self.pdbs.by_index(INDEX_CONTROLLER_UID, info.uid)}
@@ -989,7 +998,41 @@ class RoleSetSync:
                             )
                         )
                         continue
-                    await self.control.create(POD_DISRUPTION_BUDGETS, info.namespace, body)
+                    held_since = self._pdb_held_outside_cache.get((info.uid, name))
+                    if (
+                        held_since is not None
+                        and time.monotonic() - held_since < PDB_CONFLICT_RECHECK_SECONDS
+                    ):
+                        obs.failures.append(
+                            (
+                                "PodDisruptionBudgetConflict",
+                                f"PodDisruptionBudget {name} is owned by another object",
+                            )
+                        )
+                        continue
+                    self._pdb_held_outside_cache.pop((info.uid, name), None)
+                    try:
+                        await self.control.create(POD_DISRUPTION_BUDGETS, info.namespace, body)
+                    except AlreadyExists:
+                        # Not in the cache, which selects on our label: ours with its labels
+                        # removed gets them back (and so enters the cache); anyone else's is a
+                        # conflict.
+                        held = await self.control.get(POD_DISRUPTION_BUDGETS, info.namespace, name)
+                        if (controller_ref(held) or {}).get("uid") != info.uid:
+                            self._pdb_held_outside_cache[(info.uid, name)] = time.monotonic()
+                            obs.failures.append(
+                                (
+                                    "PodDisruptionBudgetConflict",
+                                    f"PodDisruptionBudget {name} is owned by another object",
+                                )
+                            )
+                            continue
+                        await self.control.patch(
+                            POD_DISRUPTION_BUDGETS,
+                            info.namespace,
+                            name,
+                            {"metadata": {"labels": body["metadata"]["labels"]}},
+                        )
                 elif {k: (current.get("spec") or {}).get(k) for k in ("minAvailable", "selector")} != body[
                     "spec"
                 ]:
@@ -1005,8 +1048,8 @@ class RoleSetSync:
                             }
                         },
                     )
-            except AlreadyExists:
-                continue
+            except NotFound:
+                continue  # deleted in between: the next pass creates it
             except ApiError as err:
                 if not is_namespace_terminating(err):
                     obs.failures.append(("FailedPodDisruptionBudget", f"PodDisruptionBudget {name}: {err}"))

@@ -24,7 +24,7 @@ from controller.runtime.resources import (
     SERVICES,
     STORMSERVICES,
 )
-from controller.runtime.revision import KubeRevisionHistory, RevisionHistory
+from controller.runtime.revision import HASH_LABEL, KubeRevisionHistory, RevisionHistory
 from controller.runtime.store import INDEX_NAMESPACE, Store
 from controller.runtime.workqueue import RateLimitingQueue
 from controller.stormservice.pdb import desired_pdbs
@@ -37,6 +37,7 @@ from controller.stormservice.sync import (
 )
 
 CONTROLLER_NAME = "stormservice"
+REVISION_SELECTOR = f"{c.LABEL_CONTROLLER_REVISION_NAME},{HASH_LABEL}"
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -63,10 +64,12 @@ class StormServiceController:
         self.expectations = ControllerExpectations()
         ss_informer = informers.informer(STORMSERVICES)
         rs_informer = informers.informer(ROLESETS)
-        cr_informer = informers.informer(CONTROLLER_REVISIONS)
-        svc_informer = informers.informer(SERVICES)
-        # Shared with the RoleSet controller (same factory): one watch, one cache.
-        pdb_informer = informers.informer(POD_DISRUPTION_BUDGETS)
+        # Only our kinds of objects, selected by the labels we give them, rather than every
+        # revision, Service and PDB of the cluster (StatefulSets alone keep ten revisions each,
+        # with their whole pod templates). AIBrix's revisions carry the same two labels.
+        cr_informer = informers.informer(CONTROLLER_REVISIONS, label_selector=REVISION_SELECTOR)
+        svc_informer = informers.informer(SERVICES, label_selector=c.LABEL_STORM_SERVICE_NAME)
+        pdb_informer = informers.informer(POD_DISRUPTION_BUDGETS, label_selector=c.LABEL_STORM_SERVICE_NAME)
         rs_informer.store.add_indexers({INDEX_ORPHAN_BY_STORM_SERVICE: orphan_index})
         self.stormservices: Store = ss_informer.store
         cr_store = cr_informer.store

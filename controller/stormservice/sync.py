@@ -63,7 +63,7 @@ from controller.stormservice.inplace import rewrite_patch
 from controller.stormservice.labels import render_roleset
 from controller.stormservice.metrics import RoleSetGauge, RolloutTimer
 from controller.stormservice.naming import lowest_free_indexes
-from controller.stormservice.pdb import PdbAction, plan_pdbs
+from controller.stormservice.pdb import PdbAction, pdb_patch, plan_pdbs
 from controller.stormservice.plan import plan_pass
 from controller.stormservice.revisions import (
     choose_current_revision,
@@ -122,6 +122,9 @@ NORMAL, WARNING = "Normal", "Warning"
 #: While the cache has not shown our own writes, the event that shows them wakes the sync; this
 #: is the fallback in case that event was lost (a relist can compress it away).
 WAIT_FOR_CACHE_REQUEUE_SECONDS = 30.0
+# A Service or PDB of our name that someone else holds and that lacks our label is not in the
+# cache (which selects on it), so its removal brings no event: look again this often.
+UNCACHED_CONFLICT_RECHECK_SECONDS = 60.0
 
 
 def orphan_index(obj: Obj) -> list[str]:
@@ -248,6 +251,9 @@ class StormServiceSync:
         self._pdb_conflicts: dict[str, set[str]] = {}
         #: Whether the API server accepts pods of a StormService's revision (subject "").
         self._template_verdicts = dryrun.Verdicts()
+        #: (StormService key, kind, name) -> when a create found someone else's object of that
+        #: name outside the cache; not tried again until UNCACHED_CONFLICT_RECHECK_SECONDS later.
+        self._held_outside_cache: dict[tuple[str, str, str], float] = {}
 
     # --- entry -----------------------------------------------------------------------------------
 
@@ -268,6 +274,21 @@ class StormServiceSync:
         self._service_conflicts.discard(key)
         self._pdb_conflicts.pop(key, None)
         self._template_verdicts.forget(key)
+        for held in [h for h in self._held_outside_cache if h[0] == key]:
+            del self._held_outside_cache[held]
+
+    def _known_held(self, key: str, kind: str, name: str) -> bool:
+        """Whether a recent create found `name` held by someone else, outside the cache."""
+        since = self._held_outside_cache.get((key, kind, name))
+        if since is None:
+            return False
+        if time.monotonic() - since < UNCACHED_CONFLICT_RECHECK_SECONDS:
+            return True
+        del self._held_outside_cache[(key, kind, name)]
+        return False
+
+    def _held(self, key: str, kind: str, name: str) -> None:
+        self._held_outside_cache[(key, kind, name)] = time.monotonic()
 
     # --- deletion ----------------------------------------------------------------------------------
 
@@ -386,22 +407,32 @@ class StormServiceSync:
 
     # --- headless Service ---------------------------------------------------------------------------
 
-    async def _sync_service(self, key: str, obj: Obj) -> None:
+    async def _sync_service(self, key: str, obj: Obj) -> bool:
+        """Create or repair the headless Service. Returns True when a Service of that name
+        exists outside our cache (the cache holds only Services with our label) and belongs to
+        someone else: its removal brings no event, so the caller checks again later."""
         meta = obj["metadata"]
         existing = self.services.get(f"{meta['namespace']}/{meta['name']}")
         action = plan_service(obj, existing)
-        if action.action != "conflict":
-            self._service_conflicts.discard(key)
+        if action.action == "create" and self._known_held(key, SERVICES.kind, meta["name"]):
+            return True
         try:
             if action.action == "create":
                 try:
                     await self.client.create(SERVICES, meta["namespace"], desired_service(obj))
                 except AlreadyExists:
-                    return  # the cache is behind; the next pass sees it
-                self.recorder.event(
-                    obj, NORMAL, EVENT_SERVICE_CREATED, f"Created headless Service {meta['name']}"
-                )
-            elif action.action == "patch":
+                    # Not in the cache: it lacks our label (made by hand, by another tool, or by
+                    # an AIBrix controller, which sets none). Ours gets its labels back (and so
+                    # enters the cache); anyone else's is a conflict.
+                    existing = await self.client.get(SERVICES, meta["namespace"], meta["name"])
+                    action = plan_service(obj, existing)
+                else:
+                    self.recorder.event(
+                        obj, NORMAL, EVENT_SERVICE_CREATED, f"Created headless Service {meta['name']}"
+                    )
+            if action.action != "conflict":
+                self._service_conflicts.discard(key)
+            if action.action == "patch":
                 assert action.patch is not None
                 await self.client.patch(
                     SERVICES, meta["namespace"], meta["name"], action.patch, patch_type="merge"
@@ -434,15 +465,20 @@ class StormServiceSync:
                     "get DNS names until it is removed",
                 )
         except NotFound:
-            return
+            return False
         except ApiError as err:
             raise ReconcileFailure("FailedServiceSync", err) from err
+        if action.action == "conflict" and self.services.get(f"{meta['namespace']}/{meta['name']}") is None:
+            self._held(key, SERVICES.kind, meta["name"])
+            return True
+        return False
 
     # --- PodDisruptionBudgets ----------------------------------------------------------------------
 
-    async def _sync_pdbs(self, key: str, obj: Obj) -> Failure | None:
+    async def _sync_pdbs(self, key: str, obj: Obj) -> tuple[Failure | None, bool]:
         """Create, patch or delete the role PDBs (reading the cache only). Returns a Failure for a
-        PDB someone else holds (nothing to retry: its deletion event brings the next pass); raises
+        PDB someone else holds (nothing to retry: its deletion event brings the next pass), and
+        whether such a PDB is outside the cache (no event will come: check again later); raises
         ReconcileFailure for the first API error, after trying every PDB."""
         meta = obj["metadata"]
         ns = meta["namespace"]
@@ -452,49 +488,70 @@ class StormServiceSync:
             if p["metadata"].get("namespace") == ns
         ]
         actions = plan_pdbs(obj, owned, lambda name: self.pdbs.get(f"{ns}/{name}"))
-        conflicts = sorted(a.name for a in actions if a.action == "conflict")
-        reported = self._pdb_conflicts.get(key, set())
-        for name in conflicts:
-            if name not in reported:
-                self.recorder.event(
-                    obj,
-                    WARNING,
-                    EVENT_PDB_CONFLICT,
-                    f"PodDisruptionBudget {name} exists and is not controlled by this StormService; "
-                    "left alone, so that role has no budget of ours until it is removed",
-                )
-        if conflicts:
-            self._pdb_conflicts[key] = set(conflicts)
-        else:
-            self._pdb_conflicts.pop(key, None)
+        conflicts = {a.name for a in actions if a.action == "conflict"}
+        uncached: set[str] = set()
         first: ApiError | None = None
         for action in actions:
             if action.existing is not None and self.fence.is_stale(action.existing):
                 continue  # our last patch is not in the cache yet: its event brings the next pass
             try:
-                await self._apply_pdb(obj, action)
+                if action.action == "create" and self._known_held(key, "PodDisruptionBudget", action.name):
+                    uncached.add(action.name)
+                elif not await self._apply_pdb(obj, action):
+                    self._held(key, "PodDisruptionBudget", action.name)
+                    uncached.add(action.name)
             except ApiError as err:
                 self.recorder.event(
                     obj, WARNING, EVENT_PDB_FAILED, f"Error syncing PodDisruptionBudget {action.name}: {err}"
                 )
                 first = first or err
+        conflicts |= uncached
+        reported = self._pdb_conflicts.get(key, set())
+        for name in sorted(conflicts - reported):
+            self.recorder.event(
+                obj,
+                WARNING,
+                EVENT_PDB_CONFLICT,
+                f"PodDisruptionBudget {name} exists and is not controlled by this StormService; "
+                "left alone, so that role has no budget of ours until it is removed",
+            )
+        if conflicts:
+            self._pdb_conflicts[key] = conflicts
+        else:
+            self._pdb_conflicts.pop(key, None)
         if first is not None:
             raise ReconcileFailure(EVENT_PDB_FAILED, first)
         if conflicts:
-            return Failure(
+            failure = Failure(
                 EVENT_PDB_CONFLICT,
-                f"PodDisruptionBudgets not controlled by this StormService: {', '.join(conflicts)}",
+                f"PodDisruptionBudgets not controlled by this StormService: {', '.join(sorted(conflicts))}",
             )
-        return None
+            return failure, bool(uncached)
+        return None, False
 
-    async def _apply_pdb(self, obj: Obj, action: PdbAction) -> None:
+    async def _apply_pdb(self, obj: Obj, action: PdbAction) -> bool:
+        """Carries out `action`; False when it found a PDB of that name outside the cache that
+        someone else controls."""
         ns = obj["metadata"]["namespace"]
         if action.action == "create":
             assert action.body is not None
             try:
                 await self.client.create(POD_DISRUPTION_BUDGETS, ns, action.body)
             except AlreadyExists:
-                return  # the cache is behind; the object's event brings the next pass
+                # Not in the cache: it lacks our labels. Ours gets them back (and so enters the
+                # cache); anyone else's is a conflict.
+                try:
+                    existing = await self.client.get(POD_DISRUPTION_BUDGETS, ns, action.name)
+                except NotFound:
+                    return True  # deleted in between: the next pass creates it
+                if not is_controlled_by(existing, obj["metadata"]["uid"]):
+                    return False
+                patch = pdb_patch(existing, action.body)
+                if patch is not None:
+                    await self.client.patch(
+                        POD_DISRUPTION_BUDGETS, ns, action.name, patch, patch_type="merge"
+                    )
+                return True
             spec = action.body["spec"]
             self.recorder.event(
                 obj,
@@ -509,7 +566,7 @@ class StormServiceSync:
                     POD_DISRUPTION_BUDGETS, ns, action.name, action.body, patch_type="merge"
                 )
             except NotFound:
-                return
+                return True
             self.fence.wrote(action.existing, after)
             self.recorder.event(
                 obj,
@@ -528,13 +585,14 @@ class StormServiceSync:
                     uid_precondition=action.existing["metadata"].get("uid"),
                 )
             except (NotFound, Conflict):
-                return  # already gone, or replaced by an object that is not the one we saw
+                return True  # already gone, or replaced by an object that is not the one we saw
             self.recorder.event(
                 obj,
                 NORMAL,
                 EVENT_PDB_DELETED,
                 f"Deleted PodDisruptionBudget {action.name}: no longer requested",
             )
+        return True
 
     # --- the pass -------------------------------------------------------------------------------------
 
@@ -563,11 +621,12 @@ class StormServiceSync:
         error: ApiError | None = None
         requeue: float | None = None
         try:
-            await self._sync_service(key, obj)
+            if await self._sync_service(key, obj):
+                requeue = UNCACHED_CONFLICT_RECHECK_SECONDS
             stale = [v.name for v in views if self.fence.is_stale(v.obj)]
             if not satisfied or stale:
                 log.debug("waiting for the cache", pending=self.expectations.pending(key), stale=stale)
-                requeue = WAIT_FOR_CACHE_REQUEUE_SECONDS
+                requeue = min(requeue or WAIT_FOR_CACHE_REQUEUE_SECONDS, WAIT_FOR_CACHE_REQUEUE_SECONDS)
             elif not selector.matches(dict((template.get("metadata") or {}).get("labels") or {})):
                 failure = Failure(
                     EVENT_SELECTOR_MISMATCH, "spec.selector does not match spec.template.metadata.labels"
@@ -580,7 +639,9 @@ class StormServiceSync:
                 failure, error = Failure(f.reason, str(f.cause)), f.cause
         # Apart from the rest, so that a PDB problem (say, no RBAC for PDBs) never stalls RoleSets.
         try:
-            pdb_conflict = await self._sync_pdbs(key, obj)
+            pdb_conflict, pdb_uncached = await self._sync_pdbs(key, obj)
+            if pdb_uncached:
+                requeue = min(requeue or UNCACHED_CONFLICT_RECHECK_SECONDS, UNCACHED_CONFLICT_RECHECK_SECONDS)
         except ReconcileFailure as f:
             pdb_conflict = None if is_namespace_terminating(f.cause) else Failure(f.reason, str(f.cause))
             error = error or (None if pdb_conflict is None else f.cause)

@@ -316,6 +316,44 @@ async def test_pdb_per_role(h: Harness) -> None:
     assert h.client.objects(POD_DISRUPTION_BUDGETS, NS) == []
 
 
+async def test_pdb_outside_the_cache_is_relabelled_if_ours_and_reported_if_not(h: Harness) -> None:
+    """The PDB cache selects on roleset-name: a PDB of our name without it is found by the
+    refused create; ours gets its labels back (same object), anyone else's is a conflict."""
+    h.create(roleset(roles=[role("worker", replicas=2, disruptionTolerance={"maxUnavailable": 1})]))
+    await h.converge()
+    (pdb,) = h.client.objects(POD_DISRUPTION_BUDGETS, NS)
+    uid = pdb["metadata"]["uid"]
+    del pdb["metadata"]["labels"]
+    h.client.seed(POD_DISRUPTION_BUDGETS, pdb)
+    await h.converge()
+    (pdb,) = h.client.objects(POD_DISRUPTION_BUDGETS, NS)
+    assert pdb["metadata"]["uid"] == uid
+    assert pdb["metadata"]["labels"] == {"roleset-name": "rs", "role-name": "worker"}
+    assert h.ctrl.pdbs.store.get(f"{NS}/rs-worker") is not None
+
+    foreign = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "other-worker", "namespace": NS},
+        "spec": {"minAvailable": 5, "selector": {"matchLabels": {"app": "x"}}},
+    }
+    h.client.seed(POD_DISRUPTION_BUDGETS, foreign)
+    h.create(roleset("other", roles=[role("worker", replicas=1, disruptionTolerance={"maxUnavailable": 1})]))
+    for _ in range(3):
+        with pytest.raises(SyncError, match="PodDisruptionBudget other-worker is owned by another object"):
+            await h.sync("other")
+    creates = [
+        a for a in h.client.writes() if a.resource == "poddisruptionbudgets" and a.name == "other-worker"
+    ]
+    assert [a.verb for a in creates] == ["create"], "one refused create, then no more attempts"
+    kept = h.client.get_object(POD_DISRUPTION_BUDGETS, NS, "other-worker")
+    assert kept is not None and kept["spec"]["minAvailable"] == 5 and "labels" not in kept["metadata"]
+    cond = h.condition("ReplicaFailure", "other")
+    assert (
+        cond is not None and "PodDisruptionBudget other-worker is owned by another object" in cond["message"]
+    )
+
+
 async def test_no_per_roleset_pdb_under_a_stormservice(h: Harness) -> None:
     """The StormService controller owns the per-role PDBs of its RoleSets; a second PDB per
     RoleSet would put each pod under two budgets, which blocks every eviction."""

@@ -9,6 +9,7 @@ import pytest
 
 from controller.runtime.errors import ApiError, Forbidden
 from controller.runtime.resources import POD_DISRUPTION_BUDGETS, ROLESETS, STORMSERVICES
+from controller.stormservice import sync as ss_sync
 from controller.stormservice.naming import MAX_OBJECT_NAME_LENGTH, pdb_name
 from controller.stormservice.pdb import desired_pdbs, min_available, pdb_patch, plan_pdbs
 from tests.unit.stormservice.harness import API, NS, Env, storm
@@ -324,8 +325,11 @@ async def test_repairs_a_pdb_edited_by_hand() -> None:
         assert spec["selector"] == {"matchLabels": {"storm-service-name": "llm", "role-name": "prefill"}}
 
 
+@pytest.mark.parametrize("labelled", [False, True])
 @pytest.mark.parametrize("owner", ["none", "other"])
-async def test_foreign_pdb_is_reported_and_left_alone(owner: str) -> None:
+async def test_foreign_pdb_is_reported_and_left_alone(
+    owner: str, labelled: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with Env() as env:
         env.seed(STORMSERVICES, with_tolerance(storm(replicas=1), ss=1))
         refs = (
@@ -346,12 +350,24 @@ async def test_foreign_pdb_is_reported_and_left_alone(owner: str) -> None:
             {
                 "apiVersion": "policy/v1",
                 "kind": "PodDisruptionBudget",
-                "metadata": {"name": "llm-decode", "namespace": NS, "ownerReferences": refs},
+                "metadata": {
+                    "name": "llm-decode",
+                    "namespace": NS,
+                    "ownerReferences": refs,
+                    **({"labels": {"storm-service-name": "llm"}} if labelled else {}),
+                },
                 "spec": {"minAvailable": 3, "selector": {"matchLabels": {"app": "mine"}}},
             },
         )
-        await env.sync()
-        assert pdb_writes(env) == [("create", "llm-prefill")]
+        requeue = await env.sync()
+        if labelled:
+            # In the cache (it carries the label the cache selects on): seen, never written.
+            assert pdb_writes(env) == [("create", "llm-prefill")]
+        else:
+            # Outside the cache: found by the refused create, and looked at again later, since
+            # its removal brings no event.
+            assert pdb_writes(env) == [("create", "llm-decode"), ("create", "llm-prefill")]
+            assert requeue is not None and requeue <= 60
         assert env.client.get_object(POD_DISRUPTION_BUDGETS, NS, "llm-decode") == foreign, "untouched"
         failure = env.condition("ReplicaFailure")
         assert failure is not None
@@ -368,11 +384,17 @@ async def test_foreign_pdb_is_reported_and_left_alone(owner: str) -> None:
         assert env.ss()["metadata"]["resourceVersion"] == status_rv
         assert env.recorder.reasons().count("PodDisruptionBudgetConflict") == 1
 
-        # Its deletion wakes the StormService, which then makes its own.
         await drain(env)
         await env.client.delete(POD_DISRUPTION_BUDGETS, NS, "llm-decode")
         await env.settle()
-        assert len(env.ctrl.queue) == 1 and await env.ctrl.queue.get() == f"{NS}/llm"
+        if labelled:
+            # Its deletion wakes the StormService, which then makes its own.
+            assert len(env.ctrl.queue) == 1 and await env.ctrl.queue.get() == f"{NS}/llm"
+        else:
+            # No event for an object outside the cache: the requeued pass, once the recheck
+            # interval has passed, makes it.
+            assert len(env.ctrl.queue) == 0
+            monkeypatch.setattr(ss_sync, "UNCACHED_CONFLICT_RECHECK_SECONDS", 0.0)
         await env.sync()
         assert pdbs_in(env)["llm-decode"]["metadata"]["ownerReferences"][0]["kind"] == "StormService"
         assert env.condition("ReplicaFailure") is None

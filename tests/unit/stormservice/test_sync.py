@@ -694,14 +694,46 @@ async def test_headless_service_repaired_recreated_or_left_alone() -> None:
         await env.sync()
         svc = env.client.get_object(SERVICES, NS, "llm")
         assert svc is not None and svc["spec"]["clusterIP"] == "None"
-        # someone else's Service of that name: reported once, not touched
+        # someone else's Service of that name: reported once, not touched. Without our label it
+        # is outside the cache: one create finds it (refused), later passes do not try again.
         env.seed(STORMSERVICES, storm("mine", replicas=0))
-        env.seed(SERVICES, {"metadata": {"name": "mine", "namespace": NS}, "spec": {"clusterIP": "10.0.0.8"}})
+        foreign = env.seed(
+            SERVICES, {"metadata": {"name": "mine", "namespace": NS}, "spec": {"clusterIP": "10.0.0.8"}}
+        )
         env.client.clear_actions()
         await env.sync("mine")
         await env.sync("mine")
-        assert not [w for w in env.client.writes() if w.resource == "services"]
+        assert [(w.verb, w.name) for w in env.client.writes() if w.resource == "services"] == [
+            ("create", "mine")
+        ]
+        assert env.client.get_object(SERVICES, NS, "mine") == foreign
         assert env.recorder.reasons().count("HeadlessServiceConflict") == 1
+
+
+async def test_own_service_without_our_labels_gets_them_back() -> None:
+    """The Service cache selects on storm-service-name; our Service stripped of its labels (or
+    one AIBrix made, which has none) is found by the refused create and relabelled, which puts
+    it back in the cache; it is not recreated."""
+    async with Env() as env:
+        env.seed(STORMSERVICES, storm(replicas=1))
+        await env.sync()
+        svc = env.client.get_object(SERVICES, NS, "llm")
+        assert svc is not None
+        uid = svc["metadata"]["uid"]
+        del svc["metadata"]["labels"]
+        env.seed(SERVICES, svc)
+        await env.settle()
+        assert env.ctrl.syncer.services.get(f"{NS}/llm") is None, "outside the cache"
+        env.client.clear_actions()
+        await env.sync()
+        assert [(w.verb, w.name) for w in env.client.writes() if w.resource == "services"] == [
+            ("create", "llm"),
+            ("patch", "llm"),
+        ]
+        svc = env.client.get_object(SERVICES, NS, "llm")
+        assert svc is not None and svc["metadata"]["uid"] == uid
+        assert svc["metadata"]["labels"]["storm-service-name"] == "llm"
+        assert env.ctrl.syncer.services.get(f"{NS}/llm") is not None
 
 
 async def test_reference_finalizer_is_removed_on_deletion() -> None:
