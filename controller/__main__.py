@@ -82,11 +82,15 @@ async def run(options: Options) -> int:
         return 1
     # Leader election's own client and rate limiter: a Lease renewal never waits behind the
     # controllers' writes (a scale-up of thousands of pods would otherwise cost the Lease).
-    lease_client = await create_client(
-        options.kubeconfig,
-        qps=LEASE_CLIENT_QPS,
-        burst=LEASE_CLIENT_BURST,
-        user_agent="stormservice-controller/leader-election",
+    lease_client = (
+        await create_client(
+            options.kubeconfig,
+            qps=LEASE_CLIENT_QPS,
+            burst=LEASE_CLIENT_BURST,
+            user_agent="stormservice-controller/leader-election",
+        )
+        if options.leader_elect
+        else None
     )
     try:
         manager = Manager(client, options, lease_client=lease_client)
@@ -99,7 +103,8 @@ async def run(options: Options) -> int:
         log.exception("manager failed")
         return 1
     finally:
-        await lease_client.close()
+        if lease_client is not None:
+            await lease_client.close()
         await client.close()
     return 0
 
