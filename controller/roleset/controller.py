@@ -19,7 +19,7 @@ from controller.runtime.client import KubeClient, Obj, object_key
 from controller.runtime.controllerref import controller_ref
 from controller.runtime.expectations import ControllerExpectations
 from controller.runtime.informer import DeletedFinalStateUnknown, FuncHandler, Informer, InformerFactory
-from controller.runtime.resources import POD_DISRUPTION_BUDGETS, PODS, ROLESETS, Resource
+from controller.runtime.resources import POD_DISRUPTION_BUDGETS, PODS, PODSETS, ROLESETS, Resource
 from controller.runtime.store import Store
 from controller.runtime.workqueue import RateLimitingQueue
 
@@ -77,6 +77,8 @@ class RoleSetController:
         self.discovery = informers.discovery
         # One informer per scheduler whose PodGroups are served, started when they appear.
         self.pod_group_informers: dict[str, Informer] = {}
+        # AIBrix's PodSets, cached only where AIBrix's CRD is installed (to take them over).
+        self.podset_informer: Informer | None = None
         self.syncer = RoleSetSync(
             rolesets=self.rolesets.store,
             pods=self.pods.store,
@@ -87,6 +89,7 @@ class RoleSetController:
             expectations=self.expectations,
             config=config,
             pod_groups=self._pod_group_store,
+            podsets=self._podset_store,
         )
         self.rolesets.add_event_handler(
             FuncHandler(
@@ -102,6 +105,7 @@ class RoleSetController:
             )
         )
         self.discovery.track((s.resource for s in SCHEDULERS.values()), self._pod_groups_served)
+        self.discovery.track([PODSETS], self._podsets_served)
 
     # --- Reconciler -----------------------------------------------------------------------------
 
@@ -255,6 +259,25 @@ class RoleSetController:
                 informer = self.pod_group_informers.pop(sched.strategy_key, None)
                 if informer is not None:
                     self._informers.remove(informer)
+
+    def _podsets_served(self, resource: Resource, served: bool) -> None:
+        if served and self.podset_informer is None:
+            # AIBrix labels every PodSet with its RoleSet's name.
+            self.podset_informer = self._informers.informer(PODSETS, label_selector=L.ROLESET_NAME_LABEL)
+            self.podset_informer.add_event_handler(
+                FuncHandler(
+                    on_add=self._owned_changed, on_update=self._owned_updated, on_delete=self._owned_deleted
+                )
+            )
+        elif not served and self.podset_informer is not None:
+            self._informers.remove(self.podset_informer)
+            self.podset_informer = None
+
+    def _podset_store(self) -> Store | None:
+        informer = self.podset_informer
+        if informer is None or not informer.has_synced() or not self.discovery.served(PODSETS):
+            return None
+        return informer.store
 
     def _pod_group_store(self, sched: Scheduler) -> Store | None:
         """The PodGroup cache of `sched` once it has listed, while its kind is served."""

@@ -40,6 +40,9 @@ _OWN_LABELS = frozenset(
 )
 _OWN_ANNOTATIONS = frozenset(
     {
+        # Derived from podGroupSize, which is compared on its own (an instance of another size
+        # is never updated in place); AIBrix's pods lack it.
+        L.POD_GROUP_SIZE_ANNOTATION,
         L.INPLACE_TARGET_HASH_ANNOTATION,
         L.INPLACE_STATE_ANNOTATION,
         L.INPLACE_PENDING_REASON_ANNOTATION,
@@ -48,6 +51,20 @@ _OWN_ANNOTATIONS = frozenset(
     }
 )
 _OWN_ENV = frozenset({L.ENV_ROLE_TEMPLATE_HASH, L.ENV_PODSET_NAME, L.ENV_LEADER_ADDRESS})
+_INJECTED_ENV = frozenset(
+    {
+        L.ENV_STORM_SERVICE_NAME,
+        L.ENV_ROLESET_NAME,
+        L.ENV_ROLESET_INDEX,
+        L.ENV_ROLE_NAME,
+        L.ENV_ROLE_TEMPLATE_HASH,
+        L.ENV_ROLE_REPLICA_INDEX,
+        L.ENV_PODSET_NAME,
+        L.ENV_POD_GROUP_INDEX,
+        L.ENV_POD_GROUP_SIZE,
+        L.ENV_LEADER_ADDRESS,
+    }
+)
 
 # Written by admission plugins (ServiceAccount, Priority) when the template leaves them out; the
 # API server's own defaults are apis.podfields.DEFAULTS.
@@ -119,7 +136,16 @@ def _normalize_container(c: Obj, *, image: str | None, drop_mounts: set[str], ow
         requests = resources.get("requests")
         resources["requests"] = {**resources["limits"], **(requests if isinstance(requests, dict) else {})}
     if own_env and c.get("env"):
-        c["env"] = [{**e, "value": ""} if e.get("name") in _OWN_ENV else e for e in c["env"]]
+        # The variables a controller injects are compared as a set: AIBrix's controller puts the
+        # PodSet ones first, ours puts them after the service's; either way they come before the
+        # template's own (which keep their order: a later one may refer to an earlier one). The
+        # leader's address is ours alone (AIBrix sets none), and derived like the hash.
+        injected = sorted(
+            ({**e, "value": ""} if e.get("name") in _OWN_ENV else e
+             for e in c["env"] if e.get("name") in _INJECTED_ENV and e.get("name") != L.ENV_LEADER_ADDRESS),
+            key=lambda e: str(e.get("name")),
+        )  # fmt: skip
+        c["env"] = injected + [e for e in c["env"] if e.get("name") not in _INJECTED_ENV]
     if drop_mounts and c.get("volumeMounts"):
         c["volumeMounts"] = [m for m in c["volumeMounts"] if m.get("name") not in drop_mounts]
 

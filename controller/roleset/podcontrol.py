@@ -20,8 +20,10 @@ class ObjectControl(Protocol):
     ) -> Obj: ...
 
     async def delete(
-        self, resource: Resource, namespace: str, name: str, *, uid: str | None = None
-    ) -> None: ...
+        self, resource: Resource, namespace: str, name: str, *, uid: str | None = None, orphan: bool = False
+    ) -> None:
+        """With orphan, the object's dependents stay (propagationPolicy Orphan)."""
+        ...
 
     async def patch(
         self,
@@ -45,8 +47,12 @@ class KubeObjectControl:
     async def create(self, resource: Resource, namespace: str, body: Obj, *, dry_run: bool = False) -> Obj:
         return await self._client.create(resource, namespace, body, dry_run=dry_run)
 
-    async def delete(self, resource: Resource, namespace: str, name: str, *, uid: str | None = None) -> None:
-        await self._client.delete(resource, namespace, name, uid_precondition=uid)
+    async def delete(
+        self, resource: Resource, namespace: str, name: str, *, uid: str | None = None, orphan: bool = False
+    ) -> None:
+        await self._client.delete(
+            resource, namespace, name, uid_precondition=uid, propagation_policy="Orphan" if orphan else None
+        )
 
     async def patch(
         self,
@@ -101,7 +107,9 @@ class RecordingObjectControl:
         self.objects[(resource.plural, namespace, meta["name"])] = obj
         return obj
 
-    async def delete(self, resource: Resource, namespace: str, name: str, *, uid: str | None = None) -> None:
+    async def delete(
+        self, resource: Resource, namespace: str, name: str, *, uid: str | None = None, orphan: bool = False
+    ) -> None:
         self.calls.append(("delete", resource.plural, namespace, name))
         self._check("delete")
         self.objects.pop((resource.plural, namespace, name), None)

@@ -26,6 +26,7 @@ from controller.roleset import adoption, naming, templatecheck
 from controller.roleset import inplace as ip
 from controller.roleset import labels as L
 from controller.roleset import metrics as M
+from controller.roleset import podsets as podsets_
 from controller.roleset.instances import Instance, PodInfo, RoleParams, RoleView, build_view, pod_info
 from controller.roleset.podcontrol import ObjectControl
 from controller.roleset.pods import PodSpecInputs, RoleSetInfo, render_pod
@@ -58,6 +59,7 @@ from controller.runtime.errors import (
     AlreadyExists,
     ApiError,
     Conflict,
+    Invalid,
     NotFound,
     ReconcileError,
     ServerError,
@@ -65,7 +67,14 @@ from controller.runtime.errors import (
 )
 from controller.runtime.expectations import ControllerExpectations
 from controller.runtime.rand import random_string
-from controller.runtime.resources import POD_DISRUPTION_BUDGETS, PODS, ROLESETS, STORMSERVICES, Resource
+from controller.runtime.resources import (
+    POD_DISRUPTION_BUDGETS,
+    PODS,
+    PODSETS,
+    ROLESETS,
+    STORMSERVICES,
+    Resource,
+)
 from controller.runtime.revision import hash_revision_data
 from controller.runtime.store import INDEX_CONTROLLER_UID, Store
 
@@ -139,12 +148,15 @@ class RoleSetSync:
         config: SyncConfig | None = None,
         clock: Callable[[], datetime] = utc_now,
         pod_groups: Callable[[Scheduler], Store | None] | None = None,
+        podsets: Callable[[], Store | None] | None = None,
     ) -> None:
         self.rolesets = rolesets
         self.pods = pods
         self.pdbs = pdbs
         # Whether the API server serves a kind (API discovery); None: assume it does.
         self.served = served
+        # AIBrix's PodSets, once their kind is served and listed (taken over, see podsets.py).
+        self.podsets = podsets or (lambda: None)
         # (RoleSet uid, PDB name) -> when a create found someone else's PDB of that name outside
         # the cache (which selects on our label); not tried again for a while, as no event will
         # tell us it went.
@@ -203,6 +215,12 @@ class RoleSetSync:
         # the API server, and a creation observed then would satisfy the expectations for a pod
         # list read earlier, which lacks that pod (a second pass would create it again).
         satisfied = self.expectations.satisfied(key)
+        if await self._take_over_podsets(obj, info, obs):
+            # Pods still under a PodSet are not ours yet: planning now would see their groups
+            # missing and create them again. Their updates bring the next pass.
+            if obs.failures:
+                raise SyncError("; ".join(f"{r}: {m}" for r, m in obs.failures))
+            return None
         claim = adoption.needs_claim(self.pods, key, info.namespace, info.name, info.uid)
         snapshot = (
             adoption.candidates(self.pods, key, info.uid)
@@ -464,6 +482,12 @@ class RoleSetSync:
                 deletes.append(
                     (L.labels_of(pod).get(L.ROLE_NAME_LABEL, ""), DeletePod(pod_info(pod), "role-removed"))
                 )
+
+        # Pods that already run the current template under another hash are relabelled, not
+        # replaced; the next pass (their update events) plans with them as they now are.
+        if await self._relabel_current_pods(obj, info, roles, obs):
+            obs.acted = True
+            return None
 
         # In-flight in-place updates: complete them, or report them stuck.
         await self._advance_inplace(obj, info, roles, obs)
@@ -765,6 +789,56 @@ class RoleSetSync:
                     soonest = remaining if soonest is None else min(soonest, remaining)
         return soonest
 
+    def _runs_desired(self, info: RoleSetInfo, ctx: RoleCtx, p: PodInfo) -> str | None:
+        """None when the pod is, content for content, the pod this role would create in its
+        slot now (images included); else the first difference."""
+        pod = ctx.pods[p.name]
+        desired = render_pod(info, self._inputs_for(info, ctx, p.index), p.index, p.member)
+        term = ctx.inputs.affinity[1] if ctx.inputs.affinity else None
+        reason = ip.inplace_diff(pod, desired, term)
+        if reason is None and ip.container_images(pod.get("spec") or {}) != ip.container_images(
+            desired.get("spec") or {}
+        ):
+            reason = "container images changed"
+        return reason
+
+    async def _relabel_current_pods(
+        self, obj: Obj, info: RoleSetInfo, roles: Sequence[RoleCtx], obs: Observations
+    ) -> bool:
+        """Instances whose hash label is not the template's but whose pods run exactly what the
+        template asks for get the template's hash and revision labels, in place. This is how
+        pods made by AIBrix's controller (another hash function: Go's spew of the template) or
+        under an older hash scheme are taken over without a restart: by content, not by hash."""
+        relabelled = False
+        for ctx in roles:
+            revision = info.annotations.get(L.role_revision_annotation(ctx.spec.name))
+            revision_name = info.annotations.get(L.role_revision_name_annotation(ctx.spec.name))
+            for inst in ctx.view.instances:
+                if (
+                    classify(ctx.params, inst) != "outdated"
+                    or inst.size != ctx.params.group_size
+                    or inst.inplace_target is not None
+                    or not inst.hash
+                ):
+                    continue
+                if any(self._runs_desired(info, ctx, p) is not None for p in inst.pods):
+                    continue
+                patch = ip.complete_patch(ctx.params.target_hash, revision, revision_name)
+                if ctx.params.group_size > 1:
+                    # AIBrix's pods lack it; ours read the group size from it.
+                    patch["metadata"]["annotations"][L.POD_GROUP_SIZE_ANNOTATION] = str(ctx.params.group_size)
+                for p in inst.pods:
+                    if await self._patch_pod(info, p.name, patch, obs=obs):
+                        relabelled = True
+                log.info(
+                    "instance runs the current template under another hash: relabelled",
+                    role=ctx.spec.name,
+                    instance=inst.key,
+                    old_hash=inst.hash,
+                    hash=ctx.params.target_hash,
+                )
+        return relabelled
+
     async def _advance_inplace(
         self, obj: Obj, info: RoleSetInfo, roles: Sequence[RoleCtx], obs: Observations
     ) -> None:
@@ -1064,6 +1138,56 @@ class RoleSetSync:
                 pass
             except ApiError as err:
                 obs.failures.append(("FailedPodDisruptionBudget", f"PodDisruptionBudget {name}: {err}"))
+
+    async def _take_over_podsets(self, obj: Obj, info: RoleSetInfo, obs: Observations) -> bool:
+        """Re-parents the pods of the AIBrix PodSets this RoleSet controls, then removes the
+        PodSets (see podsets.py). True while any remains."""
+        store = self.podsets()
+        if store is None:
+            return False
+        podsets = store.by_index(INDEX_CONTROLLER_UID, info.uid)
+        if not podsets:
+            return False
+        ref = info.owner_ref()
+        for podset in podsets:
+            meta = podset["metadata"]
+            name, uid = str(meta["name"]), str(meta.get("uid") or "")
+            members = [
+                p
+                for p in self.pods.by_index(INDEX_CONTROLLER_UID, uid)
+                if not p["metadata"].get("deletionTimestamp")
+            ]
+            for pod in members:
+                patch = podsets_.reparent_patch(pod, uid, ref)
+                if patch is not None and await self._patch_pod_json(info, pod, patch, obs):
+                    log.info("adopted a pod from an AIBrix PodSet", pod=pod["metadata"]["name"], podset=name)
+            try:
+                fin = podsets_.finalizer_patch(podset)
+                if fin is not None:
+                    await self.control.patch(PODSETS, info.namespace, name, fin, patch_type="json")
+                if not meta.get("deletionTimestamp"):
+                    await self.control.delete(PODSETS, info.namespace, name, uid=uid, orphan=True)
+                    self.recorder.event(
+                        obj, NORMAL, L.EVENT_PODSET_TAKEN_OVER,
+                        f"Took over AIBrix PodSet {name}: {len(members)} pods adopted, PodSet removed",
+                    )  # fmt: skip
+            except (NotFound, Conflict, Invalid):
+                continue  # gone, or changed under us: the next pass sees it as it is
+            except ApiError as err:
+                obs.failures.append((L.EVENT_FAILED_UPDATE, f"take over PodSet {name}: {err}"))
+        return True
+
+    async def _patch_pod_json(self, info: RoleSetInfo, pod: Obj, patch: list[Obj], obs: Observations) -> bool:
+        name = pod["metadata"]["name"]
+        try:
+            result = await self.control.patch(PODS, info.namespace, name, patch, patch_type="json")
+        except (NotFound, Conflict, Invalid):
+            return False  # gone, re-created, or claimed by someone else meanwhile
+        except ApiError as err:
+            obs.failures.append((L.EVENT_FAILED_UPDATE, f"patch pod {name}: {err}"))
+            return False
+        self._note_write(result)
+        return True
 
     async def _remove_legacy_finalizers(self, obj: Obj) -> None:
         meta = obj["metadata"]

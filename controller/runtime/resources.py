@@ -48,3 +48,5 @@ CUSTOM_RESOURCE_DEFINITIONS = Resource(
 )
 STORMSERVICES = Resource("orchestration.aibrix.ai", "v1alpha1", "stormservices", "StormService")
 ROLESETS = Resource("orchestration.aibrix.ai", "v1alpha1", "rolesets", "RoleSet")
+# AIBrix's level between a RoleSet and a pod group; only ever taken over (controller/roleset/podsets.py).
+PODSETS = Resource("orchestration.aibrix.ai", "v1alpha1", "podsets", "PodSet")

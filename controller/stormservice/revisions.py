@@ -13,9 +13,11 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Literal
 
-from controller.runtime.revision import find_equal_revisions, next_revision_number, sort_revisions
+from apis import podfields
+from controller.runtime.revision import canonical_json, next_revision_number, sort_revisions
 from controller.stormservice.labels import RoleRevision
 from controller.stormservice.view import role_replicas
 
@@ -87,9 +89,47 @@ class UpdateRevisionChoice:
     number: int = 0
 
 
+def _meaningful(value: Any) -> Any:
+    """`value` without what Go's encoding/json writes for unset fields: nulls (a template's
+    `creationTimestamp: null`), empty objects and empty lists (`resources: {}`,
+    `disruptionTolerance: {}`). None of them means anything to the API server."""
+    if isinstance(value, dict):
+        out = {k: _meaningful(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v is not None and v != {} and v != []}
+    if isinstance(value, list):
+        return [_meaningful(v) for v in value]
+    return value
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, Fraction):
+        return f"{value.numerator}/{value.denominator}"  # a quantity, by value ("1" == 1 == "1000m")
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_comparable(v) for v in value]
+    return value
+
+
+def revision_content(data: Mapping[str, Any]) -> bytes:
+    """What a revision's data means, comparable across writers: AIBrix's controller records the
+    template as Go serialized it (role replicas, empty fields, quantities as strings); we record
+    it as the API server returned it, without replicas (see revision_template). Equal content is
+    the same revision, whoever wrote it and whatever its hash says: that is how AIBrix's
+    revisions are taken over."""
+    template = revision_template((data.get("spec") or {}).get("template") or {})
+    for role in (template.get("spec") or {}).get("roles") or ():
+        pod_template = role.get("template") if isinstance(role, dict) else None
+        if isinstance(pod_template, dict) and isinstance(pod_template.get("spec"), dict):
+            pod_template["spec"] = podfields.normalize(pod_template["spec"], "PodSpec")
+    return canonical_json(_comparable(_meaningful(template)))
+
+
 def choose_update_revision(revisions: Sequence[Obj], data: Mapping[str, Any]) -> UpdateRevisionChoice:
-    """StatefulSet's rule. `revisions` in history order (`sort_revisions`)."""
-    equal = find_equal_revisions(revisions, {"data": data})
+    """StatefulSet's rule, with revisions compared by content (`revision_content`). `revisions`
+    in history order (`sort_revisions`)."""
+    wanted = revision_content(data)
+    equal = [r for r in revisions if revision_content(r.get("data") or {}) == wanted]
     if not equal:
         return UpdateRevisionChoice("create", number=next_revision_number(revisions))
     newest_equal = equal[-1]
