@@ -74,6 +74,20 @@ def roleset(name: str, replicas: int, *, scheduler: str | None = UNSCHEDULED) ->
     }
 
 
+def scale_roleset(kubectl: Kubectl, namespace: str, name: str, replicas: int) -> None:
+    roles = roleset(name, replicas)["spec"]["roles"]
+    kubectl(
+        "patch",
+        "roleset",
+        name,
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"roles": roles}}),
+    )
+
+
 def pod_count(kubectl: Kubectl, namespace: str, selector: str = "roleset-name") -> int:
     """Pods in the namespace carrying `selector`. (A one-item page would not do: the server
     reports remainingItemCount only for lists without a selector.)"""
@@ -212,9 +226,7 @@ def test_sigterm_hands_over_within_seconds_and_sigkill_fails_over_at_lease_expir
         interval=0.05,
     )
     handover = time.monotonic() - sent
-    kubectl("patch", "roleset", "rs", "-n", namespace, "--type=merge", "-p",
-            '{"spec":{"roles":[{"name":"w","replicas":2,"template":' +
-            json.dumps(roleset("rs", 2)["spec"]["roles"][0]["template"]) + "}]}}")  # fmt: skip
+    scale_roleset(kubectl, namespace, "rs", 2)
     wait_for(lambda: pod_count(kubectl, namespace) == 2, "a pod made by the new leader", 60, interval=0.05)
     first_action = time.monotonic() - sent
     assert first.proc.wait(timeout=30) == 0, "a clean shutdown exits 0"
@@ -227,9 +239,7 @@ def test_sigterm_hands_over_within_seconds_and_sigkill_fails_over_at_lease_expir
     third.wait_for_log("lease held by another candidate", timeout=60)
     killed = time.monotonic()
     second.proc.kill()
-    kubectl("patch", "roleset", "rs", "-n", namespace, "--type=merge", "-p",
-            '{"spec":{"roles":[{"name":"w","replicas":3,"template":' +
-            json.dumps(roleset("rs", 3)["spec"]["roles"][0]["template"]) + "}]}}")  # fmt: skip
+    scale_roleset(kubectl, namespace, "rs", 3)
     wait_for(lambda: pod_count(kubectl, namespace) == 3, "a pod made after the fail-over", 90, interval=0.05)
     failover = time.monotonic() - killed
     assert failover < 15.0 + 10.0, f"fail-over after SIGKILL took {failover:.1f}s (lease duration 15 s)"
@@ -368,9 +378,7 @@ def test_a_watch_that_dies_without_a_reset_is_noticed_within_about_a_minute(
         silenced = proxy.blackhole()
         blackholed = time.monotonic()
         assert silenced >= 1
-        kubectl("patch", "roleset", "rs", "-n", namespace, "--type=merge", "-p",
-                '{"spec":{"roles":[{"name":"w","replicas":2,"template":' +
-                json.dumps(roleset("rs", 2)["spec"]["roles"][0]["template"]) + "}]}}")  # fmt: skip
+        scale_roleset(kubectl, namespace, "rs", 2)
         wait_for(lambda: pod_count(kubectl, namespace) == 2, "the controller to act again", 180, interval=0.5)
         recovered = time.monotonic() - blackholed
         assert proxy.connections_accepted > connections, "new connections were opened"
