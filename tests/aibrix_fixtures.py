@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from controller.runtime.client import KubeClient, Obj, list_all
+from controller.runtime.client import ApiClient, KubeClient, Obj, create_client, list_all
 from controller.runtime.errors import Conflict, NotFound
 from controller.runtime.resources import (
     CONTROLLER_REVISIONS,
@@ -61,6 +61,10 @@ AIBRIX_FINALIZERS = frozenset(
         "orchestration.aibrix.ai/podset-finalizer",
     }
 )
+
+# The loader's own user agent, so its writes are told apart from the controller's in managedFields
+# (the API server names a request's field manager after its user agent).
+LOADER_USER_AGENT = "aibrix-fixture-loader"
 
 FAKE_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 
@@ -115,6 +119,20 @@ class LoadedFixture:
             if obj["kind"] == kind and obj["metadata"]["name"] == name:
                 return obj
         raise FixtureError(f"{self.path.name}: no {kind} {name}")
+
+
+async def loader_client(kubeconfig: str) -> ApiClient:
+    """A client whose writes show in managedFields as LOADER_USER_AGENT's."""
+    return await create_client(kubeconfig, user_agent=LOADER_USER_AGENT)
+
+
+def written_by_others(obj: Mapping[str, Any], subresource: str | None = None) -> set[str]:
+    """Field managers other than the loader that wrote `obj` (its status with subresource="status")."""
+    return {
+        str(entry.get("manager"))
+        for entry in obj["metadata"].get("managedFields") or ()
+        if entry.get("manager") != LOADER_USER_AGENT and (entry.get("subresource") or None) == subresource
+    }
 
 
 def fixture_path(name: str) -> Path:
@@ -243,7 +261,7 @@ async def load_fixture(
     return loaded
 
 
-def _missing(expected: Any, actual: Any, path: str = "") -> list[str]:
+def missing_from(expected: Any, actual: Any, path: str = "") -> list[str]:
     """Where `actual` lacks or differs from what `expected` states (defaults added by the API
     server are allowed; values dropped or changed are not)."""
     if isinstance(expected, dict):
@@ -256,7 +274,7 @@ def _missing(expected: Any, actual: Any, path: str = "") -> list[str]:
                     continue
                 out.append(f"{path}.{key}: missing")
             else:
-                out.extend(_missing(value, actual[key], f"{path}.{key}"))
+                out.extend(missing_from(value, actual[key], f"{path}.{key}"))
         return out
     if isinstance(expected, list):
         if not isinstance(actual, list) or len(actual) != len(expected):
@@ -264,7 +282,7 @@ def _missing(expected: Any, actual: Any, path: str = "") -> list[str]:
         return [
             p
             for i, (e, a) in enumerate(zip(expected, actual, strict=True))
-            for p in _missing(e, a, f"{path}[{i}]")
+            for p in missing_from(e, a, f"{path}[{i}]")
         ]
     return [] if expected == actual else [f"{path}: {actual!r} != {expected!r}"]
 
@@ -303,10 +321,10 @@ async def check_loaded(client: KubeClient, loaded: LoadedFixture) -> list[str]:
         want_spec = copy.deepcopy(want.get("spec") or {})
         if created.kind == "Pod":
             want_spec["nodeName"] = loaded.nodes[created.name]
-        problems.extend(f"{what}: spec{p}" for p in _missing(want_spec, live.get("spec") or {}))
+        problems.extend(f"{what}: spec{p}" for p in missing_from(want_spec, live.get("spec") or {}))
         if created.kind in WITH_STATUS and created.kind != "Pod":
             problems.extend(
-                f"{what}: status{p}" for p in _missing(want.get("status") or {}, live.get("status") or {})
+                f"{what}: status{p}" for p in missing_from(want.get("status") or {}, live.get("status") or {})
             )
     return problems
 
