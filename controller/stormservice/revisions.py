@@ -17,6 +17,11 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from apis import podfields
+from apis.v1alpha1.defaults import (
+    DEFAULT_POD_GROUP_SIZE,
+    DEFAULT_RECOVERY_POLICY,
+    DEFAULT_ROLE_UPDATE_STRATEGY,
+)
 from controller.runtime.revision import canonical_json, next_revision_number, sort_revisions
 from controller.stormservice.labels import RoleRevision
 from controller.stormservice.view import role_replicas
@@ -119,7 +124,18 @@ def revision_content(data: Mapping[str, Any]) -> bytes:
     revisions are taken over."""
     template = revision_template((data.get("spec") or {}).get("template") or {})
     for role in (template.get("spec") or {}).get("roles") or ():
-        pod_template = role.get("template") if isinstance(role, dict) else None
+        if not isinstance(role, dict):
+            continue
+        # What our CRD defaults when the template is stored; AIBrix's CRD does not, and its
+        # revisions record the template without them.
+        role.setdefault("podGroupSize", DEFAULT_POD_GROUP_SIZE)
+        role.setdefault("recoveryPolicy", DEFAULT_RECOVERY_POLICY)
+        strategy = role.get("updateStrategy")
+        if strategy is None or strategy == {}:
+            role["updateStrategy"] = {"type": DEFAULT_ROLE_UPDATE_STRATEGY}
+        elif isinstance(strategy, dict):
+            strategy.setdefault("type", DEFAULT_ROLE_UPDATE_STRATEGY)
+        pod_template = role.get("template")
         if isinstance(pod_template, dict) and isinstance(pod_template.get("spec"), dict):
             pod_template["spec"] = podfields.normalize(pod_template["spec"], "PodSpec")
     return canonical_json(_comparable(_meaningful(template)))

@@ -26,7 +26,7 @@ from controller.stormservice.revisions import revision_content, revision_data
 from tests.unit.roleset.harness import NS, Harness
 from tests.unit.stormservice.harness import Env
 
-FIXTURES = Path(__file__).parent / "fixtures" / "aibrix"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "aibrix"
 FILES = ["vllm-replica.objects.yaml", "sglang-tp-1p1d.objects.yaml"]
 
 
@@ -63,6 +63,8 @@ def test_revision_content_ignores_what_go_writes_for_unset_fields_only() -> None
     same = [
         data(),
         data(replicas=3),
+        # what our CRD defaults when the template is stored
+        data(podGroupSize=1, recoveryPolicy="ReplaceUnhealthy", updateStrategy={"type": "Recreate"}),
         data(disruptionTolerance={}),
         data(template={"metadata": {"creationTimestamp": None}, "spec": {"containers": [{"name": "c", "image": "i", "resources": {}}]}}),
     ]  # fmt: skip
@@ -77,6 +79,7 @@ def test_revision_content_ignores_what_go_writes_for_unset_fields_only() -> None
     ]
     assert len({revision_content(d) for d in limits}) == 1
     assert revision_content(data(stateful=True)) != revision_content(data())
+    assert revision_content(data(podGroupSize=2)) != revision_content(data())
 
 
 @pytest.mark.parametrize("name", FILES)
