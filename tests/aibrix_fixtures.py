@@ -39,10 +39,9 @@ from controller.runtime.resources import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Copies of ../shared/reference/aibrix-objects, so that the tests run from a checkout alone.
 FIXTURE_DIR = Path(
-    os.environ.get(
-        "STORMSERVICE_AIBRIX_FIXTURES", REPO_ROOT.parent / "shared" / "reference" / "aibrix-objects"
-    )
+    os.environ.get("STORMSERVICE_AIBRIX_FIXTURES", REPO_ROOT / "tests" / "fixtures" / "aibrix")
 )
 PODSET_CRD = REPO_ROOT / "tests" / "fixtures" / "aibrix-podset-crd.yaml"
 
