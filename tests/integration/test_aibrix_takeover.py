@@ -432,6 +432,64 @@ async def poll(
         await asyncio.sleep(POLL)
 
 
+async def rolled_out(
+    cluster: Cluster, name: str, role: str | None = None, *, revision_not: str | None = None
+) -> str | None:
+    """None when the StormService is Ready for its generation, fully rolled out (update ==
+    current revision, every RoleSet of it) with exactly the pods its spec asks for, all
+    Running/Ready and none terminating; else what is still missing. With `role`, every
+    pod of that role must also carry TEST_ENV."""
+    ss = await cluster.storm(name)
+    status = ss.get("status") or {}
+    if not written_by_others(ss, "status"):
+        return "status not written by the controller yet"
+    if condition(ss, "Ready").get("status") != "True":
+        return f"Ready condition {condition(ss, 'Ready') or None}"
+    if status.get("observedGeneration") != ss["metadata"]["generation"]:
+        return f"observedGeneration {status.get('observedGeneration')} != {ss['metadata']['generation']}"
+    update = status.get("updateRevision")
+    if not update or update != status.get("currentRevision") or update == revision_not:
+        return f"updateRevision {update} currentRevision {status.get('currentRevision')}"
+    rolesets = await cluster.rolesets()
+    if len(rolesets) != int(ss["spec"]["replicas"]):
+        return f"{len(rolesets)} RoleSets, want {ss['spec']['replicas']}"
+    stale = [
+        r["metadata"]["name"]
+        for r in rolesets
+        if (r["metadata"].get("labels") or {}).get("storm-service-revision") != update
+        or r["metadata"].get("deletionTimestamp")
+    ]
+    if stale:
+        return f"RoleSets not of {update} (or terminating): {stale}"
+    pods = await cluster.pods()
+    if len(pods) != pods_expected(ss) or not all(pod_running_ready(p) for p in pods):
+        return f"{sum(pod_running_ready(p) for p in pods)} of {len(pods)} pods Running/Ready, want {pods_expected(ss)}"
+    if role is not None:
+        mine = [p for p in pods if (p["metadata"].get("labels") or {}).get("role-name") == role]
+        if len(mine) != pods_expected(ss, role):
+            return f"{len(mine)} {role} pods, want {pods_expected(ss, role)}"
+        missing = [
+            p["metadata"]["name"] for p in mine if env_of(p).get(TEST_ENV["name"]) != TEST_ENV["value"]
+        ]
+        if missing:
+            return f"{role} pods without {TEST_ENV['name']}: {missing}"
+    return None
+
+
+async def add_test_env(kube: KubeClient, ss: Obj, role: str) -> None:
+    """Adds TEST_ENV to the first container of `role` in the StormService's template."""
+    roles = ss["spec"]["template"]["spec"]["roles"]
+    i = next(k for k, r in enumerate(roles) if r["name"] == role)
+    path = f"/spec/template/spec/roles/{i}"
+    patch: list[Obj] = [{"op": "test", "path": f"{path}/name", "value": role}]
+    if roles[i]["template"]["spec"]["containers"][0].get("env"):
+        patch.append({"op": "add", "path": f"{path}/template/spec/containers/0/env/-", "value": TEST_ENV})
+    else:
+        patch.append({"op": "add", "path": f"{path}/template/spec/containers/0/env", "value": [TEST_ENV]})
+    meta = ss["metadata"]
+    await kube.patch(STORMSERVICES, meta["namespace"], meta["name"], patch, patch_type="json")
+
+
 async def start_and_take_over(
     cluster: Cluster, base: Baseline, run_controller: Callable[..., ControllerProcess]
 ) -> ControllerProcess:
@@ -523,46 +581,7 @@ async def test_after_takeover_behaves_normally(
     name = base.storm
     controller = run_controller(f"--namespace={namespace}")
 
-    async def settled(role: str | None = None, *, revision_not: str | None = None) -> str | None:
-        """None when the StormService is Ready for its generation, fully rolled out (update ==
-        current revision, every RoleSet of it) with exactly the pods its spec asks for, all
-        Running/Ready and none terminating; else what is still missing. With `role`, every
-        pod of that role must also carry TEST_ENV."""
-        ss = await cluster.storm(name)
-        status = ss.get("status") or {}
-        if not written_by_others(ss, "status"):
-            return "status not written by the controller yet"
-        if condition(ss, "Ready").get("status") != "True":
-            return f"Ready condition {condition(ss, 'Ready') or None}"
-        if status.get("observedGeneration") != ss["metadata"]["generation"]:
-            return f"observedGeneration {status.get('observedGeneration')} != {ss['metadata']['generation']}"
-        update = status.get("updateRevision")
-        if not update or update != status.get("currentRevision") or update == revision_not:
-            return f"updateRevision {update} currentRevision {status.get('currentRevision')}"
-        rolesets = await cluster.rolesets()
-        if len(rolesets) != int(ss["spec"]["replicas"]):
-            return f"{len(rolesets)} RoleSets, want {ss['spec']['replicas']}"
-        stale = [
-            r["metadata"]["name"]
-            for r in rolesets
-            if (r["metadata"].get("labels") or {}).get("storm-service-revision") != update
-            or r["metadata"].get("deletionTimestamp")
-        ]
-        if stale:
-            return f"RoleSets not of {update} (or terminating): {stale}"
-        pods = await cluster.pods()
-        if len(pods) != pods_expected(ss) or not all(pod_running_ready(p) for p in pods):
-            return f"{sum(pod_running_ready(p) for p in pods)} of {len(pods)} pods Running/Ready, want {pods_expected(ss)}"
-        if role is not None:
-            mine = [p for p in pods if (p["metadata"].get("labels") or {}).get("role-name") == role]
-            if len(mine) != pods_expected(ss, role):
-                return f"{len(mine)} {role} pods, want {pods_expected(ss, role)}"
-            missing = [
-                p["metadata"]["name"] for p in mine if env_of(p).get(TEST_ENV["name"]) != TEST_ENV["value"]
-            ]
-            if missing:
-                return f"{role} pods without {TEST_ENV['name']}: {missing}"
-        return None
+    settled = functools.partial(rolled_out, cluster, name)
 
     started = time.monotonic()
     await poll("the takeover (Ready, fully rolled out)", settled, READY_WITHIN, controller)
@@ -572,15 +591,7 @@ async def test_after_takeover_behaves_normally(
 
     # 1. a template change: an env var in one role's container rolls out to every pod of it.
     role = CHANGE_ROLE[fixture]
-    roles = ss["spec"]["template"]["spec"]["roles"]
-    i = next(k for k, r in enumerate(roles) if r["name"] == role)
-    path = f"/spec/template/spec/roles/{i}"
-    patch: list[Obj] = [{"op": "test", "path": f"{path}/name", "value": role}]
-    if roles[i]["template"]["spec"]["containers"][0].get("env"):
-        patch.append({"op": "add", "path": f"{path}/template/spec/containers/0/env/-", "value": TEST_ENV})
-    else:
-        patch.append({"op": "add", "path": f"{path}/template/spec/containers/0/env", "value": [TEST_ENV]})
-    await kube.patch(STORMSERVICES, namespace, name, patch, patch_type="json")
+    await add_test_env(kube, ss, role)
     t = time.monotonic()
     await poll(
         f"the {role} template change to roll out",
@@ -637,3 +648,30 @@ async def test_after_takeover_behaves_normally(
     t = time.monotonic()
     await poll("the StormService and everything it made to be deleted", leftovers, DELETE_WITHIN, controller)
     print(f"deleted in {time.monotonic() - t:.1f}s")
+
+
+@pytest.mark.parametrize("fixture", FIXTURES)
+async def test_a_template_changed_while_no_controller_ran_rolls_out_from_aibrix_objects(
+    fixture: str,
+    kube: KubeClient,
+    loader: KubeClient,
+    namespace: str,
+    crds: list[str],
+    podset_crd: str,
+    run_controller: Callable[..., ControllerProcess],
+) -> None:
+    """AIBrix's pods count as the old revision: the change rolls out to every pod of its role."""
+    cluster = Cluster(kube, namespace)
+    base = await load(cluster, loader, fixture)
+    role = CHANGE_ROLE[fixture]
+    await add_test_env(kube, await cluster.storm(base.storm), role)
+    controller = run_controller(f"--namespace={namespace}")
+    started = time.monotonic()
+    await poll(
+        f"the {role} change made while no controller ran to roll out",
+        functools.partial(rolled_out, cluster, base.storm, role, revision_not=base.aibrix_revision),
+        ROLLOUT_WITHIN,
+        controller,
+    )
+    assert not await cluster.podsets()
+    print(f"rolled out in {time.monotonic() - started:.1f}s")
