@@ -45,10 +45,12 @@ from tests.aibrix_fixtures import (
     PODSETS,
     LoadedFixture,
     check_loaded,
+    fixture_path,
     load_fixture,
     loader_client,
     missing_from,
     pod_running_ready,
+    read_fixture,
     remove_aibrix_finalizers,
     written_by_others,
 )
@@ -627,6 +629,20 @@ async def test_after_takeover_behaves_normally(
     t = time.monotonic()
     await poll(f"{want} pods after scaling", settled, ROLLOUT_WITHIN, controller)
     print(f"scaled to {want} pods in {time.monotonic() - t:.1f}s")
+    # Pods we create carry every label, annotation and env var AIBrix's pods of the role carry
+    # (routers and dashboards read them).
+    aibrix_pods = [o for o in read_fixture(fixture_path(fixture)) if o["kind"] == "Pod"]
+    new_pods = [p for p in await cluster.pods() if p["metadata"]["name"] not in base.pod_uids]
+    assert new_pods
+    for pod in new_pods:
+        role_of = (pod["metadata"].get("labels") or {}).get("role-name")
+        theirs = [a for a in aibrix_pods if a["metadata"]["labels"].get("role-name") == role_of]
+        assert theirs, f"no AIBrix pod of role {role_of}"
+        for key in ("labels", "annotations"):
+            lacking = set(theirs[0]["metadata"].get(key) or {}) - set(pod["metadata"].get(key) or {})
+            assert not lacking, f"pod {pod['metadata']['name']} lacks the {key} {sorted(lacking)}"
+        lacking_env = set(env_of(theirs[0])) - set(env_of(pod))
+        assert not lacking_env, f"pod {pod['metadata']['name']} lacks the env vars {sorted(lacking_env)}"
 
     # 3. deleting the StormService removes everything it made.
     kubectl("delete", f"stormservice/{name}", "-n", namespace, "--wait=false")
