@@ -32,6 +32,7 @@ from tests.cluster import (
     service_account_kubeconfig,
 )
 from tests.proxy import BlackholeProxy
+from tests.unit.apis.cases import minimal_storm_service
 
 pytestmark = pytest.mark.integration
 
@@ -273,7 +274,7 @@ def test_a_namespace_scoped_install_runs_with_only_a_role(
     port = health_port(controller)
     identity_of(controller)
     wait_for(lambda: readyz(port)[0] == 200, "/readyz to pass", 60)
-    sample = _small_stormservice()
+    sample = minimal_storm_service("scoped")
     sample["metadata"]["namespace"] = namespace
     kubectl.apply(sample)
     name = sample["metadata"]["name"]
@@ -287,34 +288,6 @@ def test_a_namespace_scoped_install_runs_with_only_a_role(
     assert "forbidden" not in text.lower(), "a request was forbidden:\n" + "\n".join(
         line for line in text.splitlines() if "forbidden" in line.lower()
     )
-
-
-def _small_stormservice() -> dict[str, Any]:
-    return {
-        "apiVersion": "orchestration.aibrix.ai/v1alpha1",
-        "kind": "StormService",
-        "metadata": {"name": "scoped"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "scoped"}},
-            "template": {
-                "metadata": {"labels": {"app": "scoped"}},
-                "spec": {
-                    "roles": [
-                        {
-                            "name": "worker",
-                            "replicas": 2,
-                            "template": {
-                                "spec": {
-                                    "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10"}]
-                                }
-                            },
-                        }
-                    ]
-                },
-            },
-        },
-    }
 
 
 def test_a_cache_that_cannot_sync_is_reported_and_retried(
