@@ -1,5 +1,6 @@
-"""Benchmarks of the controller's hot paths: the work queue, and the informer's ingest of pods
-(decode, strip, store with indexes) through list + watch.
+"""Benchmarks of the controller's hot paths: the work queue, the informer's ingest of pods
+(decode, strip, store with indexes) through list + watch, and the memory of the pod cache
+(bench/memory.py: RSS per realistic pod and the relist peak, each in a fresh process).
 
 Each benchmark prints one line (name, measured value, target). `--check` exits 1 when a target is
 missed. Targets are for one core of the 2-core CI machine; they guard against regressions by an
@@ -22,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from bench.memory import measure_all
 from controller.runtime.client import decode_json
 from controller.runtime.informer import FuncHandler, Informer
 from controller.runtime.resources import PODS
@@ -244,6 +246,25 @@ async def bench_workqueue(n_keys: int, n_adds: int, workers: int) -> list[Result
     return [Result("workqueue adds (dedup + dispatch)", n_adds / elapsed, "adds/s", 60_000, True)]
 
 
+def bench_memory(sizes: list[int]) -> list[Result]:
+    """RSS per cached realistic pod (~19 KB of JSON as the API server sends it, 10.7 KB without
+    managedFields) and the relist peak: see bench/memory.py."""
+    results: list[Result] = []
+    for m in measure_all(sizes):
+        n = int(m["pods"])
+        results += [
+            Result(f"RSS per realistic pod, {n:,} pods", m["kib_per_pod"], "KiB", 10, False),
+            Result(f"relist peak / steady state, {n:,} pods", m["relist_peak_ratio"], "x", 2, False),
+            Result(
+                f"  the same, every pod changed, {n:,} pods", m["relist_changed_peak_ratio"], "x", 2, False
+            ),
+            Result(
+                f"informer list of {n:,} realistic pods (CPU)", n / m["list_cpu_seconds"], "pods/s", 500, True
+            ),
+        ]
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__.splitlines()[0] if __doc__ else ""
@@ -257,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     results += bench_store_ingest(scale(20_000))
     results += asyncio.run(bench_informer_watch(scale(5_000), scale(20_000)))
     results += asyncio.run(bench_workqueue(scale(1_000), scale(200_000), workers=8))
+    results += bench_memory([scale(1_000), scale(10_000)])
     for result in results:
         print(result.line())
     missed = [r for r in results if not r.ok]
