@@ -29,11 +29,11 @@ from controller.runtime.client import (
     Obj,
     api_error_from_status,
     is_expired,
-    list_all,
     object_key,
 )
 from controller.runtime.discovery import DEFAULT_INTERVAL, Discovery
 from controller.runtime.errors import ApiError
+from controller.runtime.pager import list_pages
 from controller.runtime.resources import Resource
 from controller.runtime.store import Store, strip_object
 
@@ -79,6 +79,14 @@ Handler = ResourceEventHandler | FuncHandler
 
 def _rv_of(obj: Obj) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _same_version(cached: Obj, obj: Obj) -> bool:
+    """The listed object is the cached one: same uid, same (non-empty) resourceVersion."""
+    a = cached.get("metadata") or {}
+    b = obj.get("metadata") or {}
+    rv = a.get("resourceVersion")
+    return bool(rv) and rv == b.get("resourceVersion") and a.get("uid") == b.get("uid")
 
 
 class _Backoff:
@@ -236,32 +244,56 @@ class Informer:
         await asyncio.sleep(delay)
 
     async def _relist(self) -> None:
-        items, resource_version = await list_all(
+        """List page by page into a new cache, then swap it in at once: readers (syncs, between
+        their awaits) never see a mix of old and new objects, a state that never existed.
+
+        Memory: one page of raw items at a time; each item is stripped as its page arrives, and
+        an item whose uid and resourceVersion are the cached object's is the cached object (same
+        resourceVersion, same content), so a relist over a warm cache allocates little beyond
+        one page."""
+        fresh: dict[str, Obj] = {}
+        resource_version = ""
+        async for page in list_pages(
             self.client,
             self.resource,
             self.namespace,
             label_selector=self.label_selector,
             field_selector=self.field_selector,
             page_size=self.page_size,
-        )
+        ):
+            if page.restart:
+                fresh.clear()
+            self._take_page(page.items, fresh)
+            resource_version = page.resource_version
+            del page
         self.lists += 1
-        fresh = [strip_object(obj) for obj in items]
-        old_items = self.store.replace(fresh, resource_version)
+        count = len(fresh)
+        self._swap_in(fresh, resource_version)
+        del fresh
+        self._synced.set()
+        self._log.debug("listed", items=count, resource_version=resource_version)
+
+    def _take_page(self, items: list[Obj], into: dict[str, Obj]) -> None:
+        cached = self.store.get
+        for obj in items:
+            key = object_key(obj)
+            old = cached(key)
+            into[key] = old if old is not None and _same_version(old, obj) else strip_object(obj)
+
+    def _swap_in(self, fresh: dict[str, Obj], resource_version: str) -> None:
+        """Replace the store's content by `fresh` and tell the handlers: on_add for new keys,
+        on_update(old, new) for the others, a DeletedFinalStateUnknown for vanished ones."""
+        old_items = self.store.replace(fresh.values(), resource_version)
         self._resource_version = resource_version
-        for obj in fresh:
-            old = old_items.get(object_key(obj))
+        for key, obj in fresh.items():
+            old = old_items.get(key)
             if old is None:
                 self._dispatch("on_add", obj)
             else:
                 self._dispatch("on_update", old, obj)
-        if old_items:
-            current = self.store.keys()
-            seen = set(current)
-            for key, old in old_items.items():
-                if key not in seen:
-                    self._dispatch("on_delete", DeletedFinalStateUnknown(key, old))
-        self._synced.set()
-        self._log.debug("listed", items=len(fresh), resource_version=resource_version)
+        for key, old in old_items.items():
+            if key not in fresh:
+                self._dispatch("on_delete", DeletedFinalStateUnknown(key, old))
 
     async def _watch(self) -> None:
         """One watch stream; returns when the server ends it, raises on failure."""

@@ -207,6 +207,86 @@ async def test_gone_relists_and_tombstones_missed_deletes() -> None:
     await stop(task)
 
 
+class PausingClient(ScriptedClient):
+    """A ScriptedClient whose list() yields to the event loop first and records what the store
+    held at that moment, as a reader between two awaits of a sync would see it."""
+
+    def __init__(self, informer_box: list[Informer], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.informer_box = informer_box
+        self.store_seen: list[list[tuple[str, str]]] = []
+
+    async def list(self, resource: Resource, namespace: str | None = None, **kwargs: Any) -> Obj:
+        await asyncio.sleep(0)
+        store = self.informer_box[0].store
+        self.store_seen.append(sorted((k, o["metadata"]["resourceVersion"]) for k, o in store.items()))
+        return await super().list(resource, namespace, **kwargs)
+
+
+async def test_relist_swaps_the_cache_at_once_and_keeps_unchanged_objects() -> None:
+    box: list[Informer] = []
+    uid = {"uid": "u-a"}
+    client = PausingClient(
+        box,
+        lists=[
+            page(10, pod("a", 1, **uid), pod("b", 2), pod("c", 3)),
+            page(20, pod("a", 1, **uid), pod("b", 18), cont="p2"),
+            page(20, pod("d", 19)),
+        ],
+        watches=[[Gone(code=410, reason="Expired", message="too old")]],
+    )
+    informer = new_informer(client, page_size=2)
+    box.append(informer)
+    recorder = Recorder()
+    informer.add_event_handler(recorder)
+    task = asyncio.create_task(informer.run())
+    await asyncio.wait_for(informer.wait_for_sync(), 2)
+    before = {k: informer.store.get(k) for k in ("ns/a", "ns/b")}
+    await asyncio.wait_for(client.idle.wait(), 2)
+
+    # While the relist fetched its pages, readers saw the old cache, whole.
+    old = [("ns/a", "1"), ("ns/b", "2"), ("ns/c", "3")]
+    assert client.store_seen[1:] == [old, old]
+    assert sorted((k, o["metadata"]["resourceVersion"]) for k, o in informer.store.items()) == [
+        ("ns/a", "1"),
+        ("ns/b", "18"),
+        ("ns/d", "19"),
+    ]
+    # Same uid and resourceVersion: the cached object itself, not a copy.
+    assert informer.store.get("ns/a") is before["ns/a"]
+    assert informer.store.get("ns/b") is not before["ns/b"]
+    assert recorder.events[3:] == [
+        ("update", "a"),
+        ("update", "b"),
+        ("add", "d"),
+        ("delete", "tombstone:ns/c"),
+    ]
+    old_a, new_a = recorder.objects[3][1]
+    assert old_a is new_a
+    await stop(task)
+
+
+async def test_relist_starts_over_when_its_continue_token_expires() -> None:
+    client = ScriptedClient(
+        lists=[
+            page(10, pod("a", 1)),
+            page(20, pod("b", 2), cont="p2"),
+            Gone(code=410, reason="Expired", message="continue token expired"),
+            page(21, pod("c", 3), pod("d", 4)),
+        ],
+        watches=[[Gone(code=410, reason="Expired", message="too old")]],
+    )
+    informer = new_informer(client, page_size=1)
+    recorder = Recorder()
+    informer.add_event_handler(recorder)
+    task = await run_until_idle(client, informer)
+    # b came from the abandoned paginated list: it is not in the cache, and nobody heard of it.
+    assert sorted(informer.store.keys()) == ["ns/c", "ns/d"]
+    assert recorder.events == [("add", "a"), ("add", "c"), ("add", "d"), ("delete", "tombstone:ns/a")]
+    assert informer.last_sync_resource_version == "21"
+    await stop(task)
+
+
 @pytest.mark.parametrize(
     "error_event",
     [
