@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +36,8 @@ from controller.runtime.discovery import DEFAULT_INTERVAL, Discovery
 from controller.runtime.errors import ApiError
 from controller.runtime.pager import list_pages
 from controller.runtime.resources import Resource
-from controller.runtime.store import Store, strip_object
+from controller.runtime.slim import DEFAULT_INTERNER, slim
+from controller.runtime.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -247,10 +249,10 @@ class Informer:
         """List page by page into a new cache, then swap it in at once: readers (syncs, between
         their awaits) never see a mix of old and new objects, a state that never existed.
 
-        Memory: one page of raw items at a time; each item is stripped as its page arrives, and
-        an item whose uid and resourceVersion are the cached object's is the cached object (same
-        resourceVersion, same content), so a relist over a warm cache allocates little beyond
-        one page."""
+        Memory: one page of raw items at a time; each item is slimmed (slim.py) as its page
+        arrives, and an item whose uid and resourceVersion are the cached object's is the cached
+        object (same resourceVersion, same content), so a relist over a warm cache allocates
+        little beyond one page."""
         fresh: dict[str, Obj] = {}
         resource_version = ""
         async for page in list_pages(
@@ -270,15 +272,25 @@ class Informer:
         count = len(fresh)
         self._swap_in(fresh, resource_version)
         del fresh
+        DEFAULT_INTERNER.sweep()  # the shared parts only the old objects used
         self._synced.set()
         self._log.debug("listed", items=count, resource_version=resource_version)
 
     def _take_page(self, items: list[Obj], into: dict[str, Obj]) -> None:
+        kind = self.resource.kind
         cached = self.store.get
-        for obj in items:
-            key = object_key(obj)
-            old = cached(key)
-            into[key] = old if old is not None and _same_version(old, obj) else strip_object(obj)
+        # Slimming allocates a burst of containers; the cyclic GC would walk the whole cache
+        # again and again meanwhile (as for decode_json). They hold no cycles.
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            for obj in items:
+                key = object_key(obj)
+                old = cached(key)
+                into[key] = old if old is not None and _same_version(old, obj) else slim(obj, kind, old)
+        finally:
+            if paused:
+                gc.enable()
 
     def _swap_in(self, fresh: dict[str, Obj], resource_version: str) -> None:
         """Replace the store's content by `fresh` and tell the handlers: on_add for new keys,
@@ -333,7 +345,7 @@ class Informer:
             return
         if kind == "ERROR":
             raise api_error_from_status(obj)
-        obj = strip_object(obj)
+        obj = slim(obj, self.resource.kind, self.store.get_by_object(obj))
         rv = _rv_of(obj)
         if kind in ("ADDED", "MODIFIED"):
             old = self.store.add(obj)

@@ -2,7 +2,8 @@
 ThreadSafeStore/Indexer, minus the threads: everything runs on one event loop).
 
 Objects in the store are shared, not copied: treat anything read from it as read-only, and copy
-before mutating (e.g. `copy.deepcopy` or `orjson.loads(orjson.dumps(obj))`).
+before mutating (`copy.deepcopy`). An informer's objects are built by controller/runtime/slim.py:
+they share their equal parts with other cached objects and refuse every write (TypeError).
 """
 
 from __future__ import annotations

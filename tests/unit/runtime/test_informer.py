@@ -287,6 +287,23 @@ async def test_relist_starts_over_when_its_continue_token_expires() -> None:
     await stop(task)
 
 
+@pytest.mark.writes_cached_objects
+async def test_cached_objects_are_read_only() -> None:
+    client = ScriptedClient(
+        lists=[page(10, pod("a", 1, labels={"x": "1"}))],
+        watches=[[ev("MODIFIED", pod("a", 2, labels={"x": "2"}))]],
+    )
+    informer = new_informer(client)
+    task = await run_until_idle(client, informer)
+    cached = informer.store.get("ns/a")
+    assert cached is not None and cached["metadata"]["labels"] == {"x": "2"}
+    with pytest.raises(TypeError, match="read-only"):
+        cached["metadata"]["labels"]["x"] = "3"
+    with pytest.raises(TypeError, match="read-only"):
+        cached["metadata"]["ownerReferences"] = []
+    await stop(task)
+
+
 @pytest.mark.parametrize(
     "error_event",
     [
