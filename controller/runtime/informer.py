@@ -36,7 +36,7 @@ from controller.runtime.discovery import DEFAULT_INTERVAL, Discovery
 from controller.runtime.errors import ApiError
 from controller.runtime.pager import list_pages
 from controller.runtime.resources import Resource
-from controller.runtime.slim import DEFAULT_INTERNER, slim
+from controller.runtime.slim import DEFAULT_INTERNER, release_free_memory, slim
 from controller.runtime.store import Store
 
 log = structlog.get_logger(__name__)
@@ -273,6 +273,7 @@ class Informer:
         self._swap_in(fresh, resource_version)
         del fresh
         DEFAULT_INTERNER.sweep()  # the shared parts only the old objects used
+        release_free_memory()
         self._synced.set()
         self._log.debug("listed", items=count, resource_version=resource_version)
 

@@ -16,6 +16,7 @@ from controller.runtime.slim import (
     FrozenDict,
     FrozenList,
     Interner,
+    release_free_memory,
     slim,
     slim_pod_status,
 )
@@ -296,3 +297,7 @@ def test_the_unit_tests_guard_records_caught_writes(monkeypatch: pytest.MonkeyPa
         plain = copy.deepcopy(cached)
         plain["spec"]["containers"][0]["env"].append({"name": "X"})  # a copy: allowed
     assert len(writes) == 1 and writes[0].startswith("FrozenList.append")
+
+
+def test_release_free_memory_is_safe_to_call() -> None:
+    release_free_memory()  # glibc's malloc_trim, or nothing where there is none
