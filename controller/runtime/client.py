@@ -15,6 +15,7 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
@@ -264,7 +265,17 @@ def _transport_error(err: BaseException, what: str) -> ServerError:
 # --- pagination helper ----------------------------------------------------------------------------
 
 
-async def list_all(
+@dataclass(slots=True)
+class Page:
+    items: builtins.list[Obj]
+    # The list's resourceVersion so far (the one of the last page is the list's).
+    resource_version: str
+    # The continue token expired half-way and this page is a complete, unpaginated list:
+    # forget the items of the pages before it.
+    restart: bool = False
+
+
+async def list_pages(
     client: KubeClient,
     resource: Resource,
     namespace: str | None = None,
@@ -272,15 +283,18 @@ async def list_all(
     label_selector: str | None = None,
     field_selector: str | None = None,
     page_size: int = 500,
-) -> tuple[builtins.list[Obj], str]:
-    """Every item of a list, following `continue`, and the list's resourceVersion. If the continue
-    token expires half-way (410), falls back to one unpaginated list, as client-go's pager does."""
-    items: builtins.list[Obj] = []
+) -> AsyncIterator[Page]:
+    """The pages of a list, following `continue` (client-go's ListPager, as an async iterator).
+    If the continue token expires half-way (410), the last page is one unpaginated list of
+    everything, with `restart` set, as client-go's pager falls back to a full list.
+
+    No reference to a page is kept once the consumer asks for the next one, so an informer's
+    relist holds at most one page of raw items at a time (as long as it drops them too)."""
     continue_token: str | None = None
     resource_version = ""
     while True:
         try:
-            page = await client.list(
+            body = await client.list(
                 resource,
                 namespace,
                 label_selector=label_selector,
@@ -291,17 +305,52 @@ async def list_all(
         except Gone:
             if continue_token is None:
                 raise
-            page = await client.list(
+            body = await client.list(
                 resource, namespace, label_selector=label_selector, field_selector=field_selector
             )
-            meta = page.get("metadata") or {}
-            return list(page.get("items") or []), str(meta.get("resourceVersion") or "")
-        items.extend(page.get("items") or [])
-        meta = page.get("metadata") or {}
+            meta = body.get("metadata") or {}
+            page = Page(list(body.get("items") or []), str(meta.get("resourceVersion") or ""), restart=True)
+            del body, meta
+            yield page
+            return
+        meta = body.get("metadata") or {}
         resource_version = str(meta.get("resourceVersion") or resource_version)
         continue_token = meta.get("continue") or None
+        page = Page(body.get("items") or [], resource_version)
+        # Nothing of this page may be held here across the next request: body and meta go now,
+        # the page as soon as the consumer asks for the next one.
+        del body, meta
+        yield page
+        del page
         if not continue_token:
-            return items, resource_version
+            return
+
+
+async def list_all(
+    client: KubeClient,
+    resource: Resource,
+    namespace: str | None = None,
+    *,
+    label_selector: str | None = None,
+    field_selector: str | None = None,
+    page_size: int = 500,
+) -> tuple[builtins.list[Obj], str]:
+    """Every item of a list (`list_pages`, gathered), and the list's resourceVersion."""
+    items: builtins.list[Obj] = []
+    resource_version = ""
+    async for page in list_pages(
+        client,
+        resource,
+        namespace,
+        label_selector=label_selector,
+        field_selector=field_selector,
+        page_size=page_size,
+    ):
+        if page.restart:
+            items = []
+        items.extend(page.items)
+        resource_version = page.resource_version
+    return items, resource_version
 
 
 # --- the real client ------------------------------------------------------------------------------

@@ -30,11 +30,11 @@ from controller.runtime.client import (
     Obj,
     api_error_from_status,
     is_expired,
+    list_pages,
     object_key,
 )
 from controller.runtime.discovery import DEFAULT_INTERVAL, Discovery
 from controller.runtime.errors import ApiError
-from controller.runtime.pager import list_pages
 from controller.runtime.resources import Resource
 from controller.runtime.slim import DEFAULT_INTERNER, release_free_memory, slim
 from controller.runtime.store import Store

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
+from controller.runtime.client import Page, list_pages
 from controller.runtime.errors import Gone
-from controller.runtime.pager import Page, list_pages
 from controller.runtime.resources import PODS
 
 
