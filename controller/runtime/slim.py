@@ -44,15 +44,6 @@ class FrozenDict(dict[str, Any]):
     def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError(_READ_ONLY)
 
-    __setitem__ = _refuse
-    __delitem__ = _refuse
-    __ior__ = _refuse
-    clear = _refuse
-    pop = _refuse
-    popitem = _refuse
-    setdefault = _refuse
-    update = _refuse
-
     def __copy__(self) -> dict[str, Any]:
         return dict(self)
 
@@ -77,19 +68,6 @@ class FrozenList(list[Any]):
     def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError(_READ_ONLY)
 
-    __setitem__ = _refuse
-    __delitem__ = _refuse
-    __iadd__ = _refuse
-    __imul__ = _refuse
-    append = _refuse
-    extend = _refuse
-    insert = _refuse
-    pop = _refuse
-    remove = _refuse
-    clear = _refuse
-    sort = _refuse
-    reverse = _refuse
-
     def __copy__(self) -> list[Any]:
         return list(self)
 
@@ -99,6 +77,13 @@ class FrozenList(list[Any]):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (list, (list(self),))
+
+
+# Every mutating method of both classes refuses, from one list each (MUTATORS), which the test
+# checks against what dict and list have.
+for _frozen in (FrozenDict, FrozenList):
+    for _name in _frozen.MUTATORS:
+        setattr(_frozen, _name, _frozen._refuse)
 
 
 _dumps = orjson.dumps
