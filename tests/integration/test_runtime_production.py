@@ -132,9 +132,10 @@ def elected(*extra: str, namespace: str, lease_name: str) -> tuple[str, ...]:
 def manifest_rules() -> list[dict[str, Any]]:
     """Every rule the shipped manifests grant (ClusterRole and leader-election Role)."""
     rules: list[dict[str, Any]] = []
-    for doc in yaml.safe_load_all((REPO_ROOT / "manifests" / "rbac" / "role.yaml").read_text()):
-        if doc and doc.get("kind") in ("ClusterRole", "Role"):
-            rules.extend(doc["rules"])
+    for name in ("role.yaml", "leader_election_role.yaml"):
+        for doc in yaml.safe_load_all((REPO_ROOT / "manifests" / "rbac" / name).read_text()):
+            if doc and doc.get("kind") in ("ClusterRole", "Role"):
+                rules.extend(doc["rules"])
     return rules
 
 
