@@ -44,12 +44,12 @@ fi
 eval "$("${PY}" hack/localcluster.py env --dir "${CLUSTER_DIR}")"
 
 shopt -s nullglob
-crds=(manifests/crds/*.yaml)
+crds=(manifests/crds/orchestration.aibrix.ai_*.yaml)
 if [[ ${#crds[@]} -gt 0 ]]; then
-  kubectl apply --server-side --force-conflicts --field-manager=stormservice-run -f manifests/crds/ >/dev/null
+  kubectl apply --server-side --force-conflicts --field-manager=stormservice-run -k manifests/crds >/dev/null
   # Retried: on a CRD whose status is not written yet, kubectl wait errors instead of waiting.
   for attempt in $(seq 30); do
-    kubectl wait --for=condition=Established --timeout=60s -f manifests/crds/ >/dev/null 2>&1 && break
+    kubectl wait --for=condition=Established --timeout=60s "${crds[@]/#/--filename=}" >/dev/null 2>&1 && break
     [[ ${attempt} -lt 30 ]] || { echo "run: CRDs did not become Established" >&2; exit 1; }
     sleep 1
   done
