@@ -25,6 +25,10 @@ Choices worth knowing:
   `default` ServiceAccount, a race every test would have to wait out. The serviceaccount and
   serviceaccount-token controllers still run, so ServiceAccounts and their tokens exist; pods
   simply get no automatic `serviceAccountName` or token volume (kwok runs no containers).
+- OwnerReferencesPermissionEnforcement is on (it is off by default; OpenShift and hardened
+  clusters turn it on): setting blockOwnerDeletion needs `update` on the owner's finalizers,
+  and changing ownerReferences needs `delete` on the object, so tests that run the controller
+  with the shipped RBAC prove it is enough there too. Admin identities are not affected.
 - The apiserver advertises 127.0.0.1, which EndpointSlice validation refuses for the
   `kubernetes` Service, so the endpoint reconciler is off (`--endpoint-reconciler-type=none`).
 - Fake nodes carry the annotation kwok.x-k8s.io/node=fake and no taint. kwok, given kwokctl's
@@ -725,6 +729,7 @@ class LocalCluster:
             "--allow-privileged=true",
             # See the module docstring for both.
             "--disable-admission-plugins=ServiceAccount",
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
             "--endpoint-reconciler-type=none",
             "--profiling=false",
             "--v=1",
