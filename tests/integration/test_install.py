@@ -292,14 +292,13 @@ def is_ready(pod: Obj) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-def role(name: str, *, group: int) -> Obj:
+def role(name: str, *, replicas: int, group: int) -> Obj:
     return {
         "name": name,
-        "replicas": 1,
+        "replicas": replicas,
         "podGroupSize": group,
         # In place where possible, so that an image change patches pods (and their status).
         "updateStrategy": {"type": "InPlaceIfPossible", "maxUnavailable": 1},
-        "disruptionTolerance": {"maxUnavailable": 1},
         "template": {
             "metadata": {"labels": {"component": name}},
             "spec": {
@@ -321,9 +320,13 @@ def storm(name: str) -> Obj:
             "selector": {"matchLabels": {"app": name}},
             "updateStrategy": {"type": "RollingUpdate", "maxSurge": 1, "maxUnavailable": 0},
             "disruptionTolerance": {"maxUnavailable": 1},
+            # Old revisions are deleted after the first rollout already.
+            "revisionHistoryLimit": 1,
             "template": {
                 "metadata": {"labels": {"app": name}},
-                "spec": {"roles": [role("prefill", group=1), role("decode", group=2)]},
+                "spec": {
+                    "roles": [role("prefill", replicas=2, group=1), role("decode", replicas=1, group=2)]
+                },
             },
         },
     }
@@ -439,6 +442,9 @@ EXERCISED_WRITES = {
     ("patch", "pods"),
     ("patch", "pods/status"),
     ("create", "events"),
+    ("delete", "controllerrevisions"),
+    ("delete", "pods"),
+    ("delete", "poddisruptionbudgets"),
 }
 
 # A refusal as the controller logs it: the API server's message or its status code.
@@ -545,6 +551,16 @@ def test_the_controller_needs_no_more_than_the_shipped_rbac(
     assert {rs["metadata"]["uid"] for rs in ss.owned("rolesets")} == rolesets, "RoleSets replaced"
     assert {p["metadata"]["uid"] for p in ss.owned("pods")} == pods, "pods recreated, not updated in place"
     assert all(c["image"] == IMAGE_V2 for p in ss.owned("pods") for c in p["spec"]["containers"])
+
+    # Fewer instances of one role (pods deleted), and no disruption budget (the PDBs deleted).
+    ss.patch(
+        [
+            {"op": "replace", "path": "/spec/template/spec/roles/0/replicas", "value": 1},
+            {"op": "remove", "path": "/spec/disruptionTolerance"},
+        ]
+    )
+    ss.wait_settled("a role scaled down")
+    wait_until(lambda: not ss.owned("poddisruptionbudgets"), 60, "the PDBs to go")
 
     # What it must not do, tried for real with its own token.
     refused = as_controller("delete", "stormservice", name, "-n", namespace, "--wait=false", check=False)
