@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.roleset import labels as L
 from controller.runtime.options import parse_args
+from tests.aibrix_fixtures import FIXTURE_DIR
 from tests.cluster import (
     REPO_ROOT,
     ControllerProcess,
@@ -39,8 +40,13 @@ from tests.cluster import (
     derived_kubeconfig,
     wait_until,
 )
+from tests.integration import test_aibrix_takeover as takeover
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+# The AIBrix takeover test's fixtures, for the takeover under the shipped RBAC.
+loader = takeover.loader
+podset_crd = takeover.podset_crd
 
 Obj = dict[str, Any]
 
@@ -61,8 +67,8 @@ IMAGE_V2 = "registry.k8s.io/pause:3.9"
 
 def render(kubectl: Kubectl, directory: Path) -> list[Obj]:
     text = kubectl("kustomize", str(directory)).stdout
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are large
-    return [doc for doc in yaml.load_all(text, Loader=loader) if doc]
+    yaml_loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are large
+    return [doc for doc in yaml.load_all(text, Loader=yaml_loader) if doc]
 
 
 def overlay(
@@ -487,20 +493,8 @@ def test_the_controller_needs_no_more_than_the_shipped_rbac(
     tmp_path: Path,
     variant: str,
 ) -> None:
-    suffix = "-" + namespace.rsplit("-", 1)[1]
-    objects = render(kubectl, overlay(tmp_path, variant, namespace, name_suffix=suffix))
-    rbac = [o for o in objects if o["kind"] in RBAC_KINDS]
-    cluster_scoped_cleanup.extend(
-        f"{o['kind'].lower()}/{o['metadata']['name']}" for o in rbac if o["kind"] in CLUSTER_SCOPED
-    )
-    assert {o["kind"] for o in rbac} >= {"ServiceAccount", "Role", "RoleBinding"}
-    apply(kubectl, rbac)
-    account = one(rbac, "ServiceAccount")["metadata"]["name"]
-    token = kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
-    config = derived_kubeconfig(kubeconfig, tmp_path / "sa.kubeconfig", token=token)
+    config = install_rbac(kubectl, kubeconfig, tmp_path, variant, namespace, cluster_scoped_cleanup)
     as_controller = Kubectl(kubectl.binary, str(config))
-    assert f"serviceaccount:{namespace}:{account}" in as_controller("auth", "whoami", "-o", "json").stdout
-
     controller = run_controller(
         "--kubeconfig", str(config), f"--namespace={namespace}",
         "--leader-elect=true", f"--leader-elect-namespace={namespace}",
@@ -585,6 +579,87 @@ def test_the_controller_needs_no_more_than_the_shipped_rbac(
 
     wait_until(gone, 120, "the StormService's RoleSets, pods, Service and PDBs to go", interval=0.5)
 
+    writes = assert_nothing_refused(controller)
+    assert writes >= EXERCISED_WRITES, f"not exercised: {sorted(EXERCISED_WRITES - writes)}"
+    assert "leader election lost" not in controller.log_text()
+    print(f"\n{variant}: writes made with the shipped RBAC: {sorted(writes)}")
+
+
+# What taking over AIBrix's objects writes beyond the scenario above.
+TAKEOVER_WRITES = {
+    ("patch", "podsets"),
+    ("delete", "podsets"),
+    ("patch", "stormservices"),
+    ("patch", "rolesets"),
+    ("patch", "pods"),
+}
+
+
+async def test_the_aibrix_takeover_needs_no_more_than_the_shipped_rbac(
+    kube: Any,
+    loader: Any,
+    kubectl: Kubectl,
+    kubeconfig: str,
+    namespace: str,
+    crds: list[str],
+    podset_crd: str,
+    run_controller: Callable[..., ControllerProcess],
+    cluster_scoped_cleanup: list[str],
+    tmp_path: Path,
+) -> None:
+    """AIBrix's objects (with PodSets and finalizers) taken over and then deleted, by the
+    controller with the namespaced install's RBAC: the PodSet, finalizer and adoption writes."""
+    if not FIXTURE_DIR.is_dir():
+        pytest.skip(f"AIBrix fixtures not found in {FIXTURE_DIR}")
+    config = install_rbac(kubectl, kubeconfig, tmp_path, "namespaced", namespace, cluster_scoped_cleanup)
+
+    def as_service_account(*extra: str, **kwargs: Any) -> ControllerProcess:
+        return run_controller("--kubeconfig", str(config), *extra, **kwargs)
+
+    cluster = takeover.Cluster(kube, namespace)
+    base = await takeover.load(cluster, loader, "sglang-tp-1p1d")
+    assert base.podset_pods, "the fixture has no PodSets to take over"
+    controller = await takeover.start_and_take_over(cluster, base, as_service_account)
+
+    # AIBrix's finalizer on the StormService is ours to remove when it is deleted.
+    kubectl("delete", "stormservice", base.storm, "-n", namespace, "--wait=false")
+
+    def gone() -> bool:
+        assert controller.alive(), "the controller exited"
+        left = kubectl("get", "stormservices,rolesets", "-n", namespace, "-o", "name").stdout
+        return not left.strip()
+
+    wait_until(gone, 120, "the StormService and its RoleSets to go (finalizers removed)", interval=0.5)
+    writes = assert_nothing_refused(controller)
+    assert writes >= TAKEOVER_WRITES, f"not exercised: {sorted(TAKEOVER_WRITES - writes)}"
+    print(f"\ntakeover: writes made with the shipped RBAC: {sorted(writes)}")
+
+
+def install_rbac(
+    kubectl: Kubectl, kubeconfig: str, tmp_path: Path, variant: str, namespace: str, cleanup: list[str]
+) -> Path:
+    """The ServiceAccount and RBAC of manifests/<variant>, moved into `namespace` (cluster-scoped
+    names suffixed), applied; returns a kubeconfig with a token of that ServiceAccount."""
+    suffix = "-" + namespace.rsplit("-", 1)[1]
+    objects = render(kubectl, overlay(tmp_path, variant, namespace, name_suffix=suffix))
+    rbac = [o for o in objects if o["kind"] in RBAC_KINDS]
+    cleanup.extend(
+        f"{o['kind'].lower()}/{o['metadata']['name']}" for o in rbac if o["kind"] in CLUSTER_SCOPED
+    )
+    assert {o["kind"] for o in rbac} >= {"ServiceAccount", "Role", "RoleBinding"}
+    apply(kubectl, rbac)
+    account = one(rbac, "ServiceAccount")["metadata"]["name"]
+    token = kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
+    config = derived_kubeconfig(kubeconfig, tmp_path / "sa.kubeconfig", token=token)
+    whoami = Kubectl(kubectl.binary, str(config))("auth", "whoami", "-o", "json").stdout
+    assert f"serviceaccount:{namespace}:{account}" in whoami
+    return config
+
+
+def assert_nothing_refused(controller: ControllerProcess) -> set[tuple[str, str]]:
+    """No 401/403 counted on the controller's /metrics nor logged; returns the writes it made,
+    (verb, resource) as stormservice_api_writes_total counts them."""
+    assert controller.alive(), "the controller exited"
     samples = scrape(controller)
     refusals = {
         (labels["method"], labels["code"]): value
@@ -592,14 +667,10 @@ def test_the_controller_needs_no_more_than_the_shipped_rbac(
         if sample == "rest_client_requests_total" and labels["code"] in ("401", "403") and value
     }
     assert not refusals, f"requests refused: {refusals}"
-    writes = {
+    refused_lines = [line for line in controller.log_text().splitlines() if FORBIDDEN.search(line)]
+    assert not refused_lines, "\n".join(refused_lines)
+    return {
         (labels["verb"], labels["resource"])
         for sample, labels, value in samples
         if sample == "stormservice_api_writes_total" and value
     }
-    assert writes >= EXERCISED_WRITES, f"not exercised: {sorted(EXERCISED_WRITES - writes)}"
-    log = controller.log_text()
-    refused_lines = [line for line in log.splitlines() if FORBIDDEN.search(line)]
-    assert not refused_lines, "\n".join(refused_lines)
-    assert controller.alive() and "leader election lost" not in log
-    print(f"\n{variant}: writes made with the shipped RBAC: {sorted(writes)}")
