@@ -6,6 +6,7 @@ VENV        ?= .venv
 PY          := $(VENV)/bin/python
 PYTEST_ARGS ?=
 CLUSTER_DIR ?= $(CURDIR)/.cluster
+IMAGE       ?= stormservice-controller:dev
 
 .PHONY: help
 help: ## list targets
@@ -60,6 +61,39 @@ cluster-env: ## print `export KUBECONFIG=...` for the local control plane
 .PHONY: run
 run: install controlplane ## local cluster + CRDs + controller + samples/prefill-decode.yaml; Ctrl-C cleans up
 	hack/run.sh
+
+# The image installs requirements.lock (runtime) and requirements-build.lock (what builds our wheel)
+# with --require-hashes. Linux x86_64 and aarch64 resolve alike; `lock` fails if they ever differ.
+# Pins are kept unless pyproject asks otherwise; `make lock LOCK_ARGS=--upgrade` takes the newest.
+LOCK_ARGS   ?=
+UV_COMPILE  := $(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+               --custom-compile-command 'make lock' $(LOCK_ARGS)
+BUILD_REQUIRES := $(PY) -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")'
+
+.PHONY: lock
+lock: install ## regenerate requirements.lock and requirements-build.lock (hashed pins for the image)
+	$(UV_COMPILE) --python-platform x86_64-unknown-linux-gnu pyproject.toml -o requirements.lock
+	$(BUILD_REQUIRES) | $(UV_COMPILE) --python-platform x86_64-unknown-linux-gnu - -o requirements-build.lock
+	@tmp=$$(mktemp) && cp requirements.lock $$tmp && \
+	$(UV_COMPILE) --python-platform aarch64-unknown-linux-gnu pyproject.toml -o $$tmp && \
+	{ diff -u requirements.lock $$tmp || { echo "aarch64 resolves differently: lock per platform" >&2; rm -f $$tmp; exit 1; }; } && \
+	rm -f $$tmp
+
+.PHONY: lock-check
+lock-check: install ## download every locked wheel for linux x86_64 and aarch64 and check its hash (needs PyPI)
+	@for arch in x86_64 aarch64; do \
+	  dir=$$(mktemp -d) && \
+	  $(VENV)/bin/pip download --quiet --no-cache-dir --require-hashes --no-deps --only-binary=:all: \
+	    --python-version 3.11 --implementation cp --abi cp311 \
+	    --platform manylinux2014_$$arch --platform manylinux_2_28_$$arch \
+	    -r requirements.lock -r requirements-build.lock -d $$dir && echo "every locked wheel for $$arch matches its hash"; \
+	  status=$$?; rm -rf $$dir; [ $$status -eq 0 ] || exit $$status; \
+	done
+
+.PHONY: image
+image: ## docker build -t stormservice-controller:dev . (needs Docker; e2e/README.md loads it into kind)
+	@docker info >/dev/null 2>&1 || { echo "make image needs Docker: no docker CLI, or no daemon it can reach" >&2; exit 1; }
+	docker build -t $(IMAGE) .
 
 .PHONY: bench
 bench: install ## speed and memory benchmarks of the runtime hot paths
