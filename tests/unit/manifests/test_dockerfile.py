@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -574,3 +575,16 @@ def test_a_dockerignore_that_leaves_out_the_lock_is_noticed() -> None:
     broken = DOCKERIGNORE.read_text().replace("!requirements.lock\n", "")
     sources = context_sources(parse(DOCKERFILE.read_text()))
     assert [s for s in sources if not in_build_context(s, broken)] == [RUNTIME_LOCK]
+
+
+def test_the_kind_overlay_sets_the_deployments_image_to_what_make_image_builds() -> None:
+    # kustomize's `images:` replaces nothing, silently, when its name is not the image's name.
+    overlay = yaml.safe_load((ROOT / "e2e" / "kind" / "kustomization.yaml").read_text())
+    deployment = yaml.safe_load((ROOT / "manifests" / "manager" / "deployment.yaml").read_text())
+    (manager,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "manager"]
+    makefile_image = re.search(r"^IMAGE\s*\?=\s*(\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert makefile_image is not None
+    (image,) = overlay["images"]
+    assert image["name"] == manager["image"].rpartition(":")[0]
+    assert f"{image['name']}:{image['newTag']}" == makefile_image.group(1)
+    assert overlay["resources"] == ["../../manifests/default"]
