@@ -139,6 +139,9 @@ class RoleView:
     # Slotted roles only: instances in a slot at or beyond `replicas` (scale-down), deleted
     # within the unavailable budget when ready.
     surplus: list[Instance] = field(default_factory=list)
+    # Groups with a member missing, failed or bad (wrong size, index or duplicate member), and
+    # groups whose members all failed: what `stormservice_roleset_broken_groups` reports.
+    broken_groups: int = 0
 
 
 def _instance_of(pods: Sequence[PodInfo], key: str, index: int | None, size: int) -> Instance:
@@ -256,6 +259,8 @@ def build_view(role: RoleParams, pods: Iterable[PodInfo]) -> RoleView:
                 keep[p.member] = p
         inst = _instance_of(list(keep.values()), key, index, size)
         incomplete = len(keep) < size or key in failed_keys or bad
+        if incomplete or size < 1:
+            view.broken_groups += 1
         if size < 1:
             view.cleanup.extend((p, "bad-group") for p in members)
             continue
@@ -284,6 +289,7 @@ def build_view(role: RoleParams, pods: Iterable[PodInfo]) -> RoleView:
                 if member not in keep and member not in pending:
                     view.missing_members.append((inst, member))
         view.instances.append(inst)
+    view.broken_groups += len(failed_keys - groups.keys())
     leaving = {p.name for p, _ in view.cleanup}
     for p in pods:
         if p.index is not None and p.hash == role.target_hash and (p.terminating or p.name in leaving):

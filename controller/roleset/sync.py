@@ -175,6 +175,7 @@ class RoleSetSync:
         # while its CRD is missing or the first list is under way.
         self.pod_groups: Callable[[Scheduler], Store | None] = pod_groups or (lambda _: None)
         self.template_checks = dryrun.Verdicts()
+        self.gauges = M.RoleSetGauges()
 
     # --- entry point ------------------------------------------------------------------------
 
@@ -191,10 +192,12 @@ class RoleSetSync:
             self.expectations.delete_expectations(key)
             self._departed.pop(key, None)
             self.template_checks.forget(key)
+            self.gauges.forget(key)
             return None
         meta = obj["metadata"]
         if meta.get("deletionTimestamp"):
             self._departed.pop(key, None)  # the garbage collector takes it from here
+            self.gauges.forget(key)
             await self._remove_legacy_finalizers(obj)
             return None
         try:
@@ -266,6 +269,12 @@ class RoleSetSync:
             generation=int(meta.get("generation") or 0),
             old_status=obj.get("status"),
             now=_rfc3339(self.clock()),
+        )
+        self.gauges.observe(
+            key,
+            f"{info.namespace}/{info.storm_service}" if info.storm_service else "",
+            new_status,
+            {r.spec.name: r.view.broken_groups for r in roles if r.params.group_size > 1},
         )
         if status_changed(obj.get("status"), new_status):
             try:

@@ -28,6 +28,7 @@ from typing import Any
 from controller.runtime.client import KubeClient, Obj
 from controller.runtime.errors import NotFound
 from controller.runtime.logging import get_logger
+from controller.runtime.metrics import LEADER_ELECTION_MASTER_STATUS
 from controller.runtime.resources import LEASES
 
 log = get_logger(__name__)
@@ -88,6 +89,9 @@ class LeaderElector:
         self._observed_time = 0.0
         self._last_renew = 0.0
         self._leading = False
+        # 0 from the start: a standby reports that it is one (client-go's leaderOff).
+        self._status = LEADER_ELECTION_MASTER_STATUS.labels(name)
+        self._status.set(0)
         self.lost = False  # leadership ended because renewing failed, not by release
 
     # --- state ---------------------------------------------------------------------------------
@@ -95,6 +99,10 @@ class LeaderElector:
     @property
     def is_leader(self) -> bool:
         return self._leading
+
+    def _set_leading(self, leading: bool) -> None:
+        self._leading = leading
+        self._status.set(1 if leading else 0)
 
     @property
     def leader(self) -> str | None:
@@ -300,7 +308,7 @@ class LeaderElector:
         in both cases, never if we did not lead. Cancelling `run` while leading cancels
         `on_started_leading()` and releases the lease."""
         await self._acquire()
-        self._leading = True
+        self._set_leading(True)
         self.lost = False
         log.info("became leader", lease=f"{self.namespace}/{self.name}", identity=self.identity)
 
@@ -315,7 +323,7 @@ class LeaderElector:
             if renew.done() and not lead.done():
                 # Renewing gave up (or crashed): another candidate may take over any moment.
                 self.lost = True
-                self._leading = False
+                self._set_leading(False)
                 log.error("leader election lost", lease=f"{self.namespace}/{self.name}")
                 lead.cancel()
                 await asyncio.wait({lead})
@@ -323,7 +331,7 @@ class LeaderElector:
                 renew.cancel()
                 lead.cancel()
                 await asyncio.wait({renew, lead})
-                self._leading = False
+                self._set_leading(False)
                 await self.release()
             on_stopped_leading()
         if not lead.cancelled():

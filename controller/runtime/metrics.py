@@ -7,6 +7,8 @@ dashboards work; our own metrics carry the `stormservice_` prefix. Register new 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     GC_COLLECTOR,
@@ -182,6 +184,40 @@ MAX_CONCURRENT_RECONCILES = Gauge(
     ["controller"],
     registry=REGISTRY,
 )
+
+
+# --- leader election (client-go tools/leaderelection/metrics.go name) ---------------------------
+LEADER_ELECTION_MASTER_STATUS = Gauge(
+    "leader_election_master_status",
+    "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 "
+    "indicates master. 'name' is the string used to identify the lease.",
+    ["name"],
+    registry=REGISTRY,
+)
+
+
+class KeyedGauge:
+    """Keeps a labelled gauge exact per object key: each `set` replaces every series the key
+    had, removing label sets that no longer occur, and `forget` removes them all (the object is
+    gone). Label values are in the gauge's label order; the first one is usually the key."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        self._gauge = gauge
+        self._series: dict[str, set[tuple[str, ...]]] = {}
+
+    def set(self, key: str, values: Mapping[tuple[str, ...], float]) -> None:
+        for labels in self._series.get(key, set()) - values.keys():
+            self._gauge.remove(*labels)
+        for labels, value in values.items():
+            self._gauge.labels(*labels).set(value)
+        if values:
+            self._series[key] = set(values)
+        else:
+            self._series.pop(key, None)
+
+    def forget(self, key: str) -> None:
+        for labels in self._series.pop(key, set()):
+            self._gauge.remove(*labels)
 
 
 def sample_value(name: str, labels: dict[str, str] | None = None) -> float | None:

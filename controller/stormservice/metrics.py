@@ -6,12 +6,13 @@ from collections import Counter as Tally
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from apis.v1alpha1.constants import CONDITION_PROGRESSING, CONDITION_READY
-from controller.runtime.metrics import REGISTRY
+from controller.runtime.metrics import REGISTRY, KeyedGauge
+from controller.stormservice.scale import budget_for
 from controller.stormservice.status import REASON_ROLLOUT, get_condition
-from controller.stormservice.view import RoleSetView, parse_timestamp
+from controller.stormservice.view import RoleSetView, parse_timestamp, role_replicas
 
 ROLLOUT_DURATION = Histogram(
     "stormservice_rollout_duration_seconds",
@@ -26,6 +27,71 @@ ROLESETS = Gauge(
     ["stormservice", "revision", "ready"],
     registry=REGISTRY,
 )
+
+ROLLOUTS = Counter(
+    "stormservice_rollouts_total",
+    "StormService rollouts that ended, by result: complete (every RoleSet updated and ready), "
+    "superseded (a newer revision, or a rollback, replaced the one being rolled out), deleted "
+    "(the StormService was deleted during the rollout)",
+    ["result"],
+    registry=REGISTRY,
+)
+for _result in ("complete", "superseded", "deleted"):
+    ROLLOUTS.labels(_result)  # exported at 0 from the start, so rate() sees the first one
+ROLLOUT_STALLED = Gauge(
+    "stormservice_rollout_stalled",
+    "1 while a StormService's rollout cannot go on without you (Progressing=False: a RoleSet's "
+    "rollout is stalled, or the API server rejects the new revision's pods), else 0",
+    ["stormservice"],
+    registry=REGISTRY,
+)
+ROLE_REPLICAS = Gauge(
+    "stormservice_role_replicas",
+    "Pods of a StormService's role, summed over its RoleSets, by state: desired (spec), current "
+    "(live), ready, updated (of the update revision), updated_ready",
+    ["stormservice", "role", "state"],
+    registry=REGISTRY,
+)
+
+#: `state` label of stormservice_role_replicas -> the roleStatuses field it reports.
+ROLE_STATES = {
+    "current": "replicas",
+    "ready": "readyReplicas",
+    "updated": "updatedReplicas",
+    "updated_ready": "updatedReadyReplicas",
+}
+
+
+class StatusGauges:
+    """`stormservice_rollout_stalled` and `stormservice_role_replicas` from the status a pass has
+    just computed (no other input), exact per StormService."""
+
+    def __init__(self) -> None:
+        self._stalled = KeyedGauge(ROLLOUT_STALLED)
+        self._roles = KeyedGauge(ROLE_REPLICAS)
+
+    def observe(self, key: str, spec: Mapping[str, Any], status: Mapping[str, Any]) -> None:
+        progressing = get_condition(status, CONDITION_PROGRESSING)
+        stalled = progressing is not None and progressing.get("status") == "False"
+        self._stalled.set(key, {(key,): 1.0 if stalled else 0.0})
+        values: dict[tuple[str, ...], float] = {}
+        rolesets = budget_for(spec).replicas
+        for role in ((spec.get("template") or {}).get("spec") or {}).get("roles") or ():
+            if role.get("name"):
+                size = max(1, int(role.get("podGroupSize") or 1))
+                values[(key, str(role["name"]), "desired")] = float(rolesets * role_replicas(role) * size)
+        for role in status.get("roleStatuses") or ():
+            for state, field in ROLE_STATES.items():
+                values[(key, str(role["name"]), state)] = float(role.get(field) or 0)
+        for key_, role_name, _ in list(values):
+            # A role in the spec that no RoleSet reports yet has none of its pods in any state.
+            for state in ROLE_STATES:
+                values.setdefault((key_, role_name, state), 0.0)
+        self._roles.set(key, values)
+
+    def forget(self, key: str) -> None:
+        self._stalled.forget(key)
+        self._roles.forget(key)
 
 
 class RoleSetGauge:
@@ -48,29 +114,42 @@ class RoleSetGauge:
 
 
 class RolloutTimer:
-    """Measures rollouts. A rollout starts when the current revision differs from the update
-    revision and ends when the StormService is Ready. After a controller restart the start is
-    recovered from the `Progressing` condition, whose transition time marks it."""
+    """Measures rollouts and counts how they end. A rollout of a revision starts when the current
+    revision differs from the update revision and ends when the StormService is Ready on it
+    (complete), when another update revision replaces it (superseded, also by a rollback to the
+    current revision), or with the StormService (deleted). After a controller restart the start
+    is recovered from the `Progressing` condition, whose transition time marks it."""
 
     def __init__(self) -> None:
-        self._started: dict[str, float] = {}
+        self._started: dict[str, tuple[float, str]] = {}  # key -> (start, revision rolled out)
 
     def observe(
         self, key: str, old_status: Mapping[str, Any], new_status: Mapping[str, Any], now: float
     ) -> float | None:
         """Returns the duration of a rollout that has just completed."""
-        rolling = new_status.get("currentRevision") != new_status.get("updateRevision")
-        if rolling and key not in self._started:
-            self._started[key] = _rollout_start(old_status) or now
+        update = str(new_status.get("updateRevision") or "")
+        rolling = new_status.get("currentRevision") != update
+        started = self._started.get(key)
+        if started is not None and started[1] != update:
+            ROLLOUTS.labels("superseded").inc()
+            del self._started[key]
+            if rolling:
+                self._started[key] = (now, update)
             return None
-        if key in self._started and _is_ready(new_status) and not rolling:
-            duration = max(0.0, now - self._started.pop(key))
+        if rolling and started is None:
+            self._started[key] = (_rollout_start(old_status) or now, update)
+            return None
+        if started is not None and _is_ready(new_status) and not rolling:
+            del self._started[key]
+            duration = max(0.0, now - started[0])
             ROLLOUT_DURATION.observe(duration)
+            ROLLOUTS.labels("complete").inc()
             return duration
         return None
 
     def forget(self, key: str) -> None:
-        self._started.pop(key, None)
+        if self._started.pop(key, None) is not None:
+            ROLLOUTS.labels("deleted").inc()
 
 
 def _is_ready(status: Mapping[str, Any]) -> bool:

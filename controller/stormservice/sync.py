@@ -61,7 +61,7 @@ from controller.runtime.revision import RevisionHistory, new_revision, sort_revi
 from controller.runtime.store import INDEX_CONTROLLER_UID, Store
 from controller.stormservice.inplace import rewrite_patch
 from controller.stormservice.labels import render_roleset
-from controller.stormservice.metrics import RoleSetGauge, RolloutTimer
+from controller.stormservice.metrics import RoleSetGauge, RolloutTimer, StatusGauges
 from controller.stormservice.naming import lowest_free_indexes
 from controller.stormservice.pdb import PdbAction, pdb_patch, plan_pdbs
 from controller.stormservice.plan import plan_pass
@@ -245,6 +245,7 @@ class StormServiceSync:
         self.fence = WriteFence()
         self.gauge = RoleSetGauge()
         self.timer = RolloutTimer()
+        self.status_gauges = StatusGauges()
         self.clock = clock
         self._service_conflicts: set[str] = set()
         #: StormService key -> names of PDBs in the way, reported once per appearance.
@@ -271,6 +272,7 @@ class StormServiceSync:
         self.expectations.delete_expectations(key)
         self.gauge.forget(key)
         self.timer.forget(key)
+        self.status_gauges.forget(key)
         self._service_conflicts.discard(key)
         self._pdb_conflicts.pop(key, None)
         self._template_verdicts.forget(key)
@@ -665,6 +667,7 @@ class StormServiceSync:
         )
         await self._write_status(obj, status)
         self.gauge.observe(key, views)
+        self.status_gauges.observe(key, spec, status)
         duration = self.timer.observe(key, old_status, status, self.clock())
         if duration is not None:
             self.recorder.event(

@@ -10,6 +10,7 @@ from controller.runtime.client import Obj
 from controller.runtime.errors import Conflict, ServerError
 from controller.runtime.fake import FakeClient
 from controller.runtime.leaderelection import LeaderElector, micro_time
+from controller.runtime.metrics import sample_value
 from controller.runtime.ratelimit import FakeClock
 from controller.runtime.resources import LEASES, Resource
 
@@ -339,3 +340,50 @@ async def test_healthy() -> None:
     assert le.healthy()
     clock.advance(1)
     assert not le.healthy()
+
+
+def master_status(name: str) -> float | None:
+    return sample_value("leader_election_master_status", {"name": name})
+
+
+async def test_master_status_is_1_only_while_leading_and_0_on_the_standby() -> None:
+    client = FakeClient()
+    seed_lease(client, "other", duration=60)
+    LeaderElector(client, NS, "status-standby", "me")
+    assert master_status("status-standby") == 0.0  # a standby reports itself from the start
+
+    le = LeaderElector(
+        FakeClient(), NS, "status-leader", "me", lease_duration=5.0, renew_deadline=3.0, retry_period=0.02
+    )
+    seen: list[float | None] = []
+
+    async def lead() -> None:
+        seen.append(master_status("status-leader"))
+
+    await asyncio.wait_for(le.run(lead, lambda: seen.append(master_status("status-leader"))), PATIENCE)
+    assert seen == [1.0, 0.0]
+    assert master_status("status-leader") == 0.0
+
+
+async def test_master_status_drops_to_0_when_leadership_is_lost() -> None:
+    client = FakeClient()
+    le = LeaderElector(
+        client, NS, "status-lost", "me", lease_duration=5.0, renew_deadline=3.0, retry_period=0.02
+    )
+
+    async def lead() -> None:
+        assert master_status("status-lost") == 1.0
+        await renew_as_named(client, "status-lost", "usurper")
+        await asyncio.sleep(30)
+
+    await asyncio.wait_for(le.run(lead, lambda: None), PATIENCE)
+    assert le.lost
+    assert master_status("status-lost") == 0.0
+
+
+async def renew_as_named(client: FakeClient, name: str, holder: str) -> None:
+    obj = client.get_object(LEASES, NS, name)
+    assert obj is not None
+    obj["spec"]["renewTime"] = micro_time(datetime.now(UTC))
+    obj["spec"]["holderIdentity"] = holder
+    await client.replace(LEASES, NS, name, obj)
