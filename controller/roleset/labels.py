@@ -72,6 +72,7 @@ EVENT_FAILED_UPDATE = "FailedUpdate"
 EVENT_FAILED_CLAIM = "FailedClaim"
 EVENT_POD_GROUP_CRD_MISSING = "PodGroupCRDMissing"
 EVENT_POD_GROUP_SYNCED = "PodGroupSynced"
+EVENT_INVALID_SPEC = "InvalidSpec"
 
 # Condition types and reasons.
 COND_READY = C.CONDITION_READY

@@ -203,7 +203,7 @@ class RoleSetSync:
         try:
             rs = RoleSet.model_validate(obj, context={LENIENT: True})
         except ValueError as err:
-            self.recorder.event(obj, WARNING, "InvalidSpec", str(err)[:1024])
+            self.recorder.event(obj, WARNING, L.EVENT_INVALID_SPEC, str(err)[:1024])
             return None
 
         info = RoleSetInfo(
