@@ -101,6 +101,10 @@ async def run_workers(reconciler: Reconciler, workers: int) -> None:
     name = reconciler.name
     metrics.MAX_CONCURRENT_RECONCILES.labels(controller=name).set(workers)
     metrics.ACTIVE_WORKERS.labels(controller=name).set(0)
+    # At 0 from the start, as controller-runtime does: an error rate is then 0, not "no data".
+    metrics.RECONCILE_ERRORS.labels(controller=name)
+    for result in metrics.RECONCILE_RESULTS:
+        metrics.RECONCILE_TOTAL.labels(controller=name, result=result)
     log.info("starting workers", controller=name, workers=workers)
     async with asyncio.TaskGroup() as group:
         for i in range(workers):

@@ -112,10 +112,11 @@ API_WRITES = Counter(
 )
 
 # --- reconcile loop (controller-runtime names) ------------------------------------------------
+RECONCILE_RESULTS = ("success", "error", "requeue", "requeue_after")
 RECONCILE_TOTAL = Counter(
     "controller_runtime_reconcile_total",
     "Total number of reconciliations per controller",
-    ["controller", "result"],  # result: success | error | requeue | requeue_after
+    ["controller", "result"],  # result: one of RECONCILE_RESULTS
     registry=REGISTRY,
 )
 RECONCILE_ERRORS = Counter(

@@ -210,3 +210,16 @@ async def test_api_answers_are_one_line_and_bugs_keep_their_stack_trace(
     assert ("exception" in entry) is traced
     assert sample("controller_runtime_reconcile_errors_total", controller=r.name) == 1
     r.queue.shut_down()
+
+
+async def test_reconcile_counters_start_at_0_for_every_result() -> None:
+    r = Scripted()
+    workers = asyncio.create_task(run_workers(r, 1))
+    await wait_until(lambda: sample("controller_runtime_max_concurrent_reconciles", controller=r.name) == 1)
+    assert r.calls == []
+    assert metrics.sample_value("controller_runtime_reconcile_errors_total", {"controller": r.name}) == 0
+    for result in ("success", "error", "requeue", "requeue_after"):
+        labels = {"controller": r.name, "result": result}
+        assert metrics.sample_value("controller_runtime_reconcile_total", labels) == 0, result
+    await r.queue.shut_down_with_drain()
+    await asyncio.wait_for(workers, PATIENCE)
