@@ -74,19 +74,21 @@ class StatusGauges:
         progressing = get_condition(status, CONDITION_PROGRESSING)
         stalled = progressing is not None and progressing.get("status") == "False"
         self._stalled.set(key, {(key,): 1.0 if stalled else 0.0})
-        values: dict[tuple[str, ...], float] = {}
         rolesets = budget_for(spec).replicas
-        for role in ((spec.get("template") or {}).get("spec") or {}).get("roles") or ():
-            if role.get("name"):
-                size = max(1, int(role.get("podGroupSize") or 1))
-                values[(key, str(role["name"]), "desired")] = float(rolesets * role_replicas(role) * size)
-        for role in status.get("roleStatuses") or ():
+        desired = {
+            str(role["name"]): rolesets * role_replicas(role) * max(1, int(role.get("podGroupSize") or 1))
+            for role in ((spec.get("template") or {}).get("spec") or {}).get("roles") or ()
+            if role.get("name")
+        }
+        reported = {str(r["name"]): r for r in status.get("roleStatuses") or () if r.get("name")}
+        values: dict[tuple[str, ...], float] = {}
+        # A role of the spec that no RoleSet reports yet has no pods in any state; a role only
+        # old RoleSets still have is desired nowhere.
+        for role_name in desired.keys() | reported.keys():
+            values[(key, role_name, "desired")] = float(desired.get(role_name, 0))
+            counts = reported.get(role_name) or {}
             for state, field in ROLE_STATES.items():
-                values[(key, str(role["name"]), state)] = float(role.get(field) or 0)
-        for key_, role_name, _ in list(values):
-            # A role in the spec that no RoleSet reports yet has none of its pods in any state.
-            for state in ROLE_STATES:
-                values.setdefault((key_, role_name, state), 0.0)
+                values[(key, role_name, state)] = float(counts.get(field) or 0)
         self._roles.set(key, values)
 
     def forget(self, key: str) -> None:

@@ -138,6 +138,10 @@ def test_status_gauges_report_roles_and_stalls_from_the_status() -> None:
     assert sample_value("stormservice_rollout_stalled", {"stormservice": key}) == 0.0
     assert role_replicas(key, "prefill", "desired") is None, "a removed role's series go"
     assert role_replicas(key, "decode", "desired") == 2.0
+    # A role only old RoleSets still run: desired nowhere, its pods still counted.
+    old_role = {"name": "prefill", "replicas": 3, "readyReplicas": 3}
+    g.observe(key, spec(1, ("decode", 1, 2)), {"conditions": [], "roleStatuses": [old_role]})
+    assert [role_replicas(key, "prefill", s) for s in ("desired", "current", "ready")] == [0.0, 3.0, 3.0]
     g.forget(key)
     assert sample_value("stormservice_rollout_stalled", {"stormservice": key}) is None
     assert role_replicas(key, "decode", "desired") is None
