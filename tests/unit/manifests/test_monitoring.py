@@ -53,17 +53,30 @@ def test_reader_finds_series_matchers_and_grouping() -> None:
     assert bare.selectors == {"controller_runtime_reconcile_total": set(), "up": set()}
 
 
-def test_problems_name_missing_series_and_labels() -> None:
-    scraped = {"a_total": {"controller"}, "h_bucket": {"name", "le"}, "g": {"name"}}
-    assert list(problems("x", 'sum by (controller) (rate(a_total{job="j"}[5m]))', scraped)) == []
+def test_problems_name_missing_series_labels_and_values() -> None:
+    scraped = {
+        "a_total": {"controller": {"c"}, "result": {"success", "error"}},
+        "h_bucket": {"name": {"q"}, "le": {"1.0", "+Inf"}},
+        "g": {"name": {"q"}},
+    }
+    assert (
+        list(problems("x", 'sum by (controller) (rate(a_total{job="j", result="error"}[5m]))', scraped)) == []
+    )
     assert (
         list(problems("x", "histogram_quantile(0.9, sum by (name, le) (rate(h_bucket[5m])))", scraped)) == []
     )
-    assert list(problems("x", 'sum by (controller) (rate(b_total[5m])) + g{state="x"}', scraped)) == [
+    assert list(
+        problems("x", 'sum by (controller) (rate(b_total[5m])) + g{state="x", name="$var"}', scraped)
+    ) == [
         "x: b_total is not exported",
         "x: g has no label 'state'",
         "x: grouped by 'controller', which g does not have",
     ]
+    typo = 'a_total{result="errors"}'
+    assert list(problems("x", typo, scraped)) == [
+        "x: a_total has no result='errors' (only ['error', 'success'])"
+    ]
+    assert list(problems("x", typo, scraped, unseen=frozenset({("a_total", "result", "errors")}))) == []
 
 
 # --- PrometheusRule ------------------------------------------------------------------------------------
