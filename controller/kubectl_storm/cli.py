@@ -239,6 +239,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         code = EXIT_ERROR
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): say nothing more, and keep the interpreter's final
+        # flush from raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_ERROR
     sys.exit(code)
 
 

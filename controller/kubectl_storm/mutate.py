@@ -16,7 +16,7 @@ from typing import Any
 from controller.kubectl_storm.errors import EXIT_OK, CliError
 from controller.kubectl_storm.history import find_revision
 from controller.kubectl_storm.lookup import Target, get_storm_service, object_ref, owned_revisions
-from controller.runtime.errors import ApiError, Conflict, Invalid
+from controller.runtime.errors import Invalid
 from controller.runtime.resources import STORMSERVICES
 from controller.stormservice.revisions import (
     choose_update_revision,
@@ -160,20 +160,20 @@ def scale_patch(storm_service: Mapping[str, Any], role: str, replicas: int) -> J
 # --- running them ------------------------------------------------------------------------------
 
 
-def _is_failed_test(err: ApiError) -> bool:
-    """The API server's answer when a JSON-patch `test` op does not hold."""
-    return isinstance(err, (Invalid, Conflict)) and "test" in err.message.lower()
-
-
-async def _json_patch(t: Target, patch: JsonPatch) -> None:
+async def json_patch(t: Target, patch: JsonPatch, read: Mapping[str, Any]) -> None:
+    """Apply `patch`, built from `read`. A `test` op that fails gets a bare 422 from the API
+    server (no causes, a generic message); when the object has changed since `read`, say so."""
     try:
         await t.client.patch(STORMSERVICES, t.namespace, t.name, patch, patch_type="json")
-    except ApiError as err:
-        if _is_failed_test(err):
-            raise CliError(
-                f'error: stormservice "{t.name}" was changed while this command ran; nothing was written, try again'
-            ) from err
-        raise
+    except Invalid as err:
+        if err.causes:
+            raise
+        now = await get_storm_service(t)
+        if now["metadata"].get("resourceVersion") == read["metadata"].get("resourceVersion"):
+            raise
+        raise CliError(
+            f'error: stormservice "{t.name}" was changed while this command ran; nothing was written, try again'
+        ) from err
 
 
 async def undo(t: Target, to_revision: int | None) -> int:
@@ -184,7 +184,7 @@ async def undo(t: Target, to_revision: int | None) -> int:
             f"{object_ref(t.name)} skipped rollback (current template already matches revision {plan.revision})"
         )
         return EXIT_OK
-    await _json_patch(t, plan.patch)
+    await json_patch(t, plan.patch, ss)
     print(f"{object_ref(t.name)} rolled back")
     return EXIT_OK
 
@@ -203,7 +203,7 @@ async def set_paused(t: Target, paused: bool) -> int:
 
 async def restart(t: Target) -> int:
     ss = await get_storm_service(t)
-    await _json_patch(t, restart_patch(ss, rfc3339(datetime.now(UTC))))
+    await json_patch(t, restart_patch(ss, rfc3339(datetime.now(UTC))), ss)
     print(f"{object_ref(t.name)} restarted")
     return EXIT_OK
 
@@ -212,6 +212,6 @@ async def scale(t: Target, role: str, replicas: int) -> int:
     ss = await get_storm_service(t)
     patch = scale_patch(ss, role, replicas)
     if patch is not None:
-        await _json_patch(t, patch)
+        await json_patch(t, patch, ss)
     print(f"{object_ref(t.name)} scaled")
     return EXIT_OK

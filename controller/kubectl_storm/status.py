@@ -43,17 +43,16 @@ class RoleRow:
     desired: int
     ready: int
     updated: int
-    revision: str
+    #: The StormService revision the RoleSet was made from: its number when the revision
+    #: still exists, and its name.
+    revision: int | None
+    revision_name: str
 
 
 @dataclass(frozen=True, slots=True)
 class Rollout:
     state: State
     message: str
-
-
-def _revision_label(name: str, numbers: Mapping[str, int]) -> str:
-    return str(numbers[name]) if name in numbers else (name or "<none>")
 
 
 def role_rows(rolesets: Sequence[Mapping[str, Any]], numbers: Mapping[str, int]) -> list[RoleRow]:
@@ -68,7 +67,7 @@ def role_rows(rolesets: Sequence[Mapping[str, Any]], numbers: Mapping[str, int])
             name += " (terminating)"
         fresh = status_is_fresh(rs)
         reported = {r.get("name"): r for r in (rs.get("status") or {}).get("roles") or ()}
-        revision = _revision_label(roleset_revision(rs), numbers)
+        revision = roleset_revision(rs)
         for role in (rs.get("spec") or {}).get("roles") or ():
             got = reported.get(role.get("name")) or {}
             rows.append(
@@ -78,7 +77,8 @@ def role_rows(rolesets: Sequence[Mapping[str, Any]], numbers: Mapping[str, int])
                     desired=role_replicas(role),
                     ready=int(got.get("readyReplicas") or 0),
                     updated=int(got.get("updatedReplicas") or 0) if fresh else 0,
-                    revision=revision,
+                    revision=numbers.get(revision),
+                    revision_name=revision,
                 )
             )
     return rows
@@ -107,13 +107,13 @@ def rollout_state(storm_service: Mapping[str, Any]) -> Rollout:
     failure = get_condition(status, c.CONDITION_REPLICA_FAILURE)
     failure_text = f"; ReplicaFailure {_cond_text(failure)}" if failure else ""
     if progressing is not None and progressing.get("status") == "False":
-        return Rollout("stalled", f"rollout stalled: {_cond_text(progressing)}{failure_text}")
+        return Rollout("stalled", f"{_cond_text(progressing)}{failure_text}")
     current, update = status.get("currentRevision"), status.get("updateRevision")
     if ready is not None and ready.get("status") == "True" and current == update:
-        return Rollout("complete", f"rollout complete: {ready.get('message') or ''}".rstrip(": "))
+        return Rollout("complete", str(ready.get("message") or "every RoleSet ready and updated"))
     if spec.get("paused"):
-        why = (progressing or ready or {}).get("message") or ""
-        return Rollout("paused", f"rollout paused (spec.paused){': ' + str(why) if why else ''}")
+        why = (ready or {}).get("message") or ""
+        return Rollout("paused", f"spec.paused{': ' + str(why) if why else ''}")
     why = (ready or progressing or {}).get("message") or "the controller to report status"
     return Rollout("progressing", f"waiting for {why}{failure_text}")
 
@@ -163,6 +163,7 @@ def build_report(
                 "ready": r.ready,
                 "updated": r.updated,
                 "revision": r.revision,
+                "revisionName": r.revision_name,
             }
             for r in rows
         ],
@@ -196,7 +197,14 @@ def format_report(report: Mapping[str, Any], now: datetime) -> str:
             table(
                 ["ROLESET", "ROLE", "DESIRED", "READY", "UPDATED", "REVISION"],
                 [
-                    [r["roleSet"], r["role"], r["desired"], r["ready"], r["updated"], r["revision"]]
+                    [
+                        r["roleSet"],
+                        r["role"],
+                        r["desired"],
+                        r["ready"],
+                        r["updated"],
+                        r["revision"] if r["revision"] is not None else r["revisionName"] or "<none>",
+                    ]
                     for r in roles
                 ],
             )
@@ -265,10 +273,14 @@ async def watch(t: Target, give_up_after: float | None) -> int:
             print(f"{object_ref(t.name)} successfully rolled out ({rollout.message})", flush=True)
             return EXIT_OK
         if rollout.state in WATCH_EXIT:
-            print(f"error: {object_ref(t.name)}: {rollout.message}", file=sys.stderr, flush=True)
+            print(
+                f"error: {object_ref(t.name)} rollout {rollout.state}: {rollout.message}",
+                file=sys.stderr,
+                flush=True,
+            )
             return WATCH_EXIT[rollout.state]
         if rollout.message != last:
-            print(f"Waiting for rollout to finish: {rollout.message}", flush=True)
+            print(f"Rollout progressing: {rollout.message}", flush=True)
             last = rollout.message
         return None
 

@@ -21,7 +21,7 @@ ROLLING = cond("Progressing", "True", "RolloutInProgress", "1 of 2 RoleSets upda
         pytest.param(
             storm_service(conditions=[READY, COMPLETE]),
             "complete",
-            "rollout complete: 2 of 2 RoleSets ready",
+            "2 of 2 RoleSets ready",
             id="complete",
         ),
         pytest.param(
@@ -50,7 +50,7 @@ ROLLING = cond("Progressing", "True", "RolloutInProgress", "1 of 2 RoleSets upda
                 update="pd-bbb",
             ),
             "stalled",
-            "rollout stalled: RoleSetRolloutStalled: 1 of 2 RoleSets updated; RoleSet pd-roleset-x: "
+            "RoleSetRolloutStalled: 1 of 2 RoleSets updated; RoleSet pd-roleset-x: "
             "RolloutBlocked: role decode",
             id="roleset-stalled-names-the-roleset",
         ),
@@ -64,7 +64,7 @@ ROLLING = cond("Progressing", "True", "RolloutInProgress", "1 of 2 RoleSets upda
                 update="pd-bbb",
             ),
             "stalled",
-            "rollout stalled: RolloutBlocked: revision pd-bbb is not rolled out; "
+            "RolloutBlocked: revision pd-bbb is not rolled out; "
             "ReplicaFailure InvalidPodTemplate: volumeMounts[0].name: Not found",
             id="invalid-pod-template",
         ),
@@ -83,13 +83,13 @@ ROLLING = cond("Progressing", "True", "RolloutInProgress", "1 of 2 RoleSets upda
                 update="pd-bbb",
             ),
             "paused",
-            "rollout paused (spec.paused): paused: 1 of 2 RoleSets updated to revision pd-bbb",
+            "spec.paused: 1 of 2 RoleSets updated to revision pd-bbb",
             id="paused",
         ),
         pytest.param(
             storm_service(paused=True, conditions=[READY, COMPLETE]),
             "complete",
-            "rollout complete: 2 of 2 RoleSets ready",
+            "2 of 2 RoleSets ready",
             id="paused-after-completion-is-complete",
         ),
         pytest.param(
@@ -134,14 +134,14 @@ def test_role_rows_count_ready_and_updated_per_roleset_and_role() -> None:
         {"pd-aaa": 1, "pd-bbb": 2},
     )
     assert rows == [
-        RoleRow("pd-roleset-a", "prefill", 1, 1, 1, "1"),
-        RoleRow("pd-roleset-a", "decode", 1, 1, 1, "1"),
-        RoleRow("pd-roleset-b", "prefill", 1, 0, 1, "2"),
-        RoleRow("pd-roleset-b", "decode", 2, 2, 2, "2"),
-        RoleRow("pd-roleset-c", "prefill", 1, 1, 0, "2"),
-        RoleRow("pd-roleset-c", "decode", 1, 1, 0, "2"),
-        RoleRow("pd-roleset-d (terminating)", "prefill", 1, 1, 1, "pd-zzz"),
-        RoleRow("pd-roleset-d (terminating)", "decode", 1, 1, 1, "pd-zzz"),
+        RoleRow("pd-roleset-a", "prefill", 1, 1, 1, 1, "pd-aaa"),
+        RoleRow("pd-roleset-a", "decode", 1, 1, 1, 1, "pd-aaa"),
+        RoleRow("pd-roleset-b", "prefill", 1, 0, 1, 2, "pd-bbb"),
+        RoleRow("pd-roleset-b", "decode", 2, 2, 2, 2, "pd-bbb"),
+        RoleRow("pd-roleset-c", "prefill", 1, 1, 0, 2, "pd-bbb"),
+        RoleRow("pd-roleset-c", "decode", 1, 1, 0, 2, "pd-bbb"),
+        RoleRow("pd-roleset-d (terminating)", "prefill", 1, 1, 1, None, "pd-zzz"),
+        RoleRow("pd-roleset-d (terminating)", "decode", 1, 1, 1, None, "pd-zzz"),
     ]
 
 
