@@ -15,7 +15,14 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from apis.v1alpha1 import constants as c
-from controller.kubectl_storm.errors import EXIT_ERROR, EXIT_OK, EXIT_PAUSED, EXIT_STALLED, CliError
+from controller.kubectl_storm.errors import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_PAUSED,
+    EXIT_STALLED,
+    CliError,
+    one_line,
+)
 from controller.kubectl_storm.lookup import (
     Target,
     get_storm_service,
@@ -274,7 +281,7 @@ async def watch(t: Target, give_up_after: float | None) -> int:
             return EXIT_OK
         if rollout.state in WATCH_EXIT:
             print(
-                f"error: {object_ref(t.name)} rollout {rollout.state}: {rollout.message}",
+                f"error: {object_ref(t.name)} rollout {rollout.state}: {one_line(rollout.message)}",
                 file=sys.stderr,
                 flush=True,
             )

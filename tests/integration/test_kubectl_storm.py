@@ -434,6 +434,13 @@ async def test_errors_are_one_line_with_exit_1(
     )
     assert line == 'error: context "nowhere" does not exist'
 
+    # No controller runs here, so the rollout never moves: --timeout ends the watch, exit 1.
+    line = await plugin.fails("status", "here", "--watch", "--timeout", "3s")
+    assert line == (
+        "error: timed out waiting for the rollout of stormservice.orchestration.aibrix.ai/here "
+        "(waiting for the controller to observe generation 1 (observed: 0))"
+    ), line
+
 
 async def test_a_concurrent_edit_fails_the_write_instead_of_being_overwritten(
     objects: Objects, kubectl: Kubectl, namespace: str, crds: list[str]
