@@ -127,7 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", type=int, help="show this revision's template and what it changed")
     p.add_argument("-o", "--output", choices=OUTPUT_FORMATS, help=output_help)
     p = command("undo", "write a revision's template back (default: the previous revision)")
-    p.add_argument("--to-revision", type=int, default=None, help="the revision to go back to")
+    p.add_argument(
+        "--to-revision",
+        type=int,
+        default=None,
+        help="the revision to go back to (0 or absent: the one before the present)",
+    )
     command("pause", "stop rollouts (spec.paused=true)")
     command("resume", "let rollouts go on (spec.paused=false)")
     command("restart", "recreate every pod, by a new revision (kubectl.kubernetes.io/restartedAt)")
