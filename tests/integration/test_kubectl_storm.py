@@ -27,9 +27,10 @@ import yaml
 from controller.kubectl_storm.errors import CliError
 from controller.kubectl_storm.lookup import Target
 from controller.kubectl_storm.mutate import RESTARTED_AT_ANNOTATION, json_patch, restart_patch, scale_patch
-from controller.runtime.client import KubeClient, Obj, list_all
-from controller.runtime.resources import CONTROLLER_REVISIONS, PODS, ROLESETS, STORMSERVICES
+from controller.runtime.client import KubeClient, Obj
+from controller.runtime.resources import STORMSERVICES
 from tests.cluster import Kubectl, derived_kubeconfig, service_account_kubeconfig
+from tests.storm_reads import StormReads
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -142,53 +143,9 @@ async def eventually(check: Callable[[], Awaitable[Any]], what: str, within: flo
 
 
 @dataclass
-class Objects:
+class Objects(StormReads):
     kube: KubeClient
     namespace: str
-
-    async def ss(self, name: str) -> Obj:
-        return await self.kube.get(STORMSERVICES, self.namespace, name)
-
-    async def rolesets(self, name: str) -> list[Obj]:
-        items, _ = await list_all(
-            self.kube, ROLESETS, self.namespace, label_selector=f"storm-service-name={name}"
-        )
-        return items
-
-    async def pods(self, name: str) -> list[Obj]:
-        items, _ = await list_all(
-            self.kube, PODS, self.namespace, label_selector=f"storm-service-name={name}"
-        )
-        return items
-
-    async def revisions(self, name: str) -> list[Obj]:
-        items, _ = await list_all(
-            self.kube, CONTROLLER_REVISIONS, self.namespace, label_selector=f"name={name}"
-        )
-        return sorted(items, key=lambda r: int(r["revision"]))
-
-    async def settled(self, name: str) -> Obj | None:
-        """The StormService when its latest generation is rolled out: Ready, current = update
-        revision, `replicas` RoleSets of that revision, every role's pods live and none going."""
-        ss = await self.ss(name)
-        status = ss.get("status") or {}
-        if status.get("observedGeneration") != ss["metadata"]["generation"]:
-            return None
-        ready: dict[str, Any] = next((c for c in status.get("conditions") or () if c["type"] == "Ready"), {})
-        if ready.get("status") != "True" or status.get("currentRevision") != status.get("updateRevision"):
-            return None
-        rolesets = await self.rolesets(name)
-        if len(rolesets) != ss["spec"]["replicas"] or any(
-            rs["metadata"]["labels"].get("storm-service-revision") != status["updateRevision"]
-            or rs["metadata"].get("deletionTimestamp")
-            for rs in rolesets
-        ):
-            return None
-        want = ss["spec"]["replicas"] * sum(r["replicas"] for r in ss["spec"]["template"]["spec"]["roles"])
-        pods = await self.pods(name)
-        if len(pods) != want or any(p["metadata"].get("deletionTimestamp") for p in pods):
-            return None
-        return ss
 
     async def wait_settled(self, name: str) -> Obj:
         result: Obj = await eventually(lambda: self.settled(name), f"{name} to settle")

@@ -28,7 +28,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from controller.runtime.client import KubeClient, Obj, list_all
 from controller.runtime.errors import ApiError, Gone, NotFound
 from controller.runtime.resources import (
-    CONTROLLER_REVISIONS,
     POD_DISRUPTION_BUDGETS,
     PODS,
     ROLESETS,
@@ -36,6 +35,7 @@ from controller.runtime.resources import (
     STORMSERVICES,
     Resource,
 )
+from tests.storm_reads import StormReads, pods_per_roleset, revision_of, roleset_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -91,34 +91,6 @@ def storm(
             },
         },
     }
-
-
-def pods_per_roleset(manifest: Obj) -> int:
-    return sum(
-        r["replicas"] * r.get("podGroupSize", 1) for r in manifest["spec"]["template"]["spec"]["roles"]
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# readiness, judged by the test
-
-
-def roleset_ready(rs: Obj) -> bool:
-    meta = rs["metadata"]
-    status = rs.get("status") or {}
-    if meta.get("deletionTimestamp"):
-        return False
-    if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
-        return False
-    reported = {r.get("name"): r for r in status.get("roles") or ()}
-    return all(
-        int((reported.get(r["name"]) or {}).get("readyReplicas") or 0) >= int(r.get("replicas", 1))
-        for r in rs["spec"].get("roles") or ()
-    )
-
-
-def revision_of(rs: Obj) -> str:
-    return str(rs["metadata"].get("labels", {}).get("storm-service-revision", ""))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,7 +199,7 @@ class Monitor:
 
 
 @dataclass
-class Env:
+class Env(StormReads):
     kube: KubeClient
     kubectl: Any
     namespace: str
@@ -259,48 +231,6 @@ class Env:
 
     def apply(self, obj: Obj) -> None:
         self.kubectl.apply(obj, "-n", self.namespace)
-
-    async def ss(self, name: str) -> Obj:
-        return await self.kube.get(STORMSERVICES, self.namespace, name)
-
-    async def rolesets(self, name: str) -> list[Obj]:
-        items, _ = await list_all(
-            self.kube, ROLESETS, self.namespace, label_selector=f"storm-service-name={name}"
-        )
-        return items
-
-    async def pods(self, name: str) -> list[Obj]:
-        items, _ = await list_all(
-            self.kube, PODS, self.namespace, label_selector=f"storm-service-name={name}"
-        )
-        return items
-
-    async def revisions(self, name: str) -> list[Obj]:
-        items, _ = await list_all(
-            self.kube, CONTROLLER_REVISIONS, self.namespace, label_selector=f"name={name}"
-        )
-        return sorted(items, key=lambda r: r["revision"])
-
-    async def settled(self, name: str) -> Obj | None:
-        """The StormService when it is Ready for its latest generation, with exactly `replicas`
-        RoleSets, all of the update revision, and every pod Running and Ready."""
-        ss = await self.ss(name)
-        status = ss.get("status") or {}
-        if status.get("observedGeneration") != ss["metadata"]["generation"]:
-            return None
-        ready: dict[str, Any] = next((c for c in status.get("conditions") or () if c["type"] == "Ready"), {})
-        if ready.get("status") != "True" or status.get("currentRevision") != status.get("updateRevision"):
-            return None
-        rolesets = await self.rolesets(name)
-        if len(rolesets) != ss["spec"]["replicas"]:
-            return None
-        if any(revision_of(rs) != status["updateRevision"] or not roleset_ready(rs) for rs in rolesets):
-            return None
-        pods = await self.pods(name)
-        live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-        if len(pods) != len(live) or len(live) != ss["spec"]["replicas"] * pods_per_roleset(ss):
-            return None
-        return ss
 
     async def wait_settled(self, name: str, within: float = 180.0) -> Obj:
         result: Obj = await self.eventually(lambda: self.settled(name), f"{name} to settle", within)
