@@ -99,6 +99,10 @@ image: ## docker build -t stormservice-controller:dev . (needs Docker; e2e/READM
 bench: install ## speed and memory benchmarks of the runtime hot paths
 	$(PY) -m bench --check
 
+.PHONY: bench-scale
+bench-scale: install controlplane ## this controller vs kube-controller-manager at 1,000 pods on a local control plane (~15 min; ARGS=--smoke for a tenth)
+	$(PY) -m bench.scale $(ARGS)
+
 .PHONY: clean
 clean: cluster-down ## stop the cluster and remove the virtualenv
 	rm -rf $(VENV) $(CLUSTER_DIR)
