@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from controller.kubectl_storm.lookup import Target
 from controller.kubectl_storm.output import OUTPUT_FORMATS
 from controller.runtime.client import ApiClient, create_client
 from controller.runtime.errors import ApiError
+from controller.runtime.options import parse_duration
 
 EPILOG = f"""\
 examples:
@@ -62,13 +62,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _duration(text: str) -> float:
-    """A kubectl duration: `30s`, `5m`, `1h`, `1m30s`, or plain seconds."""
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    parts = re.findall(r"(\d+(?:\.\d+)?)(h|m|s)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
+    """A kubectl duration (a Go duration: `30s`, `5m`, `1m30s`, `500ms`), or plain seconds."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0:
         raise argparse.ArgumentTypeError(f"invalid duration {text!r} (e.g. 30s, 5m, 1h)")
-    return sum(float(n) * {"h": 3600, "m": 60, "s": 1}[u] for n, u in parts)
+    return seconds
 
 
 def _replicas(text: str) -> int:
