@@ -673,18 +673,21 @@ def install_crds(cluster: Any) -> None:
     kubectl = [str(Path(cluster.bin_dir) / "kubectl"), "--kubeconfig", str(cluster.kubeconfig)]
     crds = str(REPO_ROOT / "manifests" / "crds")
     subprocess.run([*kubectl, "apply", "--server-side", "-k", crds], check=True, capture_output=True)
-    subprocess.run(
-        [
-            *kubectl,
-            "wait",
-            "--for=condition=Established",
-            "--timeout=120s",
-            "crd/stormservices.orchestration.aibrix.ai",
-            "crd/rolesets.orchestration.aibrix.ai",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    # Polled rather than `kubectl wait`, which fails outright when its first look comes too early.
+    established = '{.status.conditions[?(@.type=="Established")].status}'
+    deadline = time.monotonic() + 120
+    for name in ("stormservices.orchestration.aibrix.ai", "rolesets.orchestration.aibrix.ai"):
+        while True:
+            got = subprocess.run(
+                [*kubectl, "get", "crd", name, "-o", f"jsonpath={established}"],
+                capture_output=True,
+                text=True,
+            )
+            if got.stdout.strip() == "True":
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"CRD {name} not Established within 120 s: {got.stderr.strip()}")
+            time.sleep(0.5)
 
 
 async def run(cluster: Any, sizes: Sizes) -> dict[str, Any]:
