@@ -8,7 +8,8 @@
 # When every binary is already there it does nothing but print the directory.
 # Next to the binaries it writes kwok-stages.yaml: kwok run on its own (not via kwokctl) has
 # no built-in stages, so this collects the ones kwokctl uses by default (node-initialize,
-# node-heartbeat-with-lease, pod-ready, pod-complete, pod-delete) from the kwok module.
+# node-heartbeat-with-lease, pod-ready, pod-complete, pod-delete) from the kwok module;
+# hack/localcluster.py adds our own from hack/controlplane/kwok-extra-stages.yaml (not built in).
 # Usage: hack/build-controlplane.sh [--print-bin-dir] [--force]
 #   --print-bin-dir  print the bin directory (the tag is computed, nothing is built)
 #   --force          rebuild even when the binaries are cached
@@ -39,7 +40,7 @@ for arg in "$@"; do
   case "${arg}" in
     --print-bin-dir) echo "${BIN_DIR}"; exit 0 ;;
     --force) force=1 ;;
-    -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build-controlplane: unknown argument: ${arg}" >&2; exit 2 ;;
   esac
 done

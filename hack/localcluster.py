@@ -34,7 +34,14 @@ Choices worth knowing:
 - Fake nodes carry the annotation kwok.x-k8s.io/node=fake and no taint. kwok, given kwokctl's
   default stages (collected by the build script into kwok-stages.yaml; standalone kwok has no
   built-in ones), keeps them Ready via node leases and moves pods bound to them to
-  Running/Ready, and finishes their deletion.
+  Running/Ready, and finishes their deletion. Our own stages
+  (hack/controlplane/kwok-extra-stages.yaml, read from the checkout at each start) report what
+  a kubelet would after that: a container image patched in place restarts the container (not
+  ready, then running the new image with a new imageID and containerID, restartCount+1; opt a
+  pod out with the annotation pod-container-image-update.stage.kwok.x-k8s.io/disabled=true),
+  and a pod left Ready=False by the node lifecycle controller (while ContainersReady and its
+  readiness gates are True) is Ready again 2-5 s later. ContainersReady=False, a failing
+  readiness probe, is left as it is.
 
 Only the Python standard library is needed, except `cryptography` for making certificates
 (imported lazily, so `down` and `env` work from any python3).
@@ -66,6 +73,7 @@ HACK_DIR = Path(__file__).resolve().parent
 REPO_ROOT = HACK_DIR.parent
 DEFAULT_STATE_DIR = REPO_ROOT / ".cluster"
 BUILD_SCRIPT = HACK_DIR / "build-controlplane.sh"
+KWOK_EXTRA_STAGES = HACK_DIR / "controlplane" / "kwok-extra-stages.yaml"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
 
 SERVICE_CIDR = "10.0.0.0/24"
@@ -769,13 +777,18 @@ class LocalCluster:
         stages = self.bin_dir / "kwok-stages.yaml"
         if not stages.is_file():
             raise ClusterError(f"{stages} is missing; run {BUILD_SCRIPT}")
+        if not KWOK_EXTRA_STAGES.is_file():
+            raise ClusterError(f"{KWOK_EXTRA_STAGES} is missing from the checkout")
         return [
             self._bin("kwok"),
             f"--kubeconfig={self.kubeconfig}",
             # kwok on its own has no built-in stages (only kwokctl adds defaults); the build
             # script collects kwokctl's default ones (node init, lease heartbeat, pod
-            # ready/complete/delete) into this file. Also keeps ~/.kwok/kwok.yaml out.
+            # ready/complete/delete) into this file. kwok loads every --config it is given.
             f"--config={stages}",
+            # Ours, read from the checkout so that editing them needs no rebuild: in-place
+            # image updates and readiness after a node comes back, as a kubelet reports them.
+            f"--config={KWOK_EXTRA_STAGES}",
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={key}={value}",
             f"--cidr={POD_CIDR}",

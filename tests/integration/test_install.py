@@ -391,7 +391,8 @@ class Storm:
         wait_until(check, 240, f"{self.name} to settle: {what}", interval=0.5)
 
     def run_new_images(self) -> None:
-        """What a kubelet reports after restarting containers on new images (kwok does not)."""
+        """What a kubelet reports after restarting containers on new images (kwok's stage
+        pod-container-image-update reports it too; whichever writes first)."""
         for pod in self.owned("pods"):
             if runs_its_images(pod) or pod["metadata"].get("deletionTimestamp"):
                 continue

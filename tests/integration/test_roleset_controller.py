@@ -3,7 +3,9 @@
 The controller runs in the test process (the same RoleSetController, informers, ApiClient and
 EventRecorder as in production), so a test can stop and restart it and read its metrics. Pods on
 the fake nodes become Running/Ready through kwok; failures and new imageIDs are driven with
-status patches, as a kubelet would write them.
+status patches, as a kubelet would write them. kwok's own in-place restart (the stage
+pod-container-image-update) is off for these pods: the in-place tests report the new images
+themselves, when and as they need to (same digest, an update that never completes, ...).
 """
 
 from __future__ import annotations
@@ -125,12 +127,15 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+KWOK_RESTARTS_OFF = {"pod-container-image-update.stage.kwok.x-k8s.io/disabled": "true"}
+
+
 def role(name: str, replicas: int = 2, image: str = IMAGE_V1, **extra: Any) -> dict[str, Any]:
     return {
         "name": name,
         "replicas": replicas,
         "template": {
-            "metadata": {"labels": {"app": name}},
+            "metadata": {"labels": {"app": name}, "annotations": dict(KWOK_RESTARTS_OFF)},
             "spec": {
                 "containers": [{"name": "main", "image": image, "env": [{"name": "USER_VAR", "value": "x"}]}]
             },
@@ -569,7 +574,11 @@ async def test_pod_groups(controller: Controller, api: Api, kube: Any, namespace
 
     # One member not ready -> that instance is not ready.
     member = next(p for p in pods if p["metadata"]["name"].endswith("-1-2"))
-    await api.set_pod_status(member, conditions=[{"type": "Ready", "status": "False"}])
+    # A failing readiness probe; Ready=False alone is what kwok, as a kubelet, sets back to True.
+    await api.set_pod_status(
+        member,
+        conditions=[{"type": "Ready", "status": "False"}, {"type": "ContainersReady", "status": "False"}],
+    )
 
     async def one_not_ready() -> bool:
         roles = (await api.status("grp")).get("roles") or []
