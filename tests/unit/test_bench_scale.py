@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from bench.scale import deployment_done, replicaset_done, stormservice_done, targets
+from bench.scale import (
+    Sizes,
+    deployment_done,
+    parse_args,
+    replicaset_done,
+    stormservice_done,
+    targets,
+)
 
 
 def _storm(**status: Any) -> dict[str, Any]:
@@ -81,3 +88,24 @@ def test_targets_flag_what_is_missed() -> None:
     missed = {name for name, value, _, target in targets(figures) if value > target}
     assert missed == {"ratio_create (S1 seconds ours / kcm)", "KiB RSS per cached small pod"}
     assert not any("in place" in name for name, *_ in targets(figures))
+
+
+def test_targets_include_the_in_place_ratio_when_s3_ran() -> None:
+    figures: dict[str, Any] = {
+        "s1": {"ratio": 0.9, "cpu_ratio": 1.2},
+        "s2": {"ratio": 0.9},
+        "s3": {"ratio": 1.4},
+        "memory": {"kib_per_cached_small_pod": 8.0, "rss_empty_mib": 55.0},
+        "idle": {"writes": 0},
+    }
+    missed = {name for name, value, _, target in targets(figures) if value > target}
+    assert missed == {"ratio in place (S3 seconds ours / kcm)"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "in_place"),
+    [([], True), (["--smoke"], True), (["--no-in-place"], False), (["--smoke", "--no-in-place"], False)],
+)
+def test_s3_runs_unless_skipped(argv: list[str], in_place: bool) -> None:
+    assert parse_args(argv).in_place is in_place
+    assert Sizes().in_place and Sizes.smoke().in_place
