@@ -32,17 +32,20 @@ class Discovery:
         self._client = client
         self.interval = interval
         self._tracked: dict[Resource, bool | None] = {}
-        self._handlers: list[ChangeHandler] = []
+        # Each handler with the resources it was registered for: it hears of those only.
+        self._handlers: list[tuple[frozenset[Resource], ChangeHandler]] = []
         self._synced = asyncio.Event()
         self._poke = asyncio.Event()
 
     def track(self, resources: Iterable[Resource], on_change: ChangeHandler | None = None) -> None:
-        """Follow `resources`; `on_change(resource, served)` is called when one appears or goes
-        (the first answer counts as a change only when the resource is served)."""
-        for resource in resources:
+        """Follow `resources`; `on_change(resource, served)` is called when one of these
+        resources (not another tracker's) appears or goes; the first answer counts as a change
+        only when the resource is served."""
+        followed = frozenset(resources)
+        for resource in followed:
             self._tracked.setdefault(resource, None)
         if on_change is not None:
-            self._handlers.append(on_change)
+            self._handlers.append((followed, on_change))
         if self._synced.is_set():
             self._synced.clear()
             self._poke.set()
@@ -96,7 +99,9 @@ class Discovery:
         if (before is None and not served) or before == served:
             return
         log.info("API resource availability changed", resource=str(resource), served=served)
-        for handler in list(self._handlers):
+        for resources, handler in list(self._handlers):
+            if resource not in resources:
+                continue
             try:
                 handler(resource, served)
             except Exception:
