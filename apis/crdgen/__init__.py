@@ -1,7 +1,8 @@
 """CRD generation: `python -m apis.crdgen` writes manifests/crds, `--check` compares.
 
-The schema lives in `schema.py`; the PodTemplateSpec part comes from Kubernetes' OpenAPI
-document through `openapi.py` (refreshed by hack/update-openapi.sh).
+`schema.py` generates the schema from the pydantic models (apis/v1alpha1); the PodTemplateSpec
+part comes from Kubernetes' OpenAPI document through `openapi.py` (refreshed by
+hack/update-openapi.sh).
 """
 
 from apis.crdgen.render import render_all

@@ -1,28 +1,63 @@
-"""The CustomResourceDefinitions of StormService and RoleSet, as Python data.
+"""The CustomResourceDefinitions of StormService and RoleSet, generated from the pydantic models.
 
-Hand-written schema for our own fields (wire names as in AIBrix), the real PodTemplateSpec
-schema (``apis/openapi/podtemplatespec-v*.json``) under every role template, CRD `default:`s
-taken from ``defaults.py`` (the models use the same constants) and CEL rules from ``rules.py``
-(the models raise the same messages).
+The models in ``apis/v1alpha1/types.py`` are the one source of the schema, as Go types are for
+controller-gen: this module walks their fields and writes the OpenAPI v3 structural schema.
 
-Bounds (maxItems, maxLength, maxProperties) exist for the API server's CEL cost estimate: a rule
-over a list is charged for the largest list the schema allows, and an unbounded one makes the
-CRD unacceptable. Each bound is far above real use and within what Kubernetes itself allows
-(label values <= 63, label keys <= 317).
+To add a field, add it to its model, and only there::
+
+    class RoleSpec(WireModel):
+        warmup_seconds: Annotated[int, Bounds(minimum=0, maximum=3600)] = 30
+        \"\"\"Seconds a new pod warms up before it counts as ready.\"\"\"
+
+and run ``make manifests``. What each part of it becomes:
+
+* the wire name: the camelCase alias (``warmupSeconds``);
+* the type: ``int`` is an int32 integer (``Annotated[int, INT64]`` for int64), ``str``, ``bool``,
+  ``Literal[...]`` (an enum), ``list[T]``, ``dict[str, T]``, a nested model (an object),
+  ``int | str`` (int-or-string); ``T | None`` is an optional T;
+* the docstring under the field: its description (wrapped lines are joined; a field without
+  one takes its model's class docstring, and a kind's class docstring describes the kind);
+* the default: published as the CRD ``default`` unless it is Go's zero value (None, False, 0,
+  ""), which the API server would not write either; a nested object gets ``default: {}`` with
+  ``DefaultEmpty()``, so that the defaults inside it are applied;
+* required: a field without a default, or marked ``Required()``;
+* markers (``apis/v1alpha1/markers.py``) in ``Annotated[...]``: ``Bounds`` (checked by the model
+  too), ``rules.CelRule`` (x-kubernetes-validations; write the same check in Python in the
+  model), ``ListType``, ``MapType``, ``Format``, ``Nullable``, ``PreserveUnknownFields``,
+  ``EmbeddedResource``, ``CoreSchema`` (a core Kubernetes definition for a raw dict); markers of
+  a model's own object node (rules over several fields) go in its ``crd_markers``.
+
+A CEL rule needs bounded inputs (maxItems, maxLength, maxProperties on what it iterates over or
+scans): the API server estimates a rule's cost from the largest value the schema allows and
+refuses a CRD whose rules could cost too much. ``tests/unit/apis/test_crdgen.py`` checks the
+output; ``tests/integration/test_crd_admission.py`` applies it to a real API server.
+
+The role templates embed the real PodTemplateSpec schema (``apis/openapi/podtemplatespec-v*.json``,
+refreshed by hack/update-openapi.sh through ``openapi.py``).
 """
 
 from __future__ import annotations
 
 import copy
+import enum
+import inspect
 import json
+import types
+import typing
+from collections.abc import Iterable
 from functools import cache
 from importlib import resources
 from typing import Any, Final
 
+import annotated_types
+from pydantic import AfterValidator, BaseModel, BeforeValidator, PlainValidator, WrapValidator
+from pydantic.fields import FieldInfo
+
 from apis.crdgen.openapi import inline
 from apis.v1alpha1 import constants as c
-from apis.v1alpha1 import defaults as d
-from apis.v1alpha1 import rules as r
+from apis.v1alpha1.markers import CoreSchema, DefaultEmpty, KeywordMarker, Required
+from apis.v1alpha1.rules import CelRule
+from apis.v1alpha1.types import RoleSet, StormService, WireModel
 
 Schema = dict[str, Any]
 
@@ -30,8 +65,9 @@ Schema = dict[str, Any]
 KUBERNETES_SCHEMA_VERSION: Final = "1.34"
 PODTEMPLATESPEC_RESOURCE: Final = f"podtemplatespec-v{KUBERNETES_SCHEMA_VERSION}.json"
 
-MAX_SELECTOR_TERMS: Final = 64  # matchLabels entries, matchExpressions, values per expression
-MAX_INT_OR_PERCENT_LENGTH: Final = 8  # "100000%": more than anyone writes
+
+class SchemaError(TypeError):
+    """A model field the generator cannot express in a CRD schema."""
 
 
 @cache
@@ -41,44 +77,19 @@ def _podtemplate_bundle() -> dict[str, Any]:
     return bundle
 
 
-#: Part of what pod validation (k8s.io/kubernetes pkg/apis/core/validation) refuses in every pod
-#: the controllers would create, as plain OpenAPI keywords on the embedded core/v1 definitions:
-#: a role template of which no pod can be made is refused at admission, instead of failing every
-#: pod create of its rollout with 422. Keywords cost nothing in the CEL budget; the same checks
-#: as CEL rules would sit under the pod spec's lists, which have no maxItems (and may not get
-#: one: a pod may have any number of containers). Keyed by definition, so containers and
-#: initContainers (both Container) get the same. Nothing the API server accepts after its own
-#: defaulting is refused: "" restartPolicy becomes Always, hostPort 0 is no host port.
-POD_TEMPLATE_KEYWORDS: Final[dict[tuple[str, str], Schema]] = {
-    ("io.k8s.api.core.v1.Container", "name"): {
-        "maxLength": r.MAX_CONTAINER_NAME_LENGTH,
-        "pattern": r.DNS1123_LABEL_PATTERN,
-    },
-    ("io.k8s.api.core.v1.ContainerPort", "containerPort"): {"minimum": r.MIN_PORT, "maximum": r.MAX_PORT},
-    ("io.k8s.api.core.v1.ContainerPort", "hostPort"): {"minimum": 0, "maximum": r.MAX_PORT},
-    ("io.k8s.api.core.v1.GRPCAction", "port"): {"minimum": r.MIN_PORT, "maximum": r.MAX_PORT},
-    ("io.k8s.api.core.v1.PodSpec", "restartPolicy"): {"enum": list(r.POD_RESTART_POLICIES)},
-}
-
-
 @cache
-def _role_template_bundle() -> dict[str, Any]:
+def _bundle_with_keywords(marker: CoreSchema) -> dict[str, Any]:
     bundle = copy.deepcopy(_podtemplate_bundle())
-    for (definition, prop), keywords in POD_TEMPLATE_KEYWORDS.items():
+    for (definition, prop), keywords in marker.keywords.items():
         # A KeyError here means a Kubernetes bump renamed the field: look again at what it checks.
         node: Schema = bundle["definitions"][definition]["properties"][prop]
         assert not set(node) & set(keywords), f"{definition}.{prop} already has {sorted(node)}"
-        node.update(copy.deepcopy(keywords))
+        node.update(copy.deepcopy(dict(keywords)))
     return bundle
 
 
-def pod_template_spec_schema() -> Schema:
-    """The core/v1 PodTemplateSpec schema with POD_TEMPLATE_KEYWORDS (a fresh copy)."""
-    return inline(_role_template_bundle())
-
-
 def core_definition(name: str) -> Schema:
-    """One expanded core/v1 definition from the same bundle, e.g. "io.k8s.api.core.v1.NodeSelector"."""
+    """One expanded core/v1 definition, e.g. "io.k8s.api.core.v1.NodeSelector" (a fresh copy)."""
     return inline(_podtemplate_bundle(), name)
 
 
@@ -86,437 +97,175 @@ def podtemplate_source() -> str:
     return str(_podtemplate_bundle().get("source", ""))
 
 
-# --- small builders --------------------------------------------------------------------------------
+def _core_schema(marker: CoreSchema) -> Schema:
+    bundle = _bundle_with_keywords(marker) if marker.keywords else _podtemplate_bundle()
+    node = inline(bundle, marker.definition)
+    if marker.required:
+        node["required"] = list(marker.required)
+    for prop, rules in marker.property_rules.items():
+        node["properties"][prop]["x-kubernetes-validations"] = [rule.as_schema() for rule in rules]
+    return node
 
 
-def _s(description: str | None = None, *, ext: Schema | None = None, **kw: Any) -> Schema:
-    """A schema node; `ext` carries the x-kubernetes-* keys (not valid Python identifiers)."""
-    out: Schema = dict(kw)
-    if ext:
-        out.update(ext)
+# --- the walk --------------------------------------------------------------------------------------
+
+
+def _description(doc: str | None) -> str | None:
+    """A docstring as one line per paragraph: wrapped source lines are joined."""
+    if not doc:
+        return None
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs if p.strip()) or None
+
+
+# Validators run by pydantic only; they say nothing the schema could.
+_VALIDATORS = (AfterValidator, BeforeValidator, PlainValidator, WrapValidator)
+
+
+def _apply(node: Schema, metadata: Iterable[object], where: str) -> Schema:
+    """`node` with the markers in `metadata` applied (a CoreSchema replaces it)."""
+    metadata = list(metadata)
+    for marker in metadata:
+        if isinstance(marker, CoreSchema):
+            node = _core_schema(marker)
+    for marker in metadata:
+        if isinstance(marker, KeywordMarker):
+            node.update(marker.keywords())
+        elif isinstance(marker, CelRule):
+            node.setdefault("x-kubernetes-validations", []).append(marker.as_schema())
+        elif isinstance(marker, annotated_types.Ge):
+            node["minimum"] = marker.ge
+        elif isinstance(marker, annotated_types.Le):
+            node["maximum"] = marker.le
+        elif isinstance(marker, annotated_types.MinLen | annotated_types.MaxLen):
+            kind = node.get("type")
+            noun = {"array": "Items", "object": "Properties"}.get(str(kind), "Length")
+            if isinstance(marker, annotated_types.MinLen):
+                node[f"min{noun}"] = marker.min_length
+            else:
+                node[f"max{noun}"] = marker.max_length
+        elif isinstance(marker, (CoreSchema, Required, DefaultEmpty, *_VALIDATORS)):
+            pass
+        else:
+            raise SchemaError(f"{where}: no schema for the annotation {marker!r}")
+    return node
+
+
+def type_schema(annotation: Any, where: str = "") -> Schema:
+    """The schema of a type as a model field may have it (see the module doc)."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _apply(type_schema(args[0], where), args[1:], where)
+    if origin in (typing.Union, types.UnionType):
+        present = [a for a in args if a is not type(None)]
+        if len(present) == 1:
+            return type_schema(present[0], where)
+        if sorted(present, key=lambda t: t.__name__) == [int, str]:
+            return {"anyOf": [{"type": "integer"}, {"type": "string"}], "x-kubernetes-int-or-string": True}
+        raise SchemaError(f"{where}: a union other than T | None or int | str: {annotation}")
+    if origin is typing.Literal:
+        return _enum_schema(list(args), where)
+    if origin is list:
+        return {"type": "array", "items": type_schema(args[0], f"{where}[]")}
+    if origin is dict:
+        if args[0] is not str:
+            raise SchemaError(f"{where}: map keys must be str, not {args[0]}")
+        if args[1] is Any:
+            return {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        return {"type": "object", "additionalProperties": type_schema(args[1], f"{where}{{}}")}
+    if annotation is bool:
+        return {"type": "boolean"}
+    if annotation is int:
+        return {"type": "integer", "format": "int32"}
+    if annotation is float:
+        return {"type": "number"}
+    if annotation is str:
+        return {"type": "string"}
+    if annotation is Any:
+        return {"x-kubernetes-preserve-unknown-fields": True}
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return _enum_schema([m.value for m in annotation], where)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return model_schema(annotation)
+    raise SchemaError(f"{where}: no schema for the type {annotation!r}")
+
+
+def _enum_schema(values: list[Any], where: str) -> Schema:
+    kinds = {type(v) for v in values}
+    if kinds == {str}:
+        return {"type": "string", "enum": values}
+    if kinds == {int}:
+        return {"type": "integer", "enum": values}
+    raise SchemaError(f"{where}: enum values must be all strings or all ints: {values}")
+
+
+def _published_default(field: FieldInfo, where: str) -> Any:
+    """The field's default as the CRD publishes it, or None for none (see the module doc)."""
+    if DefaultEmpty() in field.metadata:
+        return {}
+    if field.default_factory is not None or field.is_required():
+        return None
+    value = field.default
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if value is None or value is False or value == 0 or value == "":
+        return None
+    if not isinstance(value, str | int | float | bool):
+        raise SchemaError(f"{where}: only scalar defaults can be published, not {value!r}")
+    return value
+
+
+def field_schema(model: type[BaseModel], name: str) -> tuple[Schema, bool]:
+    """(schema, required) of one field of `model`."""
+    field = model.model_fields[name]
+    where = f"{model.__name__}.{name}"
+    node = _apply(type_schema(field.annotation, where), field.metadata, where)
+    description = _description(field.description)
     if description:
-        out["description"] = description
-    return out
+        node["description"] = description
+    default = _published_default(field, where)
+    if default is not None:
+        node["default"] = default
+    return node, field.is_required() or Required() in field.metadata
 
 
-def _string(description: str | None = None, **kw: Any) -> Schema:
-    return _s(description, type="string", **kw)
+def model_schema(model: type[BaseModel]) -> Schema:
+    """The object schema of a model: its fields, required ones, docstring and crd_markers."""
+    properties: Schema = {}
+    required: list[str] = []
+    for name, field in model.model_fields.items():
+        wire = field.alias or name
+        properties[wire], is_required = field_schema(model, name)
+        if is_required:
+            required.append(wire)
+    node: Schema = {"type": "object", "properties": properties}
+    if required:
+        node["required"] = required
+    markers = model.crd_markers if issubclass(model, WireModel) else ()
+    node = _apply(node, markers, model.__name__)
+    description = _description(model.__doc__)
+    if description:
+        node["description"] = description
+    return node
 
 
-def _bool(description: str | None = None) -> Schema:
-    return _s(description, type="boolean")
-
-
-def _int32(description: str | None = None, **kw: Any) -> Schema:
-    return _s(description, type="integer", format="int32", **kw)
-
-
-def _int64(description: str | None = None, **kw: Any) -> Schema:
-    return _s(description, type="integer", format="int64", **kw)
-
-
-def _time(description: str | None = None) -> Schema:
-    return _s(description, type="string", format="date-time")
-
-
-def _object(
-    properties: Schema, description: str | None = None, *, ext: Schema | None = None, **kw: Any
-) -> Schema:
-    return _s(description, ext=ext, type="object", properties=properties, **kw)
-
-
-def _string_map(*, max_value_length: int | None = None, description: str | None = None, **kw: Any) -> Schema:
-    value: Schema = {"type": "string"}
-    if max_value_length is not None:
-        value["maxLength"] = max_value_length
-    return _s(description, type="object", additionalProperties=value, **kw)
-
-
-def int_or_percent(description: str) -> Schema:
-    return _s(
-        description,
-        anyOf=[{"type": "integer"}, {"type": "string"}],
-        maxLength=MAX_INT_OR_PERCENT_LENGTH,
-        ext={
-            "x-kubernetes-int-or-string": True,
-            "x-kubernetes-validations": [r.CEL_INT_OR_PERCENT.as_schema()],
-        },
-    )
-
-
-def _quantity_map(description: str) -> Schema:
-    quantity = copy.deepcopy(core_definition("io.k8s.apimachinery.pkg.api.resource.Quantity"))
-    return _s(description, type="object", additionalProperties=quantity)
-
-
-def label_selector() -> Schema:
-    requirement = _object(
-        {
-            "key": _string("The label key that the selector applies to.", maxLength=r.MAX_LABEL_KEY_LENGTH),
-            "operator": _string(
-                "In, NotIn, Exists or DoesNotExist.", enum=["In", "NotIn", "Exists", "DoesNotExist"]
-            ),
-            "values": _s(
-                "Values for In and NotIn; empty for Exists and DoesNotExist.",
-                type="array",
-                maxItems=MAX_SELECTOR_TERMS,
-                items={"type": "string", "maxLength": r.MAX_LABEL_VALUE_LENGTH},
-                ext={"x-kubernetes-list-type": "atomic"},
-            ),
-        },
-        required=["key", "operator"],
-        ext={"x-kubernetes-validations": [r.CEL_SELECTOR_REQUIREMENT_VALUES.as_schema()]},
-    )
-    return _object(
-        {
-            "matchLabels": _string_map(
-                max_value_length=r.MAX_LABEL_VALUE_LENGTH,
-                maxProperties=MAX_SELECTOR_TERMS,
-                description="Labels a RoleSet must have (all of them).",
-            ),
-            "matchExpressions": _s(
-                "Label requirements a RoleSet must satisfy (all of them).",
-                type="array",
-                maxItems=MAX_SELECTOR_TERMS,
-                items=requirement,
-                ext={"x-kubernetes-list-type": "atomic"},
-            ),
-        },
-        "Selects the RoleSets of this StormService; must match spec.template.metadata.labels.",
-        ext={
-            "x-kubernetes-map-type": "atomic",
-            "x-kubernetes-validations": [r.CEL_SELECTOR_NOT_EMPTY.as_schema()],
-        },
-    )
-
-
-def template_metadata(description: str) -> Schema:
-    """Metadata of an embedded template: the reduction controller-gen applies, plus
-    creationTimestamp, which Go clients send as null (see apis/crdgen/openapi.py)."""
-    return _object(
-        {
-            "creationTimestamp": {"type": "string", "format": "date-time", "nullable": True},
-            "name": {"type": "string"},
-            "namespace": {"type": "string"},
-            "labels": _string_map(max_value_length=r.MAX_LABEL_VALUE_LENGTH),
-            "annotations": _string_map(),
-            "finalizers": {"type": "array", "items": {"type": "string"}, "x-kubernetes-list-type": "set"},
-        },
-        description,
-    )
-
-
-def disruption_tolerance(unit: str) -> Schema:
-    return _object(
-        {
-            "maxUnavailable": int_or_percent(
-                f"How many {unit} may be unavailable through voluntary disruptions (evictions): "
-                "an integer counts role instances (a pod group counts once), a percent counts pods. "
-                "Becomes a PodDisruptionBudget per role."
-            )
-        },
-        "Disruption budget.",
-    )
-
-
-# --- scheduling ------------------------------------------------------------------------------------
-
-
-def _godel_affinity() -> Schema:
-    term = _object({"topologyKey": _string()})
-    terms = {"type": "array", "items": term}
-    return _object(
-        {
-            "podGroupAffinity": _object(
-                {
-                    "nodeSelector": core_definition("io.k8s.api.core.v1.NodeSelector"),
-                    "preferred": copy.deepcopy(terms),
-                    "required": copy.deepcopy(terms),
-                    "sortRules": {
-                        "type": "array",
-                        "items": _object(
-                            {"dimension": _string(), "order": _string(), "resource": _string()},
-                            required=["order", "resource"],
-                        ),
-                    },
-                }
-            ),
-            "podGroupAntiAffinity": _object(
-                {"preferred": copy.deepcopy(terms), "required": copy.deepcopy(terms)}
-            ),
-        },
-        "godel PodGroup affinity rules.",
-    )
-
-
-def scheduling_strategy() -> Schema:
-    return _object(
-        {
-            "godelSchedulingStrategy": _object(
-                {
-                    "minMember": _int32("Pods that must be schedulable together."),
-                    "priorityClassName": _string(),
-                    "scheduleTimeoutSeconds": _int32(),
-                    "application": _string(),
-                    "affinity": _godel_affinity(),
-                },
-                "Gang scheduling with godel-scheduler's PodGroup.",
-            ),
-            "coschedulingSchedulingStrategy": _object(
-                {
-                    "minMember": _int32("Pods that must be schedulable together.", minimum=1),
-                    "minResources": _quantity_map("Resources the group needs to start."),
-                    "scheduleTimeoutSeconds": _int32(),
-                },
-                "Gang scheduling with the scheduler-plugins coscheduling PodGroup.",
-            ),
-            "volcanoSchedulingStrategy": _object(
-                {
-                    "minMember": _int32("Pods that must be schedulable together."),
-                    "minTaskMember": _s(
-                        "Minimum pods per task.",
-                        type="object",
-                        additionalProperties={"type": "integer", "format": "int32"},
-                    ),
-                    "queue": _string(),
-                    "priorityClassName": _string(),
-                    "minResources": _quantity_map("Resources the group needs to start."),
-                },
-                "Gang scheduling with Volcano's PodGroup.",
-            ),
-        },
-        "Gang scheduling through a PodGroup; at most one scheduler may be chosen.",
-        ext={"x-kubernetes-validations": [r.CEL_ONE_SCHEDULING_STRATEGY.as_schema()]},
-    )
-
-
-def topology_policy() -> Schema:
-    return _object(
-        {
-            "scope": _string(
-                "Which pods share one topology domain: all of the StormService, each RoleSet, or each role.",
-                enum=["StormService", "RoleSet", "Role"],
-            ),
-            "mode": _string(
-                "Preferred (weight-100 pod affinity) or Required.",
-                enum=["Preferred", "Required"],
-                default=d.DEFAULT_TOPOLOGY_MODE,
-            ),
-            "key": _string(
-                "Node label key of the topology domain, e.g. kubernetes.io/hostname.",
-                minLength=1,
-                maxLength=r.MAX_LABEL_KEY_LENGTH,
-                pattern=r.LABEL_KEY_PATTERN,
-            ),
-        },
-        "Co-locates pods on one topology domain (rendered as pod affinity on new pods).",
-        required=["scope", "key"],
-    )
-
-
-# --- RoleSet spec ----------------------------------------------------------------------------------
-
-
-def role() -> Schema:
-    template = pod_template_spec_schema()
-    template["description"] = "The pod template of this role (core/v1 PodTemplateSpec)."
-    template["required"] = ["spec"]
-    template["properties"]["spec"]["x-kubernetes-validations"] = [r.CEL_NO_EPHEMERAL_CONTAINERS.as_schema()]
-    return _object(
-        {
-            "name": _string("Role name, e.g. prefill, decode, router.", maxLength=r.MAX_LABEL_VALUE_LENGTH),
-            "replicas": _int32("Instances of this role.", minimum=0, default=d.DEFAULT_ROLE_REPLICAS),
-            "upgradeOrder": _int32(
-                "Lower rolls first under the Sequential strategy; unset rolls after all set ones.",
-                minimum=r.MIN_UPGRADE_ORDER,
-            ),
-            "podGroupSize": _int32(
-                "Pods per instance; more than 1 makes each instance a group (one leader, the rest workers).",
-                minimum=r.MIN_POD_GROUP_SIZE,
-                maximum=r.MAX_POD_GROUP_SIZE,
-                default=d.DEFAULT_POD_GROUP_SIZE,
-            ),
-            "updateStrategy": _object(
-                {
-                    "type": _string(
-                        "Recreate, or InPlaceIfPossible (patch container images in place when only images changed).",
-                        enum=["Recreate", "InPlaceIfPossible"],
-                        default=d.DEFAULT_ROLE_UPDATE_STRATEGY,
-                    ),
-                    "maxSurge": int_or_percent("Instances above replicas during a rollout."),
-                    "maxUnavailable": int_or_percent("Instances that may be unavailable during a rollout."),
-                },
-                "How this role's instances are replaced when its template changes.",
-                default={},
-            ),
-            "stateful": _bool("Instance i is a fixed slot with a stable name and index."),
-            "template": template,
-            "disruptionTolerance": disruption_tolerance("instances of this role"),
-            "recoveryPolicy": _string(
-                "ReplaceUnhealthy replaces a failed pod of a group; Recreate recreates the whole group.",
-                enum=["ReplaceUnhealthy", "Recreate"],
-                default=d.DEFAULT_RECOVERY_POLICY,
-            ),
-            "schedulingStrategy": scheduling_strategy(),
-        },
-        required=["name", "template"],
-        ext={
-            "x-kubernetes-validations": [r.CEL_ROLE_NAME_DNS.as_schema(), r.CEL_ROLE_NAME_LENGTH.as_schema()]
-        },
-    )
-
-
-def role_set_spec(description: str) -> Schema:
-    return _object(
-        {
-            "roles": _s(
-                "The roles of the RoleSet; names are unique.",
-                type="array",
-                maxItems=c.MAX_ROLES,
-                items=role(),
-                ext={"x-kubernetes-validations": [r.CEL_ROLE_NAMES_UNIQUE.as_schema()]},
-            ),
-            "updateStrategy": _string(
-                "How roles are rolled: Sequential (by upgradeOrder), Parallel, or Interleave.",
-                enum=["Sequential", "Parallel", "Interleave"],
-                default=d.DEFAULT_ROLE_SET_UPDATE_STRATEGY,
-            ),
-            "schedulingStrategy": scheduling_strategy(),
-            "topologyPolicy": topology_policy(),
-        },
-        description,
-    )
-
-
-# --- status ----------------------------------------------------------------------------------------
-
-
-def condition() -> Schema:
-    return _object(
-        {
-            "type": _string("Ready, Progressing or ReplicaFailure."),
-            "status": _string(enum=["True", "False", "Unknown"]),
-            "reason": _string(),
-            "message": _string(),
-            "lastTransitionTime": _time(),
-            "lastUpdateTime": _time(),
-            "lastUpdateMicroTime": _time(),
-        },
-        required=["type", "status"],
-    )
-
-
-def role_status() -> Schema:
-    return _object(
-        {
-            "name": _string(),
-            "replicas": _int32(),
-            "readyReplicas": _int32(),
-            "notReadyReplicas": _int32(),
-            "updatedReplicas": _int32(),
-            "updatedReadyReplicas": _int32(),
-        },
-        required=["replicas"],
-    )
-
-
-def _conditions() -> Schema:
-    return {"type": "array", "items": condition()}
-
-
-def storm_service_status() -> Schema:
-    return _object(
-        {
-            "observedGeneration": _int64(),
-            "replicas": _int32("RoleSets, including terminating ones."),
-            "readyReplicas": _int32(),
-            "notReadyReplicas": _int32(),
-            "currentReplicas": _int32("RoleSets at currentRevision."),
-            "updatedReplicas": _int32("RoleSets at updateRevision."),
-            "updatedReadyReplicas": _int32(),
-            "currentRevision": _string(),
-            "updateRevision": _string(),
-            "collisionCount": _int32(),
-            "scalingTargetSelector": _string("Label selector of the RoleSets, for the scale subresource."),
-            "conditions": _conditions(),
-            "roleStatuses": _s("Per role, pods summed over all RoleSets.", type="array", items=role_status()),
-        }
-    )
-
-
-def role_set_status() -> Schema:
-    return _object(
-        {
-            "observedGeneration": _int64("The generation this status was computed for."),
-            "roles": {"type": "array", "items": role_status()},
-            "conditions": _conditions(),
-        }
-    )
-
-
-# --- top level -------------------------------------------------------------------------------------
-
-
-def storm_service_spec() -> Schema:
-    return _object(
-        {
-            "replicas": _int32("Number of RoleSets.", minimum=0, default=d.DEFAULT_STORM_SERVICE_REPLICAS),
-            "mode": _string(
-                "Replica or Pooled; inferred from replicas when unset (accepted for AIBrix manifests).",
-                enum=["Replica", "Pooled"],
-            ),
-            "selector": label_selector(),
-            "stateful": _bool("Accepted for compatibility; no effect."),
-            "template": _object(
-                {
-                    "metadata": template_metadata("Labels and annotations copied onto each RoleSet."),
-                    "spec": role_set_spec("The RoleSet spec."),
-                },
-                "Template of the RoleSets.",
-            ),
-            "updateStrategy": _object(
-                {
-                    "type": _string(
-                        "RollingUpdate replaces RoleSets; InPlaceUpdate rewrites them.",
-                        enum=["RollingUpdate", "InPlaceUpdate"],
-                        default=d.DEFAULT_STORM_SERVICE_UPDATE_STRATEGY,
-                    ),
-                    "maxSurge": int_or_percent("RoleSets above replicas during a rollout."),
-                    "maxUnavailable": int_or_percent("RoleSets that may be unavailable during a rollout."),
-                },
-                "How RoleSets are replaced when the template changes.",
-                default={},
-            ),
-            "revisionHistoryLimit": _int32(
-                "ControllerRevisions kept beyond the live ones.",
-                minimum=0,
-                default=d.DEFAULT_REVISION_HISTORY_LIMIT,
-            ),
-            "paused": _bool("Stops rollouts; scaling goes on."),
-            "progressDeadlineSeconds": _int32("Accepted for AIBrix manifests; unused.", minimum=0),
-            "disruptionTolerance": disruption_tolerance("instances of each role, across all RoleSets,"),
-        },
-        "Desired state of the StormService.",
-        required=["selector", "template"],
-        ext={"x-kubernetes-validations": [r.CEL_SELECTOR_MATCHES_TEMPLATE.as_schema()]},
-    )
-
-
-def _root(spec: Schema, status: Schema, rules: list[r.CelRule], description: str) -> Schema:
-    return _object(
+def kind_schema(model: type[BaseModel]) -> Schema:
+    """The openAPIV3Schema of a kind: apiVersion, kind and metadata as Kubernetes has them."""
+    node = model_schema(model)
+    node["properties"].update(
         {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
-            # Only name (and generateName) may be declared here; declaring name lets the
-            # root rules report their errors at metadata.name.
+            # Only name (and generateName) may be declared here; declaring name lets the root
+            # rules (crd_markers of the kind) report their errors at metadata.name.
             "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
-            "spec": spec,
-            "status": status,
-        },
-        description,
-        required=["spec"],
-        ext={"x-kubernetes-validations": [rule.as_schema() for rule in rules]},
+        }
     )
+    return node
+
+
+# --- the CRDs --------------------------------------------------------------------------------------
 
 
 def _crd(
@@ -533,7 +282,7 @@ def _crd(
     names: Schema = {"kind": kind, "listKind": list_kind, "plural": plural, "singular": singular}
     if short_names:
         names["shortNames"] = short_names
-    return {
+    crd = {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": f"{plural}.{c.GROUP}"},
@@ -553,6 +302,9 @@ def _crd(
             ],
         },
     }
+    # No node shared between two places: YAML would write it once, as an anchor and aliases.
+    unshared: dict[str, Any] = json.loads(json.dumps(crd))
+    return unshared
 
 
 _AGE: Final = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
@@ -565,12 +317,7 @@ def storm_service_crd() -> dict[str, Any]:
         plural=c.PLURAL_STORM_SERVICES,
         singular=c.SINGULAR_STORM_SERVICE,
         short_names=list(c.SHORT_NAMES_STORM_SERVICE),
-        schema=_root(
-            storm_service_spec(),
-            storm_service_status(),
-            [r.CEL_STORM_SERVICE_NAME_LENGTH, r.CEL_STORM_SERVICE_NAME_DNS],
-            "StormService runs a disaggregated inference service as replicas of a RoleSet.",
-        ),
+        schema=kind_schema(StormService),
         columns=[
             {
                 "name": "Replicas",
@@ -596,7 +343,7 @@ def storm_service_crd() -> dict[str, Any]:
                 "jsonPath": ".spec.paused",
                 "description": "Rollouts paused",
             },
-            dict(_AGE),
+            _AGE,
         ],
         subresources={
             "status": {},
@@ -616,12 +363,7 @@ def role_set_crd() -> dict[str, Any]:
         plural=c.PLURAL_ROLE_SETS,
         singular=c.SINGULAR_ROLE_SET,
         short_names=[],  # "rs" is ReplicaSet's
-        schema=_root(
-            role_set_spec("Desired state of the RoleSet."),
-            role_set_status(),
-            [r.CEL_ROLE_SET_NAME_LENGTH, r.CEL_ROLE_SET_NAME_DNS],
-            "RoleSet is one instance of a StormService: a set of roles (prefill, decode, ...) and their pods.",
-        ),
+        schema=kind_schema(RoleSet),
         columns=[
             {
                 "name": "Ready",
@@ -629,7 +371,7 @@ def role_set_crd() -> dict[str, Any]:
                 "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
                 "description": "Whether every role is ready",
             },
-            dict(_AGE),
+            _AGE,
         ],
         subresources={"status": {}},
     )

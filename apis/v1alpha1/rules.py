@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from apis.v1alpha1.constants import (
     MAX_ROLE_NAME_LENGTH,
@@ -101,7 +101,7 @@ MSG_ROLE_TEMPLATE_CONTAINERS: Final = "role template must have spec.containers w
 
 # Checks the API server makes on every pod, made on role templates at admission so that a
 # template no pod can be made of is refused before a rollout starts. Plain OpenAPI keywords on
-# the embedded core/v1 schema (POD_TEMPLATE_KEYWORDS in apis/crdgen/schema.py): the API server
+# the embedded core/v1 schema (POD_TEMPLATE_KEYWORDS below): the API server
 # words those errors itself, the models say it in these words.
 MAX_CONTAINER_NAME_LENGTH: Final = 63
 MIN_PORT: Final = 1
@@ -124,6 +124,23 @@ MSG_NO_EPHEMERAL_CONTAINERS: Final = (
     "create; add one to a running pod with kubectl debug)"
 )
 
+#: The same checks as OpenAPI keywords on the core/v1 definitions a role template embeds, keyed by
+#: (definition, property). Keywords cost nothing in the CEL budget; the same checks as CEL rules
+#: would sit under the pod spec's lists, which have no maxItems (and may not get one: a pod may
+#: have any number of containers). Keyed by definition, so containers and initContainers (both
+#: Container) get the same. Nothing the API server accepts after its own defaulting is refused:
+#: "" restartPolicy becomes Always, hostPort 0 is no host port.
+POD_TEMPLATE_KEYWORDS: Final[dict[tuple[str, str], dict[str, Any]]] = {
+    ("io.k8s.api.core.v1.Container", "name"): {
+        "maxLength": MAX_CONTAINER_NAME_LENGTH,
+        "pattern": DNS1123_LABEL_PATTERN,
+    },
+    ("io.k8s.api.core.v1.ContainerPort", "containerPort"): {"minimum": MIN_PORT, "maximum": MAX_PORT},
+    ("io.k8s.api.core.v1.ContainerPort", "hostPort"): {"minimum": 0, "maximum": MAX_PORT},
+    ("io.k8s.api.core.v1.GRPCAction", "port"): {"minimum": MIN_PORT, "maximum": MAX_PORT},
+    ("io.k8s.api.core.v1.PodSpec", "restartPolicy"): {"enum": list(POD_RESTART_POLICIES)},
+}
+
 MIN_POD_GROUP_SIZE: Final = 1
 MAX_POD_GROUP_SIZE: Final = 100
 MIN_UPGRADE_ORDER: Final = 1
@@ -131,13 +148,24 @@ MIN_UPGRADE_ORDER: Final = 1
 
 @dataclass(frozen=True, slots=True)
 class CelRule:
+    """One ``x-kubernetes-validations`` entry; put it on a field (``Annotated[T, rule]``) or a
+    model (``crd_markers``) and the CRD generator emits it on that node."""
+
     rule: str
     message: str
     #: Where the API server reports the error, relative to the node carrying the rule.
     field_path: str | None = None
+    #: A CEL expression giving the message (the API server falls back to `message` if it fails).
+    message_expression: str | None = None
+    #: FieldValueInvalid (default), FieldValueForbidden, FieldValueRequired or FieldValueDuplicate.
+    reason: str | None = None
 
     def as_schema(self) -> dict[str, str]:
         out = {"rule": self.rule, "message": self.message}
+        if self.message_expression:
+            out["messageExpression"] = self.message_expression
+        if self.reason:
+            out["reason"] = self.reason
         if self.field_path:
             out["fieldPath"] = self.field_path
         return out

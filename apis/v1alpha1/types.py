@@ -14,6 +14,9 @@ Conventions:
 * Timestamps stay RFC 3339 strings, exactly as the server sent them.
 * ``RoleSpec.template`` is the raw PodTemplateSpec dict, kept verbatim: the controllers patch
   and hash dicts, and the CRD schema (the real PodTemplateSpec schema) validates it.
+* The CRD schema is generated from these models (``apis/crdgen/schema.py``): field docstrings
+  are the descriptions, defaults other than Go's zero values are published, and the markers of
+  ``markers.py`` (bounds, CEL rules, x-kubernetes-* keywords) sit on the fields they concern.
 * The admission rules of the CRD (see ``rules.py``) are checked here too, with the same
   messages. Objects read from a server that predate a rule (for example created under AIBrix's
   CRD) can be parsed with ``from_wire(..., lenient=True)``, which checks structure and types only.
@@ -21,7 +24,7 @@ Conventions:
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeGuard, TypeVar
+from typing import Annotated, Any, ClassVar, Final, Literal, TypeGuard, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -48,14 +51,27 @@ from apis.v1alpha1.constants import (
     MAX_STORM_SERVICE_NAME_LENGTH,
 )
 from apis.v1alpha1.intstr import is_valid_int_or_percent
+from apis.v1alpha1.markers import (
+    DATE_TIME,
+    INT64,
+    Bounds,
+    CoreSchema,
+    DefaultEmpty,
+    ListType,
+    MapType,
+    Marker,
+    Nullable,
+    Required,
+)
+from apis.v1alpha1.markers import LENIENT as LENIENT  # the controllers parse leniently with it
+from apis.v1alpha1.markers import is_lenient as _lenient
 
-#: Validation context key: when true, only structure and types are checked, not admission rules.
-LENIENT: str = "stormservice.lenient"
-
-
-def _lenient(info: ValidationInfo) -> bool:
-    ctx = info.context
-    return bool(ctx and isinstance(ctx, dict) and ctx.get(LENIENT))
+#: Bounds (maxItems, maxLength, maxProperties) exist for the API server's CEL cost estimate: a
+#: rule over a list is charged for the largest list the schema allows, and an unbounded one makes
+#: the CRD unacceptable. Each bound is far above real use and within what Kubernetes itself
+#: allows (label values <= 63, label keys <= 317).
+MAX_SELECTOR_TERMS: Final = 64  # matchLabels entries, matchExpressions, values per expression
+MAX_INT_OR_PERCENT_LENGTH: Final = 8  # "100000%": more than anyone writes
 
 
 def _drop_nulls(data: Any) -> Any:
@@ -72,7 +88,11 @@ class WireModel(BaseModel):
         populate_by_name=True,
         strict=True,
         extra="ignore",
+        use_attribute_docstrings=True,
     )
+
+    #: Markers of this model's own object node in the CRD schema (CEL rules over several fields).
+    crd_markers: ClassVar[tuple[Marker, ...]] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -110,9 +130,18 @@ def _check_int_or_percent(value: int | str, info: ValidationInfo) -> int | str:
 
 
 #: An int >= 0 or a percent string "N%" (maxSurge, maxUnavailable).
-IntOrString = Annotated[int | str, AfterValidator(_check_int_or_percent)]
+IntOrString = Annotated[
+    int | str,
+    Bounds(max_length=MAX_INT_OR_PERCENT_LENGTH),
+    r.CEL_INT_OR_PERCENT,
+    AfterValidator(_check_int_or_percent),
+]
 #: A resource quantity as written in YAML: 4, "500m", "16Gi".
-Quantity = int | str
+Quantity = Annotated[int | str, CoreSchema("io.k8s.apimachinery.pkg.api.resource.Quantity")]
+#: An RFC 3339 timestamp, kept as the string the server sent.
+Time = Annotated[str, DATE_TIME]
+LabelValue = Annotated[str, Bounds(max_length=r.MAX_LABEL_VALUE_LENGTH)]
+LabelKey = Annotated[str, Bounds(max_length=r.MAX_LABEL_KEY_LENGTH)]
 
 
 # --- metadata --------------------------------------------------------------------------------------
@@ -151,20 +180,32 @@ class ObjectMeta(ExtensibleWireModel):
 
 
 class TemplateMeta(ExtensibleWireModel):
-    """Metadata of an embedded template. Only labels and annotations are used; AIBrix's schema
-    also admits name, namespace and finalizers, which are kept but ignored."""
+    """Metadata of an embedded template. Only labels and annotations are used; name, namespace
+    and finalizers are admitted as AIBrix's schema admits them, kept but ignored."""
 
-    labels: dict[str, str] = Field(default_factory=dict)
+    # Go clients send null in every embedded template (see apis/crdgen/openapi.py).
+    creation_timestamp: Annotated[Time, Nullable()] | None = None
+    name: str | None = None
+    namespace: str | None = None
+    labels: dict[str, LabelValue] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
+    finalizers: Annotated[list[str], ListType("set")] = Field(default_factory=list)
 
 
 # --- label selector --------------------------------------------------------------------------------
 
 
 class LabelSelectorRequirement(WireModel):
-    key: str
+    crd_markers = (r.CEL_SELECTOR_REQUIREMENT_VALUES,)
+
+    key: LabelKey
+    """The label key that the selector applies to."""
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: list[str] = Field(default_factory=list)
+    """In, NotIn, Exists or DoesNotExist."""
+    values: Annotated[list[LabelValue], Bounds(max_items=MAX_SELECTOR_TERMS), ListType("atomic")] = Field(
+        default_factory=list
+    )
+    """Values for In and NotIn; empty for Exists and DoesNotExist."""
 
     @model_validator(mode="after")
     def _values_fit_operator(self, info: ValidationInfo) -> LabelSelectorRequirement:
@@ -187,8 +228,16 @@ class LabelSelectorRequirement(WireModel):
 
 
 class LabelSelector(WireModel):
-    match_labels: dict[str, str] = Field(default_factory=dict)
-    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+    crd_markers = (MapType("atomic"), r.CEL_SELECTOR_NOT_EMPTY)
+
+    match_labels: Annotated[dict[str, LabelValue], Bounds(max_properties=MAX_SELECTOR_TERMS)] = Field(
+        default_factory=dict
+    )
+    """Labels a RoleSet must have (all of them)."""
+    match_expressions: Annotated[
+        list[LabelSelectorRequirement], Bounds(max_items=MAX_SELECTOR_TERMS), ListType("atomic")
+    ] = Field(default_factory=list)
+    """Label requirements a RoleSet must satisfy (all of them)."""
 
     def is_empty(self) -> bool:
         return not self.match_labels and not self.match_expressions
@@ -231,22 +280,66 @@ class DisruptionTolerance(WireModel):
     max_unavailable: IntOrString | None = None
 
 
+class RoleDisruptionTolerance(DisruptionTolerance):
+    max_unavailable: IntOrString | None = None
+    """How many instances of this role may be unavailable through voluntary disruptions
+    (evictions): an integer counts role instances (a pod group counts once), a percent counts
+    pods. Becomes a PodDisruptionBudget per role."""
+
+
+class StormServiceDisruptionTolerance(DisruptionTolerance):
+    max_unavailable: IntOrString | None = None
+    """How many instances of each role, across all RoleSets, may be unavailable through
+    voluntary disruptions (evictions): an integer counts role instances (a pod group counts
+    once), a percent counts pods. Becomes a PodDisruptionBudget per role."""
+
+
+class GodelAffinityTerm(WireModel):
+    topology_key: str | None = None
+
+
+class GodelSortRule(WireModel):
+    dimension: str | None = None
+    order: str
+    resource: str
+
+
+class GodelPodGroupAffinity(WireModel):
+    node_selector: Annotated[dict[str, Any], CoreSchema("io.k8s.api.core.v1.NodeSelector")] | None = None
+    preferred: list[GodelAffinityTerm] | None = None
+    required: list[GodelAffinityTerm] | None = None
+    sort_rules: list[GodelSortRule] | None = None
+
+
+class GodelPodGroupAntiAffinity(WireModel):
+    preferred: list[GodelAffinityTerm] | None = None
+    required: list[GodelAffinityTerm] | None = None
+
+
+class GodelAffinity(WireModel):
+    pod_group_affinity: GodelPodGroupAffinity | None = None
+    pod_group_anti_affinity: GodelPodGroupAntiAffinity | None = None
+
+
 class GodelSchedulingStrategySpec(WireModel):
     """godel-scheduler PodGroup settings."""
 
     min_member: int | None = None
+    """Pods that must be schedulable together."""
     priority_class_name: str | None = None
     schedule_timeout_seconds: int | None = None
     application: str | None = None
-    #: godel's PodGroup affinity (podGroupAffinity / podGroupAntiAffinity), kept as a dict.
-    affinity: dict[str, Any] | None = None
+    affinity: GodelAffinity | None = None
+    """godel PodGroup affinity rules."""
 
 
 class CoschedulingSchedulingStrategySpec(WireModel):
     """scheduler-plugins (coscheduling) PodGroup settings."""
 
-    min_member: Annotated[int, Field(ge=1)] | None = None
+    min_member: Annotated[int, Bounds(minimum=1)] | None = None
+    """Pods that must be schedulable together."""
     min_resources: dict[str, Quantity] | None = None
+    """Resources the group needs to start."""
     schedule_timeout_seconds: int | None = None
 
 
@@ -254,18 +347,26 @@ class VolcanoSchedulingStrategySpec(WireModel):
     """Volcano PodGroup settings."""
 
     min_member: int | None = None
+    """Pods that must be schedulable together."""
     min_task_member: dict[str, int] | None = None
+    """Minimum pods per task."""
     queue: str | None = None
     priority_class_name: str | None = None
     min_resources: dict[str, Quantity] | None = None
+    """Resources the group needs to start."""
 
 
 class SchedulingStrategy(WireModel):
-    """Gang scheduling through one scheduler's PodGroup; at most one may be set."""
+    """Gang scheduling through a PodGroup; at most one scheduler may be chosen."""
+
+    crd_markers = (r.CEL_ONE_SCHEDULING_STRATEGY,)
 
     godel_scheduling_strategy: GodelSchedulingStrategySpec | None = None
+    """Gang scheduling with godel-scheduler's PodGroup."""
     coscheduling_scheduling_strategy: CoschedulingSchedulingStrategySpec | None = None
+    """Gang scheduling with the scheduler-plugins coscheduling PodGroup."""
     volcano_scheduling_strategy: VolcanoSchedulingStrategySpec | None = None
+    """Gang scheduling with Volcano's PodGroup."""
 
     @model_validator(mode="after")
     def _at_most_one(self, info: ValidationInfo) -> SchedulingStrategy:
@@ -295,35 +396,39 @@ class SchedulingStrategy(WireModel):
 
 
 class TopologyPolicy(WireModel):
-    """Co-locate pods on one topology domain (rendered as pod affinity)."""
+    """Co-locates pods on one topology domain (rendered as pod affinity on new pods)."""
 
     scope: Literal["StormService", "RoleSet", "Role"]
+    """Which pods share one topology domain: all of the StormService, each RoleSet, or each role."""
     mode: Literal["Preferred", "Required"] = d.DEFAULT_TOPOLOGY_MODE
-    key: str
-
-    @model_validator(mode="after")
-    def _key_is_label_key(self, info: ValidationInfo) -> TopologyPolicy:
-        if _lenient(info):
-            return self
-        if len(self.key) > r.MAX_LABEL_KEY_LENGTH or not r.LABEL_KEY_RE.fullmatch(self.key):
-            raise ValueError(r.MSG_TOPOLOGY_KEY)
-        return self
+    """Preferred (weight-100 pod affinity) or Required."""
+    key: Annotated[
+        str,
+        Bounds(
+            min_length=1,
+            max_length=r.MAX_LABEL_KEY_LENGTH,
+            pattern=r.LABEL_KEY_PATTERN,
+            message=r.MSG_TOPOLOGY_KEY,
+        ),
+    ]
+    """Node label key of the topology domain, e.g. kubernetes.io/hostname."""
 
 
 class Condition(WireModel):
     type: str
+    """Ready, Progressing or ReplicaFailure."""
     status: Literal["True", "False", "Unknown"]
     reason: str | None = None
     message: str | None = None
-    last_transition_time: str | None = None
-    last_update_time: str | None = None
-    #: AIBrix writes this too; kept so its objects round-trip.
-    last_update_micro_time: str | None = None
+    last_transition_time: Time | None = None
+    last_update_time: Time | None = None
+    # AIBrix writes this too; kept so its objects round-trip.
+    last_update_micro_time: Time | None = None
 
 
 class RoleStatus(WireModel):
     name: str = ""
-    replicas: int = 0
+    replicas: Annotated[int, Required()] = 0
     ready_replicas: int = 0
     not_ready_replicas: int = 0
     updated_replicas: int = 0
@@ -335,8 +440,11 @@ class RoleStatus(WireModel):
 
 class RoleUpdateStrategy(WireModel):
     type: Literal["Recreate", "InPlaceIfPossible"] = d.DEFAULT_ROLE_UPDATE_STRATEGY
+    """Recreate, or InPlaceIfPossible (patch container images in place when only images changed)."""
     max_surge: IntOrString | None = None
+    """Instances above replicas during a rollout."""
     max_unavailable: IntOrString | None = None
+    """Instances that may be unavailable during a rollout."""
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
@@ -344,7 +452,7 @@ def _is_int(value: Any) -> TypeGuard[int]:
 
 
 def _check_pod_spec(spec: dict[str, Any]) -> None:
-    """What the CRD checks in a role's pod spec (POD_TEMPLATE_KEYWORDS in apis/crdgen/schema.py,
+    """What the CRD checks in a role's pod spec (rules.POD_TEMPLATE_KEYWORDS,
     the list-map keys of containers, CEL_NO_EPHEMERAL_CONTAINERS), in the models' words. The
     shape of the rest is the CRD schema's business."""
     for field in ("containers", "initContainers"):
@@ -387,20 +495,50 @@ def _check_pod_spec(spec: dict[str, Any]) -> None:
         raise ValueError(r.MSG_NO_EPHEMERAL_CONTAINERS)
 
 
+#: A role's pod template: core/v1 PodTemplateSpec, with what pod validation refuses as keywords.
+RoleTemplate = Annotated[
+    dict[str, Any],
+    CoreSchema(
+        "io.k8s.api.core.v1.PodTemplateSpec",
+        keywords=r.POD_TEMPLATE_KEYWORDS,
+        required=("spec",),
+        property_rules={"spec": (r.CEL_NO_EPHEMERAL_CONTAINERS,)},
+    ),
+]
+
+
 class RoleSpec(WireModel):
-    name: str
-    replicas: int = d.DEFAULT_ROLE_REPLICAS
-    upgrade_order: int | None = None
-    pod_group_size: int = d.DEFAULT_POD_GROUP_SIZE
-    update_strategy: RoleUpdateStrategy = Field(default_factory=RoleUpdateStrategy)
+    crd_markers = (r.CEL_ROLE_NAME_DNS, r.CEL_ROLE_NAME_LENGTH)
+
+    name: LabelValue
+    """Role name, e.g. prefill, decode, router."""
+    replicas: Annotated[int, Bounds(minimum=0, message=r.MSG_REPLICAS_MIN)] = d.DEFAULT_ROLE_REPLICAS
+    """Instances of this role."""
+    upgrade_order: (
+        Annotated[int, Bounds(minimum=r.MIN_UPGRADE_ORDER, message=r.MSG_UPGRADE_ORDER_MIN)] | None
+    ) = None
+    """Lower rolls first under the Sequential strategy; unset rolls after all set ones."""
+    pod_group_size: Annotated[
+        int,
+        Bounds(
+            minimum=r.MIN_POD_GROUP_SIZE, maximum=r.MAX_POD_GROUP_SIZE, message=r.MSG_POD_GROUP_SIZE_RANGE
+        ),
+    ] = d.DEFAULT_POD_GROUP_SIZE
+    """Pods per instance; more than 1 makes each instance a group (one leader, the rest workers)."""
+    update_strategy: Annotated[RoleUpdateStrategy, DefaultEmpty()] = Field(default_factory=RoleUpdateStrategy)
+    """How this role's instances are replaced when its template changes."""
     stateful: bool = False
-    #: The raw PodTemplateSpec ({"metadata": {...}, "spec": {...}}), verbatim.
-    template: dict[str, Any]
-    disruption_tolerance: DisruptionTolerance | None = None
+    """Instance i is a fixed slot with a stable name and index."""
+    # The raw PodTemplateSpec ({"metadata": {...}, "spec": {...}}), verbatim.
+    template: RoleTemplate
+    """The pod template of this role (core/v1 PodTemplateSpec)."""
+    disruption_tolerance: RoleDisruptionTolerance | None = None
+    """Disruption budget."""
     scheduling_strategy: SchedulingStrategy | None = None
-    #: `recoveryPolicy` on the wire, as the spec and AIBrix's PodSet name it (AIBrix's RoleSpec
-    #: has no such field).
+    # `recoveryPolicy` on the wire, as the spec and AIBrix's PodSet name it (AIBrix's RoleSpec
+    # has no such field).
     recovery_policy: Literal["ReplaceUnhealthy", "Recreate"] = d.DEFAULT_RECOVERY_POLICY
+    """ReplaceUnhealthy replaces a failed pod of a group; Recreate recreates the whole group."""
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> RoleSpec:
@@ -410,12 +548,6 @@ class RoleSpec(WireModel):
             raise ValueError(f"{r.MSG_ROLE_NAME_DNS} (got {self.name!r})")
         if len(self.name) > MAX_ROLE_NAME_LENGTH:
             raise ValueError(f"{r.MSG_ROLE_NAME_LENGTH} (got {len(self.name)})")
-        if self.replicas < 0:
-            raise ValueError(r.MSG_REPLICAS_MIN)
-        if not r.MIN_POD_GROUP_SIZE <= self.pod_group_size <= r.MAX_POD_GROUP_SIZE:
-            raise ValueError(r.MSG_POD_GROUP_SIZE_RANGE)
-        if self.upgrade_order is not None and self.upgrade_order < r.MIN_UPGRADE_ORDER:
-            raise ValueError(r.MSG_UPGRADE_ORDER_MIN)
         spec = self.template.get("spec")
         if (
             not isinstance(spec, dict)
@@ -438,8 +570,14 @@ class RoleSpec(WireModel):
 
 
 class RoleSetSpec(WireModel):
-    roles: list[RoleSpec] = Field(default_factory=list)
+    roles: Annotated[
+        list[RoleSpec],
+        Bounds(max_items=MAX_ROLES, message=f"at most {MAX_ROLES} roles are allowed"),
+        r.CEL_ROLE_NAMES_UNIQUE,
+    ] = Field(default_factory=list)
+    """The roles of the RoleSet; names are unique."""
     update_strategy: Literal["Sequential", "Parallel", "Interleave"] = d.DEFAULT_ROLE_SET_UPDATE_STRATEGY
+    """How roles are rolled: Sequential (by upgradeOrder), Parallel, or Interleave."""
     scheduling_strategy: SchedulingStrategy | None = None
     topology_policy: TopologyPolicy | None = None
 
@@ -447,8 +585,6 @@ class RoleSetSpec(WireModel):
     def _unique_role_names(self, info: ValidationInfo) -> RoleSetSpec:
         if _lenient(info):
             return self
-        if len(self.roles) > MAX_ROLES:
-            raise ValueError(f"at most {MAX_ROLES} roles are allowed")
         names = [role.name for role in self.roles]
         if len(set(names)) != len(names):
             dups = sorted({n for n in names if names.count(n) > 1})
@@ -463,17 +599,23 @@ class RoleSetSpec(WireModel):
 
 
 class RoleSetStatus(WireModel):
-    #: Beyond AIBrix: lets the StormService ignore a RoleSet status that is older than its spec.
-    observed_generation: int = 0
+    # Beyond AIBrix: lets the StormService ignore a RoleSet status that is older than its spec.
+    observed_generation: Annotated[int, INT64] = 0
+    """The generation this status was computed for."""
     roles: list[RoleStatus] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)
 
 
 class RoleSet(WireModel):
+    """RoleSet is one instance of a StormService: a set of roles (prefill, decode, ...) and their pods."""
+
+    crd_markers = (r.CEL_ROLE_SET_NAME_LENGTH, r.CEL_ROLE_SET_NAME_DNS)
+
     api_version: Literal["orchestration.aibrix.ai/v1alpha1"] = API_VERSION
     kind: Literal["RoleSet"] = KIND_ROLE_SET
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
-    spec: RoleSetSpec = Field(default_factory=RoleSetSpec)
+    spec: Annotated[RoleSetSpec, Required()] = Field(default_factory=RoleSetSpec)
+    """Desired state of the RoleSet."""
     status: RoleSetStatus | None = None
 
     @model_validator(mode="after")
@@ -493,37 +635,53 @@ class RoleSet(WireModel):
 
 class StormServiceUpdateStrategy(WireModel):
     type: Literal["RollingUpdate", "InPlaceUpdate"] = d.DEFAULT_STORM_SERVICE_UPDATE_STRATEGY
+    """RollingUpdate replaces RoleSets; InPlaceUpdate rewrites them."""
     max_surge: IntOrString | None = None
+    """RoleSets above replicas during a rollout."""
     max_unavailable: IntOrString | None = None
+    """RoleSets that may be unavailable during a rollout."""
 
 
 class RoleSetTemplateSpec(WireModel):
     metadata: TemplateMeta = Field(default_factory=TemplateMeta)
+    """Labels and annotations copied onto each RoleSet."""
     spec: RoleSetSpec = Field(default_factory=RoleSetSpec)
+    """The RoleSet spec."""
 
 
 class StormServiceSpec(WireModel):
-    replicas: int = d.DEFAULT_STORM_SERVICE_REPLICAS
+    crd_markers = (r.CEL_SELECTOR_MATCHES_TEMPLATE,)
+
+    replicas: Annotated[int, Bounds(minimum=0, message=r.MSG_REPLICAS_MIN)] = d.DEFAULT_STORM_SERVICE_REPLICAS
+    """Number of RoleSets."""
     selector: LabelSelector
+    """Selects the RoleSets of this StormService; must match spec.template.metadata.labels."""
     stateful: bool = False
+    """Accepted for compatibility; no effect."""
     template: RoleSetTemplateSpec
-    update_strategy: StormServiceUpdateStrategy = Field(default_factory=StormServiceUpdateStrategy)
-    revision_history_limit: int = d.DEFAULT_REVISION_HISTORY_LIMIT
+    """Template of the RoleSets."""
+    update_strategy: Annotated[StormServiceUpdateStrategy, DefaultEmpty()] = Field(
+        default_factory=StormServiceUpdateStrategy
+    )
+    """How RoleSets are replaced when the template changes."""
+    revision_history_limit: Annotated[int, Bounds(minimum=0, message=r.MSG_REVISION_HISTORY_LIMIT_MIN)] = (
+        d.DEFAULT_REVISION_HISTORY_LIMIT
+    )
+    """ControllerRevisions kept beyond the live ones."""
     paused: bool = False
-    disruption_tolerance: DisruptionTolerance | None = None
-    #: AIBrix's explicit deployment mode (when unset it is inferred from replicas); accepted, unused.
+    """Stops rollouts; scaling goes on."""
+    disruption_tolerance: StormServiceDisruptionTolerance | None = None
+    """Disruption budget."""
+    # AIBrix's explicit deployment mode (when unset it is inferred from replicas); accepted, unused.
     mode: Literal["Replica", "Pooled"] | None = None
-    #: Accepted for AIBrix manifests; unused by this controller.
-    progress_deadline_seconds: int | None = None
+    """Replica or Pooled; inferred from replicas when unset (accepted for AIBrix manifests)."""
+    progress_deadline_seconds: Annotated[int, Bounds(minimum=0)] | None = None
+    """Accepted for AIBrix manifests; unused."""
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> StormServiceSpec:
         if _lenient(info):
             return self
-        if self.replicas < 0:
-            raise ValueError(r.MSG_REPLICAS_MIN)
-        if self.revision_history_limit < 0:
-            raise ValueError(r.MSG_REVISION_HISTORY_LIMIT_MIN)
         if self.selector.is_empty():
             raise ValueError(r.MSG_SELECTOR_EMPTY)
         if not self.selector.matches(self.template.metadata.labels):
@@ -539,26 +697,36 @@ class StormServiceSpec(WireModel):
 
 
 class StormServiceStatus(WireModel):
-    observed_generation: int = 0
+    observed_generation: Annotated[int, INT64] = 0
     replicas: int = 0
+    """RoleSets, including terminating ones."""
     ready_replicas: int = 0
     not_ready_replicas: int = 0
     current_replicas: int = 0
+    """RoleSets at currentRevision."""
     updated_replicas: int = 0
+    """RoleSets at updateRevision."""
     updated_ready_replicas: int = 0
     current_revision: str | None = None
     update_revision: str | None = None
     collision_count: int | None = None
     scaling_target_selector: str | None = None
+    """Label selector of the RoleSets, for the scale subresource."""
     conditions: list[Condition] = Field(default_factory=list)
     role_statuses: list[RoleStatus] = Field(default_factory=list)
+    """Per role, pods summed over all RoleSets."""
 
 
 class StormService(WireModel):
+    """StormService runs a disaggregated inference service as replicas of a RoleSet."""
+
+    crd_markers = (r.CEL_STORM_SERVICE_NAME_LENGTH, r.CEL_STORM_SERVICE_NAME_DNS)
+
     api_version: Literal["orchestration.aibrix.ai/v1alpha1"] = API_VERSION
     kind: Literal["StormService"] = KIND_STORM_SERVICE
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: StormServiceSpec
+    """Desired state of the StormService."""
     status: StormServiceStatus | None = None
 
     @model_validator(mode="after")
