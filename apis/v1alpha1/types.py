@@ -196,7 +196,7 @@ class TemplateMeta(ExtensibleWireModel):
 
 
 class LabelSelectorRequirement(WireModel):
-    crd_markers = (r.CEL_SELECTOR_REQUIREMENT_VALUES,)
+    crd_markers: ClassVar[tuple[Marker, ...]] = (r.CEL_SELECTOR_REQUIREMENT_VALUES,)
 
     key: LabelKey
     """The label key that the selector applies to."""
@@ -228,7 +228,7 @@ class LabelSelectorRequirement(WireModel):
 
 
 class LabelSelector(WireModel):
-    crd_markers = (MapType("atomic"), r.CEL_SELECTOR_NOT_EMPTY)
+    crd_markers: ClassVar[tuple[Marker, ...]] = (MapType("atomic"), r.CEL_SELECTOR_NOT_EMPTY)
 
     match_labels: Annotated[dict[str, LabelValue], Bounds(max_properties=MAX_SELECTOR_TERMS)] = Field(
         default_factory=dict
@@ -359,7 +359,7 @@ class VolcanoSchedulingStrategySpec(WireModel):
 class SchedulingStrategy(WireModel):
     """Gang scheduling through a PodGroup; at most one scheduler may be chosen."""
 
-    crd_markers = (r.CEL_ONE_SCHEDULING_STRATEGY,)
+    crd_markers: ClassVar[tuple[Marker, ...]] = (r.CEL_ONE_SCHEDULING_STRATEGY,)
 
     godel_scheduling_strategy: GodelSchedulingStrategySpec | None = None
     """Gang scheduling with godel-scheduler's PodGroup."""
@@ -508,7 +508,7 @@ RoleTemplate = Annotated[
 
 
 class RoleSpec(WireModel):
-    crd_markers = (r.CEL_ROLE_NAME_DNS, r.CEL_ROLE_NAME_LENGTH)
+    crd_markers: ClassVar[tuple[Marker, ...]] = (r.CEL_ROLE_NAME_DNS, r.CEL_ROLE_NAME_LENGTH)
 
     name: LabelValue
     """Role name, e.g. prefill, decode, router."""
@@ -609,7 +609,7 @@ class RoleSetStatus(WireModel):
 class RoleSet(WireModel):
     """RoleSet is one instance of a StormService: a set of roles (prefill, decode, ...) and their pods."""
 
-    crd_markers = (r.CEL_ROLE_SET_NAME_LENGTH, r.CEL_ROLE_SET_NAME_DNS)
+    crd_markers: ClassVar[tuple[Marker, ...]] = (r.CEL_ROLE_SET_NAME_LENGTH, r.CEL_ROLE_SET_NAME_DNS)
 
     api_version: Literal["orchestration.aibrix.ai/v1alpha1"] = API_VERSION
     kind: Literal["RoleSet"] = KIND_ROLE_SET
@@ -650,7 +650,7 @@ class RoleSetTemplateSpec(WireModel):
 
 
 class StormServiceSpec(WireModel):
-    crd_markers = (r.CEL_SELECTOR_MATCHES_TEMPLATE,)
+    crd_markers: ClassVar[tuple[Marker, ...]] = (r.CEL_SELECTOR_MATCHES_TEMPLATE,)
 
     replicas: Annotated[int, Bounds(minimum=0, message=r.MSG_REPLICAS_MIN)] = d.DEFAULT_STORM_SERVICE_REPLICAS
     """Number of RoleSets."""
@@ -720,7 +720,10 @@ class StormServiceStatus(WireModel):
 class StormService(WireModel):
     """StormService runs a disaggregated inference service as replicas of a RoleSet."""
 
-    crd_markers = (r.CEL_STORM_SERVICE_NAME_LENGTH, r.CEL_STORM_SERVICE_NAME_DNS)
+    crd_markers: ClassVar[tuple[Marker, ...]] = (
+        r.CEL_STORM_SERVICE_NAME_LENGTH,
+        r.CEL_STORM_SERVICE_NAME_DNS,
+    )
 
     api_version: Literal["orchestration.aibrix.ai/v1alpha1"] = API_VERSION
     kind: Literal["StormService"] = KIND_STORM_SERVICE
