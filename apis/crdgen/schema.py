@@ -144,6 +144,11 @@ def _apply(node: Schema, metadata: Iterable[object], where: str) -> Schema:
                 node[f"min{noun}"] = marker.min_length
             else:
                 node[f"max{noun}"] = marker.max_length
+        elif isinstance(marker, FieldInfo):  # Field(...) inside Annotated below the field's top level
+            node = _apply(node, marker.metadata, where)
+            description = _description(marker.description)
+            if description:
+                node["description"] = description
         elif isinstance(marker, (CoreSchema, Required, DefaultEmpty, *_VALIDATORS)):
             pass
         else:
