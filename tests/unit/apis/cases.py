@@ -113,6 +113,16 @@ def _dup_role(o: Obj) -> None:
     _ss_roles(o)[1]["name"] = "prefill"
 
 
+def _long_selector_label(o: Obj) -> None:
+    o["spec"]["selector"]["matchLabels"]["app"] = "a" * 64
+    o["spec"]["template"]["metadata"]["labels"]["app"] = "a" * 64
+
+
+def _many_roles(o: Obj) -> None:
+    role = o["spec"]["roles"][0]
+    o["spec"]["roles"] = [{**copy.deepcopy(role), "name": f"r{i}"} for i in range(65)]
+
+
 ROLE0 = "spec.template.spec.roles.0"
 
 KINDS = ("StormService", "RoleSet")
@@ -415,6 +425,47 @@ INVALID: list[Invalid] = [
         _set("spec.topologyPolicy", {"scope": "RoleSet", "key": "not a key"}),
         r.MSG_TOPOLOGY_KEY,
         cel=False,
+    ),
+    # bounds published for CEL cost (or by AIBrix), which the models check too
+    Invalid(
+        "progress-deadline-negative",
+        "StormService",
+        _set("spec.progressDeadlineSeconds", -1),
+        "should be greater than or equal to 0",
+        cel=False,
+        server_message="spec.progressDeadlineSeconds in body should be greater than or equal to 0",
+    ),
+    Invalid(
+        "selector-label-value-64",
+        "StormService",
+        _long_selector_label,
+        "may not be more than 63 bytes",
+        cel=False,
+        server_message="spec.selector.matchLabels.app: Too long: may not be more than 63 bytes",
+    ),
+    Invalid(
+        "template-label-value-64",
+        "StormService",
+        _set("spec.template.metadata.labels", {"app": "demo", "owner": "o" * 64}),
+        "may not be more than 63 bytes",
+        cel=False,
+        server_message="spec.template.metadata.labels.owner: Too long: may not be more than 63 bytes",
+    ),
+    Invalid(
+        "max-surge-10-characters",
+        "StormService",
+        _set("spec.updateStrategy.maxSurge", "100000000%"),
+        "may not be more than 8 bytes",
+        cel=False,
+        server_message="spec.updateStrategy.maxSurge: Too long: may not be more than 8 bytes",
+    ),
+    Invalid(
+        "roles-65",
+        "RoleSet",
+        _many_roles,
+        "at most 64 roles are allowed",
+        cel=False,
+        server_message="spec.roles: Too many: 65: must have at most 64 items",
     ),
     # pod templates
     *(case for kind in KINDS for case in _pod_template_invalid(kind)),

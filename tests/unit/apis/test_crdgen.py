@@ -3,14 +3,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from pydantic import BaseModel
 
 from apis.crdgen import openapi
 from apis.crdgen.__main__ import DEFAULT_OUT, main
@@ -257,58 +255,6 @@ def test_only_expected_defaults_inside_pod_templates(crds: dict[str, dict[str, A
     ]
 
 
-def test_model_fields_all_exist_in_schema(crds: dict[str, dict[str, Any]]) -> None:
-    """Every wire name of the models is in the CRD; otherwise the API server would prune it."""
-    checked: list[str] = []
-
-    def model_of(annotation: Any) -> type[BaseModel] | None:
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            return annotation
-        for arg in typing.get_args(annotation):
-            found = model_of(arg)
-            if found is not None:
-                return found
-        return None
-
-    def check(model: type[BaseModel], schema: dict[str, Any], path: str) -> None:
-        if schema.get("type") == "array":
-            schema = schema["items"]
-        for name, field in model.model_fields.items():
-            wire = field.alias or name
-            assert wire in schema.get("properties", {}), f"{path}.{wire} missing from the CRD"
-            checked.append(f"{path}.{wire}")
-            sub = model_of(field.annotation)
-            if sub is not None and f"{path}.{wire}" not in ("StormService.metadata", "RoleSet.metadata"):
-                check(sub, schema["properties"][wire], f"{path}.{wire}")
-
-    check(StormService, ss_schema(crds), "StormService")
-    check(RoleSet, rs_schema(crds), "RoleSet")
-    assert "StormService.spec.template.spec.roles.recoveryPolicy" in checked
-    assert "RoleSet.status.observedGeneration" in checked
-
-
-def test_schema_fields_all_exist_in_models(crds: dict[str, dict[str, Any]]) -> None:
-    """And the reverse: nothing in our own part of the CRD is unknown to the models."""
-    skip = ("template.metadata", "template.spec", "affinity", "minResources", "minTaskMember", "nodeSelector")
-
-    def check(model: type[BaseModel], schema: dict[str, Any], path: str) -> None:
-        if schema.get("type") == "array":
-            schema = schema["items"]
-        wire_to_field = {(f.alias or n): f for n, f in model.model_fields.items()}
-        for prop, sub in schema.get("properties", {}).items():
-            assert prop in wire_to_field, f"{path}.{prop} not in {model.__name__}"
-            if f"{path}.{prop}".endswith(skip) or (prop == "template" and "roles" in path):
-                continue
-            annotation = wire_to_field[prop].annotation
-            for arg in [annotation, *typing.get_args(annotation)]:
-                inner = typing.get_args(arg)[0] if typing.get_origin(arg) is list else arg
-                if isinstance(inner, type) and issubclass(inner, BaseModel):
-                    check(inner, sub, f"{path}.{prop}")
-
-    check(StormService, ss_schema(crds), "StormService")
-    check(RoleSet, rs_schema(crds), "RoleSet")
-
-
 # --- defaults and rules ----------------------------------------------------------------------------
 
 
@@ -475,6 +421,8 @@ def _validate(schema: dict[str, Any], value: Any, path: str, errors: list[str]) 
             errors.append(f"{path}: must be int or string")
         elif isinstance(value, str) and "pattern" in schema and not re.search(schema["pattern"], value):
             errors.append(f"{path}: should match {schema['pattern']}")
+        elif isinstance(value, str) and len(value) > schema.get("maxLength", len(value)):
+            errors.append(f"{path}: Too long")
         return
     kind = schema.get("type")
     python = {"object": dict, "array": list, "string": str, "boolean": bool}
