@@ -4,7 +4,7 @@ The models are the one source of the CRD schema (``apis/crdgen/schema.py`` walks
 controller-gen walks Go types and their ``+kubebuilder`` comments). A marker is put where the
 type is: in ``Annotated[T, marker, ...]`` of a field or of a type alias (then it holds wherever
 the alias is used, also as a list item or map value), or, for a model's own object node, in its
-``crd_markers`` class attribute.
+``crd_markers: ClassVar[tuple[Marker, ...]]`` (a subclass extends its parent's).
 
 * ``Bounds``: minimum, maximum, lengths, item/property counts, pattern. Published in the schema
   and checked by the model with the same numbers (skipped when parsing leniently, like the
