@@ -243,20 +243,29 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interva
 def namespace(request: pytest.FixtureRequest, kubectl: Kubectl) -> Iterator[str]:
     name = _namespace_name(request.node.name)
     kubectl("create", "namespace", name)
+
     # Hand the test a settled namespace, as it looks a moment after creation on any cluster:
     # the controller-manager adds the `kube-root-ca.crt` ConfigMap (so a list of ConfigMaps
     # taken too early would change under the test) and the `default` ServiceAccount (without
     # which real clusters' ServiceAccount admission refuses pods; the local cluster disables
     # that plugin, but waiting costs nothing there).
-    kubectl(
-        "wait",
-        "-n",
-        name,
-        "--for=create",
-        "--timeout=30s",
-        "configmap/kube-root-ca.crt",
-        "serviceaccount/default",
-    )
+    # Polled rather than `kubectl wait --for=create`: on a freshly started cluster that exited at
+    # once with NotFound instead of waiting.
+    def settled() -> bool:
+        got = kubectl(
+            "get",
+            "-n",
+            name,
+            "configmap/kube-root-ca.crt",
+            "serviceaccount/default",
+            "--ignore-not-found",
+            "-o",
+            "name",
+            check=False,
+        )
+        return got.returncode == 0 and len(got.stdout.split()) == 2
+
+    wait_until(settled, 120, f"namespace {name}: kube-root-ca.crt and the default ServiceAccount", 0.5)
     try:
         yield name
     finally:
