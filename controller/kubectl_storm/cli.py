@@ -29,6 +29,7 @@ from controller.kubectl_storm.lookup import Target
 from controller.kubectl_storm.output import OUTPUT_FORMATS
 from controller.runtime.client import ApiClient, create_client
 from controller.runtime.errors import ApiError
+from controller.runtime.kubeconfig import ConfigError
 from controller.runtime.options import parse_duration
 
 EPILOG = f"""\
@@ -186,13 +187,11 @@ def check_kubeconfig(paths: Sequence[str]) -> None:
 
 
 async def connect(paths: Sequence[str], context: str | None) -> ApiClient:
-    from kubernetes_asyncio.config import ConfigException
-
     try:
         return await create_client(
             os.pathsep.join(paths), context=context, user_agent="kubectl-storm", request_timeout=30
         )
-    except (ConfigException, OSError, ValueError, KeyError, TypeError) as err:
+    except (ConfigError, OSError, ValueError, KeyError, TypeError) as err:
         raise CliError(f"error: invalid kubeconfig: {one_line(str(err))}") from err
 
 

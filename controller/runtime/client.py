@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import gc
-import os
 import socket
 import ssl
 import time
@@ -39,6 +38,7 @@ from controller.runtime.errors import (
     TooManyRequests,
     Unauthorized,
 )
+from controller.runtime.kubeconfig import ClientConfig, load_config
 from controller.runtime.ratelimit import TokenBucket
 from controller.runtime.resources import Resource
 
@@ -407,27 +407,12 @@ def _keepalive_socket(addr_info: tuple[Any, ...]) -> socket.socket:
     return sock
 
 
-def ssl_context_for(configuration: Any) -> ssl.SSLContext:
-    """The TLS settings of a kubernetes-asyncio Configuration (CA, client certificate,
-    verification) as an SSLContext, read from its public attributes."""
-    context = ssl.create_default_context(cafile=getattr(configuration, "ssl_ca_cert", None) or None)
-    cert_file = getattr(configuration, "cert_file", None)
-    if cert_file:
-        context.load_cert_chain(cert_file, keyfile=getattr(configuration, "key_file", None) or None)
-    if not getattr(configuration, "verify_ssl", True):
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if getattr(configuration, "disable_strict_ssl_verification", False):
-        context.verify_flags &= ~ssl.VERIFY_X509_STRICT
-    return context
-
-
-def new_session(configuration: Any, *, max_connections: int) -> aiohttp.ClientSession:
-    """The aiohttp session an ApiClient owns: TLS from the configuration, TCP keepalive on every
+def new_session(ssl_context: ssl.SSLContext | None, *, max_connections: int) -> aiohttp.ClientSession:
+    """The aiohttp session an ApiClient owns: the configuration's TLS, TCP keepalive on every
     connection, and room for the watches (each pins an HTTP/1.1 connection for minutes)."""
     connector = aiohttp.TCPConnector(
         limit=max_connections,
-        ssl=ssl_context_for(configuration),
+        ssl=ssl_context if ssl_context is not None else True,
         socket_factory=_keepalive_socket,
     )
     # read_bufsize: a watch event of a large object exceeds aiohttp's 64 KiB default buffer
@@ -436,9 +421,9 @@ def new_session(configuration: Any, *, max_connections: int) -> aiohttp.ClientSe
 
 
 class ApiClient:
-    """KubeClient over HTTP. kubernetes-asyncio supplies the configuration (kubeconfig, in-cluster,
-    auth, TLS settings); the aiohttp session, requests and JSON decoding are ours (orjson, no
-    models).
+    """KubeClient over HTTP, from a connection configuration (controller.runtime.kubeconfig:
+    kubeconfig or in-cluster, credentials, TLS); the aiohttp session, requests and JSON decoding
+    are ours (orjson, no models).
 
     Every request but watches passes the client-side token bucket and carries `request_timeout`.
     The only automatic retries are client-go's: a 429, or a 5xx with Retry-After (API Priority
@@ -449,21 +434,20 @@ class ApiClient:
 
     def __init__(
         self,
-        configuration: Any,
+        configuration: ClientConfig,
         *,
         qps: float = 50,
         burst: int = 100,
         request_timeout: float = 30,
         user_agent: str = "stormservice-controller",
-        loader: Any = None,
         max_connections: int = 100,
         max_retries: int = 10,
         max_retry_after: float = MAX_RETRY_AFTER_SECONDS,
         watch_idle_timeout: float | None = None,
     ) -> None:
         self.configuration = configuration
-        self._session = new_session(configuration, max_connections=max_connections)
-        self._base_url = str(configuration.host).rstrip("/")
+        self._session = new_session(configuration.ssl_context, max_connections=max_connections)
+        self._base_url = configuration.host.rstrip("/")
         self.host = urlsplit(self._base_url).netloc or self._base_url
         self.limiter = TokenBucket(qps, burst)
         self.request_timeout = request_timeout
@@ -471,35 +455,29 @@ class ApiClient:
         self.max_retry_after = max_retry_after
         self.watch_idle_timeout = watch_idle_timeout
         self.user_agent = user_agent
-        self._loader = loader
         self._extra: dict[str, Any] = {}
-        if getattr(configuration, "proxy", None):
+        if configuration.proxy:
             self._extra["proxy"] = configuration.proxy
-            if getattr(configuration, "proxy_headers", None):
-                self._extra["proxy_headers"] = configuration.proxy_headers
-        if getattr(configuration, "tls_server_name", None):
+        if configuration.tls_server_name:
             self._extra["server_hostname"] = configuration.tls_server_name
 
     # --- plumbing ------------------------------------------------------------------------------
 
-    async def _headers(self, content_type: str | None = None) -> dict[str, str]:
+    async def _headers(self, content_type: str | None = None) -> tuple[dict[str, str], Mapping[str, str]]:
+        """The request's headers, and the credentials among them (to say which were refused)."""
         headers = {"Accept": "application/json", "User-Agent": self.user_agent}
         if content_type:
             headers["Content-Type"] = content_type
-        auth = await self.configuration.auth_settings()
-        bearer = auth.get("BearerToken")
-        if bearer and bearer.get("value"):
-            headers["Authorization"] = str(bearer["value"])
-        return headers
+        credentials = await self.configuration.credentials.headers()
+        headers.update(credentials)
+        return headers, credentials
 
-    async def _refresh_credentials(self) -> bool:
-        if self._loader is None:
-            return False
+    async def _refresh_credentials(self, refused: Mapping[str, str]) -> bool:
         try:
-            await self._loader.load_and_set(self.configuration)
-        except Exception:
+            return await self.configuration.credentials.refresh(refused)
+        except Exception as err:
+            log.warning("cannot renew the API credentials", error=str(err))
             return False
-        return True
 
     async def _request(
         self,
@@ -520,7 +498,7 @@ class ApiClient:
         while True:
             waited = await self.limiter.wait()
             metrics.REST_CLIENT_RATE_LIMITER_DURATION.labels(verb=method, host=self.host).observe(waited)
-            headers = await self._headers(content_type if body is not None else None)
+            headers, credentials = await self._headers(content_type if body is not None else None)
             code_label = "<error>"
             start = time.monotonic()
             try:
@@ -537,7 +515,7 @@ class ApiClient:
                     code_label = str(resp.status)
                     if 200 <= resp.status < 300:
                         return decode_json(data) if data else {}
-                    if resp.status == 401 and not refreshed and await self._refresh_credentials():
+                    if resp.status == 401 and not refreshed and await self._refresh_credentials(credentials):
                         refreshed = True
                         continue  # an exec/OIDC token expired: reload it and try once more
                     error = error_from_response(resp.status, data, resp.headers.get("Retry-After"))
@@ -680,7 +658,7 @@ class ApiClient:
             sock_read=idle_timeout,
         )
         url = self._base_url + path
-        headers = await self._headers()
+        headers, _ = await self._headers()
         start = time.monotonic()
         try:
             resp = await self._session.request(
@@ -871,11 +849,6 @@ def _decode_event(line: bytes | bytearray) -> Obj:
     return event
 
 
-def _default_kubeconfig() -> str:
-    # Read at call time (kubernetes-asyncio's default is fixed at its import).
-    return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-
-
 async def create_client(
     kubeconfig: str | None = None,
     *,
@@ -885,28 +858,14 @@ async def create_client(
     request_timeout: float = 30,
     user_agent: str = "stormservice-controller",
 ) -> ApiClient:
-    """An ApiClient from a kubeconfig file; with kubeconfig None, the in-cluster service account,
-    falling back to $KUBECONFIG, then ~/.kube/config."""
-    from kubernetes_asyncio.client.configuration import Configuration
-    from kubernetes_asyncio.config import ConfigException, load_incluster_config, load_kube_config
-
-    configuration = Configuration()
-    loader: Any = None
-    if kubeconfig is None:
-        try:
-            load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except ConfigException:
-            kubeconfig = _default_kubeconfig()
-    if kubeconfig is not None:
-        # persist_config=False: never rewrite the user's kubeconfig on token refresh.
-        loader = await load_kube_config(
-            config_file=kubeconfig, context=context, client_configuration=configuration, persist_config=False
-        )
+    """An ApiClient from a kubeconfig file (or several joined with os.pathsep); with kubeconfig
+    None, the in-cluster service account, falling back to $KUBECONFIG, then ~/.kube/config.
+    Raises kubeconfig.ConfigError when there is no usable configuration."""
+    configuration = await load_config(kubeconfig, context=context)
     return ApiClient(
         configuration,
         qps=qps,
         burst=burst,
         request_timeout=request_timeout,
         user_agent=user_agent,
-        loader=loader,
     )

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,6 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from kubernetes_asyncio.client.configuration import Configuration
 
 from controller.runtime import metrics
 from controller.runtime.client import ApiClient, KubeClient, Obj, create_client
@@ -35,6 +34,7 @@ from controller.runtime.errors import (
     Unauthorized,
 )
 from controller.runtime.informer import Informer
+from controller.runtime.kubeconfig import ClientConfig, StaticCredentials
 from controller.runtime.ratelimit import FakeClock, TokenBucket
 from controller.runtime.resources import PODS, STORMSERVICES
 
@@ -125,8 +125,7 @@ async def api(server: tuple[FakeApiServer, TestServer]) -> AsyncIterator[FakeApi
 
 @pytest.fixture
 async def client(server: tuple[FakeApiServer, TestServer]) -> AsyncIterator[ApiClient]:
-    configuration = Configuration(host=base_url(server[1]))
-    configuration.api_key = {"BearerToken": "Bearer s3cret"}
+    configuration = ClientConfig(host=base_url(server[1]), credentials=StaticCredentials("Bearer s3cret"))
     # Retry-After is honoured up to 5 ms here, so that retried answers keep the tests fast.
     api_client = ApiClient(configuration, qps=1000, burst=1000, request_timeout=2, max_retry_after=0.005)
     try:
@@ -256,7 +255,7 @@ async def test_retry_after_waits_the_seconds_asked(server: tuple[FakeApiServer, 
         return web.json_response({"ok": True})
 
     api.on("GET", POD_PATH, handler)
-    api_client = ApiClient(Configuration(host=base_url(test_server)), request_timeout=5)
+    api_client = ApiClient(ClientConfig(host=base_url(test_server)), request_timeout=5)
     try:
         assert await api_client.get(PODS, "ns", "p") == {"ok": True}
     finally:
@@ -284,7 +283,7 @@ async def test_transport_errors_are_server_error_code_0() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again: nothing listens there
-    api_client = ApiClient(Configuration(host=f"http://127.0.0.1:{port}"), request_timeout=2)
+    api_client = ApiClient(ClientConfig(host=f"http://127.0.0.1:{port}"), request_timeout=2)
     try:
         with pytest.raises(ServerError) as err:
             await api_client.get(PODS, "ns", "p")
@@ -304,7 +303,7 @@ async def test_request_timeout(server: tuple[FakeApiServer, TestServer]) -> None
         return web.Response(text="{}")
 
     api.on("GET", POD_PATH, slow)
-    api_client = ApiClient(Configuration(host=base_url(test_server)), request_timeout=0.1)
+    api_client = ApiClient(ClientConfig(host=base_url(test_server)), request_timeout=0.1)
     try:
         with pytest.raises(ServerError) as err:
             await api_client.get(PODS, "ns", "p")
@@ -491,19 +490,39 @@ async def test_unauthorized_refreshes_credentials_once(server: tuple[FakeApiServ
 
     api.on("GET", POD_PATH, handler)
 
-    class Loader:
-        calls = 0
+    class Renewing:
+        refused: list[Mapping[str, str]] = []
+        current: Mapping[str, str] = {"Authorization": "Bearer stale"}
 
-        async def load_and_set(self, configuration: Any) -> None:
-            Loader.calls += 1
-            configuration.api_key["BearerToken"] = "Bearer fresh"
+        async def headers(self) -> Mapping[str, str]:
+            return self.current
 
-    configuration = Configuration(host=base_url(test_server))
-    configuration.api_key = {"BearerToken": "Bearer stale"}
-    api_client = ApiClient(configuration, loader=Loader())
+        async def refresh(self, refused: Mapping[str, str]) -> bool:
+            self.refused.append(refused)
+            self.current = {"Authorization": "Bearer fresh"}
+            return True
+
+    credentials = Renewing()
+    api_client = ApiClient(ClientConfig(host=base_url(test_server), credentials=credentials))
     try:
         assert await api_client.get(PODS, "ns", "p") == {"ok": True}
-        assert Loader.calls == 1
+        assert credentials.refused == [{"Authorization": "Bearer stale"}]
+    finally:
+        await api_client.close()
+
+
+async def test_unauthorized_without_renewable_credentials_is_final(
+    server: tuple[FakeApiServer, TestServer],
+) -> None:
+    api, test_server = server
+    api.reply("GET", POD_PATH, 401, status_body(401, "Unauthorized"))
+    api_client = ApiClient(
+        ClientConfig(host=base_url(test_server), credentials=StaticCredentials("Bearer x"))
+    )
+    try:
+        with pytest.raises(Unauthorized):
+            await api_client.get(PODS, "ns", "p")
+        assert len(api.seen) == 1
     finally:
         await api_client.close()
 
@@ -675,7 +694,7 @@ async def test_a_silent_watch_is_given_up_after_the_idle_timeout(
         return resp
 
     api.on("GET", "/api/v1/namespaces/ns/pods", silent_after_one_event)
-    api_client = ApiClient(Configuration(host=base_url(test_server)), watch_idle_timeout=0.5)
+    api_client = ApiClient(ClientConfig(host=base_url(test_server)), watch_idle_timeout=0.5)
     seen: list[Obj] = []
     started = time.monotonic()
     try:
@@ -730,7 +749,7 @@ async def test_qps_limit_applies_to_requests_not_watches(api: FakeApiServer, cli
 async def test_real_limiter_spaces_requests(server: tuple[FakeApiServer, TestServer]) -> None:
     api, test_server = server
     api.reply("GET", POD_PATH, 200, {})
-    api_client = ApiClient(Configuration(host=base_url(test_server)), qps=40, burst=1)
+    api_client = ApiClient(ClientConfig(host=base_url(test_server)), qps=40, burst=1)
     try:
         loop = asyncio.get_running_loop()
         start = loop.time()
