@@ -379,6 +379,13 @@ contexts:
     )
     config = await load_kubeconfig(str(kubeconfig), context="mine")
     assert (config.host, config.namespace) == (server, "ns1")
+    # YAML's flow style looks like JSON at first sight.
+    flow = tmp_path / "flow"
+    flow.write_text(
+        f"{{current-context: mine, clusters: [{{name: local, cluster: {{server: '{server}', "
+        "insecure-skip-tls-verify: true}}], contexts: [{name: mine, context: {cluster: local}}]}"
+    )
+    assert (await load_kubeconfig(str(flow))).host == server
     assert (await whoami(config))["authorization"] == "Bearer yaml-token"
     assert (await whoami(await load_kubeconfig(str(kubeconfig))))["authorization"] is None
 
@@ -722,8 +729,8 @@ def run_python(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_controller_and_kubeconfig_do_not_import_kubernetes_asyncio(tmp_path: Path) -> None:
-    """kubernetes_asyncio costs ~35 MB of RSS at import: the controller must not pay it for a
-    kubeconfig our loader reads."""
+    """kubernetes_asyncio costs ~33 MB of RSS at import: the controller must not pay it for a
+    kubeconfig our loader reads; nor a YAML parser's ~1 MB for a kubeconfig in JSON."""
     kubeconfig = write_config(
         tmp_path / "config",
         "https://127.0.0.1:1",
@@ -739,7 +746,7 @@ async def main():
     client = await create_client({str(kubeconfig)!r})
     await client.close()
 asyncio.run(main())
-print(sorted(m for m in sys.modules if m.split(".")[0] == "kubernetes_asyncio"))
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("kubernetes_asyncio", "yaml")))
 """,
         tmp_path,
     )
