@@ -8,7 +8,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from controller.runtime.client import create_client
+from controller.runtime.client import ApiClient
+from controller.runtime.kubeconfig import load_config
 from controller.runtime.logging import configure_logging, get_logger
 from controller.runtime.manager import LeadershipLost, Manager
 from controller.runtime.options import Options, parse_args
@@ -74,17 +75,17 @@ async def run(options: Options) -> int:
         loop.add_signal_handler(sig, on_signal, sig)
 
     try:
-        client = await create_client(
-            options.kubeconfig, qps=options.kube_api_qps, burst=int(options.kube_api_burst)
-        )
+        config = await load_config(options.kubeconfig)
     except Exception as err:
         log.error("cannot configure the API client", error=str(err), kubeconfig=options.kubeconfig)
         return 1
+    client = ApiClient(config, qps=options.kube_api_qps, burst=int(options.kube_api_burst))
     # Leader election's own client and rate limiter: a Lease renewal never waits behind the
-    # controllers' writes (a scale-up of thousands of pods would otherwise cost the Lease).
+    # controllers' writes (a scale-up of thousands of pods would otherwise cost the Lease). Same
+    # configuration: one exec plugin run, one token file reader, one TLS context.
     lease_client = (
-        await create_client(
-            options.kubeconfig,
+        ApiClient(
+            config,
             qps=LEASE_CLIENT_QPS,
             burst=LEASE_CLIENT_BURST,
             user_agent="stormservice-controller/leader-election",
