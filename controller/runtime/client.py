@@ -38,7 +38,7 @@ from controller.runtime.errors import (
     TooManyRequests,
     Unauthorized,
 )
-from controller.runtime.kubeconfig import ClientConfig, load_config
+from controller.runtime.kubeconfig import ClientConfig, ConfigError, load_config
 from controller.runtime.ratelimit import TokenBucket
 from controller.runtime.resources import Resource
 
@@ -468,7 +468,10 @@ class ApiClient:
         headers = {"Accept": "application/json", "User-Agent": self.user_agent}
         if content_type:
             headers["Content-Type"] = content_type
-        credentials = await self.configuration.credentials.headers()
+        try:
+            credentials = await self.configuration.credentials.headers()
+        except ConfigError as err:  # e.g. an exec plugin that fails: an ApiError, as promised
+            raise ServerError(code=0, reason="CredentialsUnavailable", message=str(err)) from err
         headers.update(credentials)
         return headers, credentials
 

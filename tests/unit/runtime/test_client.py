@@ -34,7 +34,7 @@ from controller.runtime.errors import (
     Unauthorized,
 )
 from controller.runtime.informer import Informer
-from controller.runtime.kubeconfig import ClientConfig, StaticCredentials
+from controller.runtime.kubeconfig import ClientConfig, ConfigError, StaticCredentials
 from controller.runtime.ratelimit import FakeClock, TokenBucket
 from controller.runtime.resources import PODS, STORMSERVICES
 
@@ -507,6 +507,28 @@ async def test_unauthorized_refreshes_credentials_once(server: tuple[FakeApiServ
     try:
         assert await api_client.get(PODS, "ns", "p") == {"ok": True}
         assert credentials.refused == [{"Authorization": "Bearer stale"}]
+    finally:
+        await api_client.close()
+
+
+async def test_credentials_that_cannot_be_had_are_an_api_error(
+    server: tuple[FakeApiServer, TestServer],
+) -> None:
+    api, test_server = server
+
+    class Failing:
+        async def headers(self) -> Mapping[str, str]:
+            raise ConfigError("exec plugin kube-cred exited with status 1")
+
+        async def refresh(self, refused: Mapping[str, str]) -> bool:
+            return False
+
+    api_client = ApiClient(ClientConfig(host=base_url(test_server), credentials=Failing()))
+    try:
+        with pytest.raises(ServerError, match="kube-cred exited") as raised:
+            await api_client.get(PODS, "ns", "p")
+        assert raised.value.reason == "CredentialsUnavailable"
+        assert api.seen == []
     finally:
         await api_client.close()
 
