@@ -17,7 +17,7 @@ import sys
 import time
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ import orjson
 from bench.memory import measure_all
 from controller.runtime.client import decode_json
 from controller.runtime.informer import FuncHandler, Informer
+from controller.runtime.listbody import split_list
 from controller.runtime.resources import PODS
 from controller.runtime.slim import Interner, slim
 from controller.runtime.store import Store
@@ -116,7 +117,7 @@ def ingest(body: bytes) -> Store:
     """What the informer's relist does with a page (a fresh interner: nothing shared yet)."""
     store = Store()
     interner = Interner()
-    items = decode_json(body)["items"]
+    _, items = split_list(body, decode_json)
     gc.disable()
     try:
         for obj in items:
@@ -166,6 +167,11 @@ class ScriptedClient:
     async def list(self, resource: Any, namespace: Any = None, **_: Any) -> dict[str, Any]:
         page: dict[str, Any] = decode_json(self.list_body)
         return page
+
+    async def list_lazily(
+        self, resource: Any, namespace: Any = None, **_: Any
+    ) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+        return split_list(self.list_body, decode_json)
 
     async def watch(self, resource: Any, namespace: Any = None, **_: Any) -> AsyncIterator[dict[str, Any]]:
         for i, line in enumerate(self.event_lines):

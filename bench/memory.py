@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import gc
 import inspect
+import itertools
 import json
 import os
 import re
@@ -31,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from controller.roleset import labels as L
 from controller.runtime.client import decode_json
 from controller.runtime.errors import Gone
 from controller.runtime.informer import FuncHandler, Informer
+from controller.runtime.listbody import split_list
 from controller.runtime.resources import PODS
 
 # The informer's own page size: the pages on disk are the pages it asks for.
@@ -82,7 +84,12 @@ class PageClient:
     def expire(self) -> None:
         self._expire.set()
 
-    async def list(
+    async def list(self, resource: Any, namespace: Any = None, **kwargs: Any) -> dict[str, Any]:
+        page, items = await self.list_lazily(resource, namespace, **kwargs)
+        page["items"] = list(items)
+        return page
+
+    async def list_lazily(
         self,
         resource: Any,
         namespace: Any = None,
@@ -90,22 +97,28 @@ class PageClient:
         limit: int | None = None,
         continue_token: str | None = None,
         **_: Any,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+        """What ApiClient.list_lazily does with a response body: the page without its items,
+        and the items decoded one at a time."""
         assert limit == PAGE_SIZE, limit
         if self.pods == 0:
-            return {"metadata": {"resourceVersion": "1"}, "items": []}
+            return {"metadata": {"resourceVersion": "1"}, "items": []}, iter(())
         k = int(continue_token.removeprefix("page-")) if continue_token else 0
-        page: dict[str, Any] = decode_json((self.directory / f"{k}.json").read_bytes())
+        page, items = split_list((self.directory / f"{k}.json").read_bytes(), decode_json)
         if (k + 1) * PAGE_SIZE >= self.pods:
-            page["items"] = page["items"][: self.pods - k * PAGE_SIZE]
+            items = itertools.islice(items, self.pods - k * PAGE_SIZE)
             page["metadata"].pop("continue", None)
-        for item in page["items"]:
+        return page, self._as_client_gives(items)
+
+    def _as_client_gives(self, items: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for item in items:
             # What the real client does to list items.
             item["apiVersion"] = "v1"
             item["kind"] = "Pod"
             if self.bump_rv:
                 item["metadata"]["resourceVersion"] += "1"
-        return page
+            yield item
+            del item
 
     async def watch(self, resource: Any, namespace: Any = None, **_: Any) -> AsyncIterator[dict[str, Any]]:
         # A healthy watch first (or the informer backs off before relisting after a second 410).

@@ -13,7 +13,7 @@ import gc
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
@@ -39,6 +39,7 @@ from controller.runtime.errors import (
     Unauthorized,
 )
 from controller.runtime.kubeconfig import ClientConfig, ConfigError, load_config
+from controller.runtime.listbody import split_list
 from controller.runtime.ratelimit import TokenBucket
 from controller.runtime.resources import Resource
 
@@ -262,12 +263,29 @@ def _transport_error(err: BaseException, what: str) -> ServerError:
     return ServerError(code=0, reason=reason, message=f"{what}: {detail}")
 
 
+def _set_kind(item: Obj, resource: Resource) -> None:
+    if "kind" not in item:
+        item["apiVersion"] = resource.api_version
+        item["kind"] = resource.kind
+
+
+def _kinded_items(items: Iterator[Obj], resource: Resource, path: str) -> Iterator[Obj]:
+    try:
+        for item in items:
+            _set_kind(item, resource)
+            yield item
+            del item  # not held while the consumer asks for the next one
+    except orjson.JSONDecodeError as err:
+        raise ServerError(code=0, reason="BadResponse", message=f"GET {path}: {err}") from err
+
+
 # --- pagination helper ----------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
 class Page:
-    items: builtins.list[Obj]
+    # A list, or an iterator that decodes the items as they are taken (ApiClient.list_lazily).
+    items: Iterable[Obj]
     # The list's resourceVersion so far (the one of the last page is the list's).
     resource_version: str
     # The continue token expired half-way and this page is a complete, unpaginated list:
@@ -289,19 +307,33 @@ async def list_pages(
     everything, with `restart` set, as client-go's pager falls back to a full list.
 
     No reference to a page is kept once the consumer asks for the next one, so an informer's
-    relist holds at most one page of raw items at a time (as long as it drops them too)."""
+    relist holds at most one page of raw items at a time (as long as it drops them too). With a
+    client that has `list_lazily` (ApiClient), a page's items are an iterator that decodes them
+    one at a time from the page's body, to be consumed before the next page is asked for."""
     continue_token: str | None = None
     resource_version = ""
+    list_lazily = getattr(client, "list_lazily", None)
     while True:
+        items: Iterable[Obj] | None = None
         try:
-            body = await client.list(
-                resource,
-                namespace,
-                label_selector=label_selector,
-                field_selector=field_selector,
-                limit=page_size if page_size > 0 else None,
-                continue_token=continue_token,
-            )
+            if list_lazily is not None:
+                body, items = await list_lazily(
+                    resource,
+                    namespace,
+                    label_selector=label_selector,
+                    field_selector=field_selector,
+                    limit=page_size if page_size > 0 else None,
+                    continue_token=continue_token,
+                )
+            else:
+                body = await client.list(
+                    resource,
+                    namespace,
+                    label_selector=label_selector,
+                    field_selector=field_selector,
+                    limit=page_size if page_size > 0 else None,
+                    continue_token=continue_token,
+                )
         except Gone:
             if continue_token is None:
                 raise
@@ -316,10 +348,10 @@ async def list_pages(
         meta = body.get("metadata") or {}
         resource_version = str(meta.get("resourceVersion") or resource_version)
         continue_token = meta.get("continue") or None
-        page = Page(body.get("items") or [], resource_version)
+        page = Page(body.get("items") or [] if items is None else items, resource_version)
         # Nothing of this page may be held here across the next request: body and meta go now,
         # the page as soon as the consumer asks for the next one.
-        del body, meta
+        del body, meta, items
         yield page
         del page
         if not continue_token:
@@ -491,7 +523,9 @@ class ApiClient:
         body: bytes | None = None,
         content_type: str | None = None,
         write: tuple[str, str] | None = None,
+        raw: bool = False,
     ) -> Any:
+        """The decoded response body; with `raw`, its bytes."""
         if write is not None:
             metrics.API_WRITES.labels(verb=write[0], resource=write[1]).inc()
         timeout = aiohttp.ClientTimeout(total=self.request_timeout)
@@ -517,6 +551,8 @@ class ApiClient:
                     data = await resp.read()
                     code_label = str(resp.status)
                     if 200 <= resp.status < 300:
+                        if raw:
+                            return data
                         return decode_json(data) if data else {}
                     if resp.status == 401 and not refreshed and await self._refresh_credentials(credentials):
                         refreshed = True
@@ -599,10 +635,38 @@ class ApiClient:
             page["items"] = items = []
         # List items come without apiVersion/kind; cached objects should say what they are.
         for item in items:
-            if "kind" not in item:
-                item["apiVersion"] = resource.api_version
-                item["kind"] = resource.kind
+            _set_kind(item, resource)
         return page
+
+    async def list_lazily(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = None,
+        continue_token: str | None = None,
+    ) -> tuple[Obj, Iterator[Obj]]:
+        """`list`, as the page without its items and an iterator that decodes the items one at
+        a time (controller/runtime/listbody.py), for list_pages: an informer slims each item
+        before the next is decoded, and a page's decoded items never all exist at once."""
+        query: _Query = []
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        if limit:
+            query.append(("limit", str(limit)))
+        if continue_token:
+            query.append(("continue", continue_token))
+        path = self._path(resource, namespace)
+        body: bytes = await self._request("GET", path, query=query, raw=True)
+        try:
+            page, items = split_list(body, decode_json)
+        except orjson.JSONDecodeError as err:
+            raise ServerError(code=0, reason="BadResponse", message=f"GET {path}: {err}") from err
+        return page, _kinded_items(items, resource, path)
 
     async def list_all(
         self,

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import gc
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,10 +49,10 @@ log = structlog.get_logger(__name__)
 # informer every ~40 s, which the API server serves from its watch cache.
 WATCH_TIMEOUT_SECONDS = 40
 
-# Objects per list page. A decoded page is garbage once slimmed, but pymalloc keeps the pools it
-# filled mapped as long as one object in them lives on (slimmed objects, orjson's cached keys),
-# so the process keeps about one decoded page for good: ~10 MB at 100 realistic pods (19 KB of
-# JSON each), ~55 MB at client-go's 500. 10,000 pods take 100 requests.
+# Objects per list page. The items of a page are decoded one at a time (ApiClient.list_lazily),
+# so a relist holds one page's body on top of the cache: ~2 MB at 100 realistic pods (19 KB of
+# JSON each), ~10 MB at client-go's 500, which would be more than the whole cache of 1,000 pods
+# (the relist peak). 10,000 pods take 100 requests.
 LIST_PAGE_SIZE = 100
 
 
@@ -255,10 +255,11 @@ class Informer:
         """List page by page into a new cache, then swap it in at once: readers (syncs, between
         their awaits) never see a mix of old and new objects, a state that never existed.
 
-        Memory: one page of raw items at a time; each item is slimmed (slim.py) as its page
-        arrives, and an item whose uid and resourceVersion are the cached object's is the cached
+        Memory: one page's body and one decoded item at a time (with ApiClient; other clients
+        hand over a page of decoded items); each item is slimmed (slim.py) before the next is
+        decoded, and an item whose uid and resourceVersion are the cached object's is the cached
         object (same resourceVersion, same content), so a relist over a warm cache allocates
-        little beyond one page."""
+        little beyond one page's body."""
         fresh: dict[str, Obj] = {}
         resource_version = ""
         async for page in list_pages(
@@ -283,7 +284,7 @@ class Informer:
         self._synced.set()
         self._log.debug("listed", items=count, resource_version=resource_version)
 
-    def _take_page(self, items: list[Obj], into: dict[str, Obj]) -> None:
+    def _take_page(self, items: Iterable[Obj], into: dict[str, Obj]) -> None:
         kind = self.resource.kind
         cached = self.store.get
         # Slimming allocates a burst of containers; the cyclic GC would walk the whole cache

@@ -348,6 +348,31 @@ async def test_list_query_and_item_kinds(api: FakeApiServer, client: ApiClient) 
     assert (await client.list(PODS))["items"] == []  # all namespaces; null items normalised
 
 
+async def test_list_lazily_decodes_the_items_as_they_are_taken(api: FakeApiServer, client: ApiClient) -> None:
+    items = [{"metadata": {"name": n}} for n in "ab"]
+    body = orjson.dumps(
+        {"kind": "PodList", "metadata": {"resourceVersion": "7", "continue": "c2"}, "items": items}
+    )
+    api.reply("GET", "/api/v1/namespaces/ns/pods", 200, body)
+    page, lazy = await client.list_lazily(PODS, "ns", label_selector="a=b", limit=2, continue_token="c1")
+    assert api.seen[-1].query == {"labelSelector": "a=b", "limit": "2", "continue": "c1"}
+    assert page == {"kind": "PodList", "metadata": {"resourceVersion": "7", "continue": "c2"}, "items": []}
+    assert list(lazy) == [{**i, "apiVersion": "v1", "kind": "Pod"} for i in items]
+
+    # The second item is decoded when it is taken: its error comes then, as an API error.
+    api.reply("GET", "/api/v1/namespaces/ns/pods", 200, body.replace(b'"name":"b"', b'"name":b"'))
+    _, lazy = await client.list_lazily(PODS, "ns")
+    assert next(lazy)["metadata"] == {"name": "a"}
+    with pytest.raises(ServerError) as err:
+        next(lazy)
+    assert err.value.reason == "BadResponse"
+
+    api.reply("GET", "/api/v1/namespaces/ns/pods", 200, b"<html>")
+    with pytest.raises(ServerError) as err:
+        await client.list_lazily(PODS, "ns")
+    assert err.value.reason == "BadResponse"
+
+
 async def test_list_all_follows_continue_and_falls_back_on_410(api: FakeApiServer, client: ApiClient) -> None:
     pages = {
         None: {

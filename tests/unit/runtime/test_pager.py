@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -78,3 +79,49 @@ async def test_gone_on_the_first_page_is_the_callers() -> None:
     client = PagedClient(Gone(code=410, reason="Expired", message="too old"))
     with pytest.raises(Gone):
         [p async for p in list_pages(client, PODS, "ns")]  # type: ignore[arg-type]
+
+
+class LazyPagedClient(PagedClient):
+    """A client with list_lazily (as ApiClient has): each page's items come from an iterator
+    that makes them one at a time; `made` records how many were made when each one is taken."""
+
+    def __init__(self, *answers: dict[str, Any] | BaseException) -> None:
+        super().__init__(*answers)
+        self.made = 0
+        self.made_when_taken: list[int] = []
+
+    async def list(self, resource: Any, namespace: Any = None, **kwargs: Any) -> dict[str, Any]:
+        raise AssertionError("list_pages must use list_lazily when the client has it")
+
+    async def list_lazily(
+        self, resource: Any, namespace: Any = None, **kwargs: Any
+    ) -> tuple[dict[str, Any], Iterator[Item]]:
+        answer = await super().list(resource, namespace, **kwargs)
+        names = [i["metadata"]["name"] for i in answer["items"]]
+        self.handed_out.clear()
+        return {"metadata": answer["metadata"], "items": []}, self._make(names)
+
+    def _make(self, names: Sequence[str]) -> Iterator[Item]:
+        for name in names:
+            made = item(name)
+            self.made += 1
+            self.handed_out.append(weakref.ref(made))
+            self.made_when_taken.append(self.made)
+            yield made
+            del made
+
+
+async def test_a_lazy_client_pages_items_as_they_are_taken() -> None:
+    client = LazyPagedClient(page("5", "a", "b", cont="c1"), page("6", "c"))
+    seen = []
+    async for p in list_pages(client, PODS, "ns", page_size=2):  # type: ignore[arg-type]
+        for i in p.items:
+            # Only the item taken exists: the previous one is gone, the next not made yet.
+            assert sum(r() is not None for r in client.handed_out) == 1
+            seen.append(i["metadata"]["name"])
+            del i
+        seen.append(p.resource_version)
+        del p
+    assert seen == ["a", "b", "5", "c", "6"]
+    assert client.made_when_taken == [1, 2, 3]
+    assert [c["continue_token"] for c in client.calls] == [None, "c1"]
