@@ -57,7 +57,7 @@ from apis.crdgen.openapi import inline
 from apis.v1alpha1 import constants as c
 from apis.v1alpha1.markers import CoreSchema, DefaultEmpty, KeywordMarker, Required
 from apis.v1alpha1.rules import CelRule
-from apis.v1alpha1.types import RoleSet, StormService, WireModel
+from apis.v1alpha1.types import RoleScaler, RoleSet, StormService, WireModel
 
 Schema = dict[str, Any]
 
@@ -382,9 +382,57 @@ def role_set_crd() -> dict[str, Any]:
     )
 
 
+def role_scaler_crd() -> dict[str, Any]:
+    return _crd(
+        kind=c.KIND_ROLE_SCALER,
+        list_kind=c.KIND_ROLE_SCALER_LIST,
+        plural=c.PLURAL_ROLE_SCALERS,
+        singular=c.SINGULAR_ROLE_SCALER,
+        short_names=[],
+        schema=kind_schema(RoleScaler),
+        columns=[
+            {
+                "name": "StormService",
+                "type": "string",
+                "jsonPath": ".spec.stormServiceName",
+                "description": "The StormService of the role",
+            },
+            {"name": "Role", "type": "string", "jsonPath": ".spec.roleName", "description": "The role"},
+            {
+                "name": "Desired",
+                "type": "integer",
+                "jsonPath": ".spec.replicas",
+                "description": "Instances asked for",
+            },
+            {
+                "name": "Current",
+                "type": "integer",
+                "jsonPath": ".status.replicas",
+                "description": "Instances the role has",
+            },
+            {
+                "name": "Clamped",
+                "type": "string",
+                "jsonPath": '.status.conditions[?(@.type=="Clamped")].status',
+                "description": "Whether the ratio band overrides the desired instances",
+            },
+            _AGE,
+        ],
+        subresources={
+            "status": {},
+            "scale": {
+                "specReplicasPath": ".spec.replicas",
+                "statusReplicasPath": ".status.replicas",
+                "labelSelectorPath": ".status.selector",
+            },
+        },
+    )
+
+
 def all_crds() -> dict[str, dict[str, Any]]:
     """File name (under manifests/crds) -> CRD object."""
     return {
+        f"{c.GROUP}_{c.PLURAL_ROLE_SCALERS}.yaml": role_scaler_crd(),
         f"{c.GROUP}_{c.PLURAL_STORM_SERVICES}.yaml": storm_service_crd(),
         f"{c.GROUP}_{c.PLURAL_ROLE_SETS}.yaml": role_set_crd(),
     }

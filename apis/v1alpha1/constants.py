@@ -19,11 +19,15 @@ KIND_STORM_SERVICE: Final = "StormService"
 KIND_STORM_SERVICE_LIST: Final = "StormServiceList"
 KIND_ROLE_SET: Final = "RoleSet"
 KIND_ROLE_SET_LIST: Final = "RoleSetList"
+KIND_ROLE_SCALER: Final = "RoleScaler"
+KIND_ROLE_SCALER_LIST: Final = "RoleScalerList"
 
 PLURAL_STORM_SERVICES: Final = "stormservices"
 PLURAL_ROLE_SETS: Final = "rolesets"
 SINGULAR_STORM_SERVICE: Final = "stormservice"
 SINGULAR_ROLE_SET: Final = "roleset"
+PLURAL_ROLE_SCALERS: Final = "rolescalers"
+SINGULAR_ROLE_SCALER: Final = "rolescaler"
 SHORT_NAMES_STORM_SERVICE: Final = ("storm",)
 
 # --- label / annotation keys -------------------------------------------------------------------

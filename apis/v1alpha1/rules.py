@@ -90,6 +90,23 @@ MSG_SELECTOR_MISMATCH: Final = (
 MSG_SELECTOR_REQUIREMENT_VALUES: Final = (
     "values must be non-empty when operator is In or NotIn, and empty when operator is Exists or DoesNotExist"
 )
+MSG_EXTERNAL_SCALING_POOLED: Final = (
+    "scaling: External is allowed only in pooled mode (spec.replicas: 1): a RoleScaler scales "
+    "one role inside the one RoleSet"
+)
+MSG_SCALING_BAND_NEEDS_EXTERNAL: Final = (
+    "scalingBand requires scaling: External (the band bounds what the role's RoleScaler asks for)"
+)
+MSG_SCALING_BAND_FOLLOWS: Final = (
+    "scalingBand.follows must name another role of the same RoleSet, one without a scalingBand of its own"
+)
+MSG_SCALING_BAND_BOUNDS: Final = "scalingBand needs minRatio, maxRatio or both, with minRatio <= maxRatio"
+MSG_RATIO: Final = 'a ratio is a decimal string with at most 3 decimals, such as "1.5" or "3"'
+MSG_IMMUTABLE: Final = "is immutable"
+
+#: A ratio of instance counts: a decimal string, so that the API holds no float (exact "1.5").
+RATIO_PATTERN: Final = r"^(0|[1-9][0-9]{0,3})(\.[0-9]{1,3})?$"
+RATIO_RE: Final = re.compile(RATIO_PATTERN)
 
 # Bounds checked by plain OpenAPI keywords (minimum/maximum); the models say it in these words.
 MSG_REPLICAS_MIN: Final = "replicas must be greater than or equal to 0"
@@ -255,7 +272,40 @@ CEL_SELECTOR_MATCHES_TEMPLATE: Final = CelRule(
     ".template.metadata.labels",  # where apps/v1 reports it for Deployments
 )
 
+# On StormService.spec: a RoleScaler scales a role of the one RoleSet of pooled mode.
+CEL_EXTERNAL_SCALING_POOLED: Final = CelRule(
+    "(has(self.replicas) ? self.replicas : 1) == 1"
+    " || !has(self.template.spec) || !has(self.template.spec.roles)"
+    " || self.template.spec.roles.all(r, !has(r.scaling) || r.scaling != 'External')",
+    MSG_EXTERNAL_SCALING_POOLED,
+    ".replicas",
+)
+# On a role object.
+CEL_SCALING_BAND_NEEDS_EXTERNAL: Final = CelRule(
+    "!has(self.scalingBand) || (has(self.scaling) && self.scaling == 'External')",
+    MSG_SCALING_BAND_NEEDS_EXTERNAL,
+    ".scalingBand",
+)
+# On the roles array: no chains, so a band is always applied to a role that no band moves.
+CEL_SCALING_BAND_FOLLOWS: Final = CelRule(
+    "self.all(r, !has(r.scalingBand) || (r.scalingBand.follows != r.name"
+    " && self.exists(l, l.name == r.scalingBand.follows && !has(l.scalingBand))))",
+    MSG_SCALING_BAND_FOLLOWS,
+)
+# On a scalingBand object.
+CEL_SCALING_BAND_BOUNDS: Final = CelRule(
+    "(has(self.minRatio) || has(self.maxRatio)) && (!has(self.minRatio) || !has(self.maxRatio)"
+    " || double(self.minRatio) <= double(self.maxRatio))",
+    MSG_SCALING_BAND_BOUNDS,
+)
+CEL_IMMUTABLE: Final = CelRule("self == oldSelf", MSG_IMMUTABLE)
+
 ALL_CEL_RULES: Final = (
+    CEL_EXTERNAL_SCALING_POOLED,
+    CEL_SCALING_BAND_NEEDS_EXTERNAL,
+    CEL_SCALING_BAND_FOLLOWS,
+    CEL_SCALING_BAND_BOUNDS,
+    CEL_IMMUTABLE,
     CEL_INT_OR_PERCENT,
     CEL_STORM_SERVICE_NAME_LENGTH,
     CEL_STORM_SERVICE_NAME_DNS,

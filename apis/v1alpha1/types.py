@@ -24,6 +24,7 @@ Conventions:
 
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Annotated, Any, ClassVar, Final, Literal, TypeGuard, TypeVar
 
 from pydantic import (
@@ -43,6 +44,7 @@ from apis.v1alpha1 import defaults as d
 from apis.v1alpha1 import rules as r
 from apis.v1alpha1.constants import (
     API_VERSION,
+    KIND_ROLE_SCALER,
     KIND_ROLE_SET,
     KIND_STORM_SERVICE,
     MAX_ROLE_NAME_LENGTH,
@@ -507,8 +509,49 @@ RoleTemplate = Annotated[
 ]
 
 
+#: A ratio of instance counts as a decimal string ("1.5"): exact, where a float would not be, and
+#: read as users say it ("decode at 1.5x prefill"), where a percentage (150) reads as a count.
+Ratio = Annotated[str, Bounds(max_length=8, pattern=r.RATIO_PATTERN, message=r.MSG_RATIO)]
+
+
+def parse_ratio(value: str) -> Fraction:
+    """The exact value of a Ratio string."""
+    return Fraction(value)
+
+
+class RoleScalingBand(WireModel):
+    """Keeps this role's instances between minRatio and maxRatio times those of another role."""
+
+    crd_markers: ClassVar[tuple[Marker, ...]] = (r.CEL_SCALING_BAND_BOUNDS,)
+
+    follows: LabelValue
+    """The role this one follows (e.g. decode follows prefill); it must have no band itself."""
+    min_ratio: Ratio | None = None
+    """At least this many instances per instance of the followed role, rounded up, e.g. "1.5"."""
+    max_ratio: Ratio | None = None
+    """At most this many instances per instance of the followed role, rounded down, e.g. "3"."""
+
+    @model_validator(mode="after")
+    def _bounds(self, info: ValidationInfo) -> RoleScalingBand:
+        if _lenient(info):
+            return self
+        if self.min_ratio is None and self.max_ratio is None:
+            raise ValueError(r.MSG_SCALING_BAND_BOUNDS)
+        if (
+            self.min_ratio is not None
+            and self.max_ratio is not None
+            and parse_ratio(self.min_ratio) > parse_ratio(self.max_ratio)
+        ):
+            raise ValueError(r.MSG_SCALING_BAND_BOUNDS)
+        return self
+
+
 class RoleSpec(WireModel):
-    crd_markers: ClassVar[tuple[Marker, ...]] = (r.CEL_ROLE_NAME_DNS, r.CEL_ROLE_NAME_LENGTH)
+    crd_markers: ClassVar[tuple[Marker, ...]] = (
+        r.CEL_ROLE_NAME_DNS,
+        r.CEL_ROLE_NAME_LENGTH,
+        r.CEL_SCALING_BAND_NEEDS_EXTERNAL,
+    )
 
     name: LabelValue
     """Role name, e.g. prefill, decode, router."""
@@ -539,11 +582,18 @@ class RoleSpec(WireModel):
     # has no such field).
     recovery_policy: Literal["ReplaceUnhealthy", "Recreate"] = d.DEFAULT_RECOVERY_POLICY
     """ReplaceUnhealthy replaces a failed pod of a group; Recreate recreates the whole group."""
+    scaling: Literal["External"] | None = None
+    """External: replicas are set through the role's RoleScaler (<stormservice>-<role>, with a
+    scale subresource for kubectl scale, HPA or KEDA). Pooled mode (spec.replicas: 1) only."""
+    scaling_band: RoleScalingBand | None = None
+    """Keeps the role within a ratio of another role's instances; needs scaling: External."""
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> RoleSpec:
         if _lenient(info):
             return self
+        if self.scaling_band is not None and self.scaling != "External":
+            raise ValueError(r.MSG_SCALING_BAND_NEEDS_EXTERNAL)
         if not r.DNS1123_LABEL_RE.fullmatch(self.name):
             raise ValueError(f"{r.MSG_ROLE_NAME_DNS} (got {self.name!r})")
         if len(self.name) > MAX_ROLE_NAME_LENGTH:
@@ -574,6 +624,7 @@ class RoleSetSpec(WireModel):
         list[RoleSpec],
         Bounds(max_items=MAX_ROLES, message=f"at most {MAX_ROLES} roles are allowed"),
         r.CEL_ROLE_NAMES_UNIQUE,
+        r.CEL_SCALING_BAND_FOLLOWS,
     ] = Field(default_factory=list)
     """The roles of the RoleSet; names are unique."""
     update_strategy: Literal["Sequential", "Parallel", "Interleave"] = d.DEFAULT_ROLE_SET_UPDATE_STRATEGY
@@ -589,6 +640,12 @@ class RoleSetSpec(WireModel):
         if len(set(names)) != len(names):
             dups = sorted({n for n in names if names.count(n) > 1})
             raise ValueError(f"{r.MSG_ROLE_NAMES_UNIQUE} (duplicated: {', '.join(dups)})")
+        for role in self.roles:
+            if role.scaling_band is None:
+                continue
+            leader = self.role(role.scaling_band.follows)
+            if leader is None or leader is role or leader.scaling_band is not None:
+                raise ValueError(f"{r.MSG_SCALING_BAND_FOLLOWS} (role {role.name})")
         return self
 
     def role(self, name: str) -> RoleSpec | None:
@@ -650,7 +707,10 @@ class RoleSetTemplateSpec(WireModel):
 
 
 class StormServiceSpec(WireModel):
-    crd_markers: ClassVar[tuple[Marker, ...]] = (r.CEL_SELECTOR_MATCHES_TEMPLATE,)
+    crd_markers: ClassVar[tuple[Marker, ...]] = (
+        r.CEL_SELECTOR_MATCHES_TEMPLATE,
+        r.CEL_EXTERNAL_SCALING_POOLED,
+    )
 
     replicas: Annotated[int, Bounds(minimum=0, message=r.MSG_REPLICAS_MIN)] = d.DEFAULT_STORM_SERVICE_REPLICAS
     """Number of RoleSets."""
@@ -686,6 +746,8 @@ class StormServiceSpec(WireModel):
             raise ValueError(r.MSG_SELECTOR_EMPTY)
         if not self.selector.matches(self.template.metadata.labels):
             raise ValueError(r.MSG_SELECTOR_MISMATCH)
+        if self.replicas != 1 and any(role.scaling == "External" for role in self.template.spec.roles):
+            raise ValueError(r.MSG_EXTERNAL_SCALING_POOLED)
         return self
 
     @property
@@ -742,6 +804,43 @@ class StormService(WireModel):
         if not r.DNS1035_LABEL_RE.fullmatch(name):
             raise ValueError(r.MSG_STORM_SERVICE_NAME_DNS)
         return self
+
+
+# --- RoleScaler ------------------------------------------------------------------------------------
+
+
+class RoleScalerSpec(WireModel):
+    replicas: Annotated[int, Bounds(minimum=0, message=r.MSG_REPLICAS_MIN)] = 0
+    """Instances the role should have (the scale subresource's spec.replicas)."""
+    storm_service_name: Annotated[LabelValue, r.CEL_IMMUTABLE]
+    """The StormService whose role this scales."""
+    role_name: Annotated[LabelValue, r.CEL_IMMUTABLE]
+    """The role it scales (its scaling is External)."""
+
+
+class RoleScalerStatus(WireModel):
+    observed_generation: Annotated[int, INT64] = 0
+    replicas: int = 0
+    """Instances the role has now, in its RoleSet (the scale subresource's status.replicas)."""
+    desired_replicas: int | None = None
+    """Instances the controller applies: spec.replicas, moved into the role's scalingBand."""
+    selector: str | None = None
+    """Label selector of exactly this role's pods (the scale subresource's selector, for HPA)."""
+    conditions: list[Condition] = Field(default_factory=list)
+    """Clamped: True when spec.replicas lies outside the role's scalingBand."""
+
+
+class RoleScaler(WireModel):
+    """RoleScaler is the scale target of one role of a pooled StormService (scaling: External):
+    kubectl scale, a HorizontalPodAutoscaler or KEDA set spec.replicas through its scale
+    subresource. The controller creates and deletes it; its name is <stormservice>-<role>."""
+
+    api_version: Literal["orchestration.aibrix.ai/v1alpha1"] = API_VERSION
+    kind: Literal["RoleScaler"] = KIND_ROLE_SCALER
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: RoleScalerSpec
+    """Desired instances of the role."""
+    status: RoleScalerStatus | None = None
 
 
 # --- wire helpers ----------------------------------------------------------------------------------

@@ -144,6 +144,7 @@ def test_default_renders_the_cluster_wide_install(kubectl: Kubectl) -> None:
     assert ns["metadata"]["name"] == "stormservice-system"
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
     assert sorted(c["metadata"]["name"] for c in of_kind(objects, "CustomResourceDefinition")) == [
+        "rolescalers.orchestration.aibrix.ai",
         "rolesets.orchestration.aibrix.ai",
         "stormservices.orchestration.aibrix.ai",
     ]

@@ -22,6 +22,7 @@ from tests.unit.apis import cases
 REPO = Path(__file__).resolve().parents[3]
 SS_FILE = "orchestration.aibrix.ai_stormservices.yaml"
 RS_FILE = "orchestration.aibrix.ai_rolesets.yaml"
+RSC_FILE = "orchestration.aibrix.ai_rolescalers.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_committed_crds_are_current() -> None:
 
 def test_check_reports_a_diff(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--out", str(tmp_path)]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([SS_FILE, RS_FILE])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([SS_FILE, RS_FILE, RSC_FILE])
     assert main(["--check", "--out", str(tmp_path)]) == 0
     path = tmp_path / RS_FILE
     path.write_text(
@@ -296,7 +297,10 @@ def test_cel_rules_are_where_they_belong(crds: dict[str, dict[str, Any]]) -> Non
         r.CEL_STORM_SERVICE_NAME_DNS.as_schema(),
     ]
     assert rules_at(rs) == [r.CEL_ROLE_SET_NAME_LENGTH.as_schema(), r.CEL_ROLE_SET_NAME_DNS.as_schema()]
-    assert rules_at(ss, "spec") == [r.CEL_SELECTOR_MATCHES_TEMPLATE.as_schema()]
+    assert rules_at(ss, "spec") == [
+        r.CEL_SELECTOR_MATCHES_TEMPLATE.as_schema(),
+        r.CEL_EXTERNAL_SCALING_POOLED.as_schema(),
+    ]
     assert rules_at(ss, "spec.selector") == [r.CEL_SELECTOR_NOT_EMPTY.as_schema()]
     assert rules_at(ss, "spec.selector.matchExpressions.[]") == [
         r.CEL_SELECTOR_REQUIREMENT_VALUES.as_schema()
@@ -309,12 +313,17 @@ def test_cel_rules_are_where_they_belong(crds: dict[str, dict[str, Any]]) -> Non
         (ss, "spec.template.spec.roles", "spec.template.spec"),
         (rs, "spec.roles", "spec"),
     ):
-        assert rules_at(schema, roles) == [r.CEL_ROLE_NAMES_UNIQUE.as_schema()]
+        assert rules_at(schema, roles) == [
+            r.CEL_ROLE_NAMES_UNIQUE.as_schema(),
+            r.CEL_SCALING_BAND_FOLLOWS.as_schema(),
+        ]
         assert at(schema, roles)["maxItems"] == 64
         assert rules_at(schema, f"{roles}.[]") == [
             r.CEL_ROLE_NAME_DNS.as_schema(),
             r.CEL_ROLE_NAME_LENGTH.as_schema(),
+            r.CEL_SCALING_BAND_NEEDS_EXTERNAL.as_schema(),
         ]
+        assert rules_at(schema, f"{roles}.[].scalingBand") == [r.CEL_SCALING_BAND_BOUNDS.as_schema()]
         assert rules_at(schema, f"{roles}.[].schedulingStrategy") == [
             r.CEL_ONE_SCHEDULING_STRATEGY.as_schema()
         ]
@@ -677,4 +686,4 @@ def test_openapi_cli(tmp_path: Path) -> None:
 
 
 def test_all_crds_file_names() -> None:
-    assert sorted(all_crds()) == sorted([SS_FILE, RS_FILE])
+    assert sorted(all_crds()) == sorted([SS_FILE, RS_FILE, RSC_FILE])
