@@ -48,5 +48,6 @@ CUSTOM_RESOURCE_DEFINITIONS = Resource(
 )
 STORMSERVICES = Resource("orchestration.aibrix.ai", "v1alpha1", "stormservices", "StormService")
 ROLESETS = Resource("orchestration.aibrix.ai", "v1alpha1", "rolesets", "RoleSet")
+ROLE_SCALERS = Resource("orchestration.aibrix.ai", "v1alpha1", "rolescalers", "RoleScaler")
 # AIBrix's level between a RoleSet and a pod group; only ever taken over (controller/roleset/podsets.py).
 PODSETS = Resource("orchestration.aibrix.ai", "v1alpha1", "podsets", "PodSet")

@@ -20,6 +20,7 @@ from controller.runtime.manager import Manager
 from controller.runtime.resources import (
     CONTROLLER_REVISIONS,
     POD_DISRUPTION_BUDGETS,
+    ROLE_SCALERS,
     ROLESETS,
     SERVICES,
     STORMSERVICES,
@@ -28,6 +29,7 @@ from controller.runtime.revision import HASH_LABEL, KubeRevisionHistory, Revisio
 from controller.runtime.store import INDEX_NAMESPACE, Store
 from controller.runtime.workqueue import RateLimitingQueue
 from controller.stormservice.pdb import desired_pdbs
+from controller.stormservice.rolescaler import KubeRoleScalerControl, RoleScalerSync
 from controller.stormservice.rolesetcontrol import KubeRoleSetControl, RoleSetControl
 from controller.stormservice.sync import (
     INDEX_ORPHAN_BY_STORM_SERVICE,
@@ -70,6 +72,7 @@ class StormServiceController:
         cr_informer = informers.informer(CONTROLLER_REVISIONS, label_selector=REVISION_SELECTOR)
         svc_informer = informers.informer(SERVICES, label_selector=c.LABEL_STORM_SERVICE_NAME)
         pdb_informer = informers.informer(POD_DISRUPTION_BUDGETS, label_selector=c.LABEL_STORM_SERVICE_NAME)
+        scaler_informer = informers.informer(ROLE_SCALERS, label_selector=c.LABEL_STORM_SERVICE_NAME)
         rs_informer.store.add_indexers({INDEX_ORPHAN_BY_STORM_SERVICE: orphan_index})
         self.stormservices: Store = ss_informer.store
         cr_store = cr_informer.store
@@ -83,6 +86,7 @@ class StormServiceController:
             control=control or KubeRoleSetControl(client),
             recorder=recorder,
             expectations=self.expectations,
+            scalers=RoleScalerSync(scaler_informer.store, KubeRoleScalerControl(client), recorder),
         )
         ss_informer.add_event_handler(
             FuncHandler(
@@ -97,6 +101,14 @@ class StormServiceController:
             )
         )
         cr_informer.add_event_handler(
+            FuncHandler(
+                on_add=self._owned_changed,
+                on_update=lambda old, new: self._owned_changed(new, old),
+                on_delete=lambda obj: self._owned_changed(_unwrap(obj)),
+            )
+        )
+        # A RoleScaler's spec.replicas (kubectl scale, an HPA) is applied by its StormService.
+        scaler_informer.add_event_handler(
             FuncHandler(
                 on_add=self._owned_changed,
                 on_update=lambda old, new: self._owned_changed(new, old),

@@ -79,8 +79,22 @@ def render_roleset(
             "annotations": roleset_annotations(template, revision, index, role_revisions),
             "ownerReferences": [new_controller_ref(storm_service, c.API_VERSION, c.KIND_STORM_SERVICE)],
         },
-        "spec": copy.deepcopy(dict(template.get("spec") or {})),
+        "spec": roleset_spec(template),
     }
+
+
+#: Role fields only the StormService acts on (`rolescaler.py`); a RoleSet has no use for them.
+STORM_SERVICE_ONLY_ROLE_FIELDS = ("scaling", "scalingBand")
+
+
+def roleset_spec(template: Mapping[str, Any]) -> Obj:
+    """The spec of a RoleSet made from `template`."""
+    spec: Obj = copy.deepcopy(dict(template.get("spec") or {}))
+    for role in spec.get("roles") or ():
+        if isinstance(role, dict):
+            for key in STORM_SERVICE_ONLY_ROLE_FIELDS:
+                role.pop(key, None)
+    return spec
 
 
 def controller_revision_labels(storm_service: str, hash_: str) -> dict[str, str]:

@@ -3,7 +3,9 @@
 A revision records `spec.template` with every role's `replicas` removed. Role replicas are a
 scaling dimension (an autoscaler moves them), not a version: changing them must not start a
 rollout that replaces whole RoleSets, so they are left out of the data and out of the hash, and
-applied to existing RoleSets in place (`role_replica_patch`).
+applied to existing RoleSets in place (`role_replica_patch`). For the same reason a role's
+`scaling` and `scalingBand` (who sets its replicas, see `rolescaler.py`) are left out too:
+opting a role in or out of external scaling restarts nothing.
 
 The data layout is the reference's: `{"spec": {"template": {..., "$patch": "replace"}}}`.
 """
@@ -29,6 +31,8 @@ from controller.stormservice.view import role_replicas
 Obj = dict[str, Any]
 
 PATCH_DIRECTIVE = "$patch"
+#: Role fields that are about scaling, not about the pods: not part of a revision.
+NOT_VERSIONED_ROLE_FIELDS = ("replicas", "scaling", "scalingBand")
 
 
 def revision_template(template: Mapping[str, Any]) -> Obj:
@@ -38,7 +42,8 @@ def revision_template(template: Mapping[str, Any]) -> Obj:
     if isinstance(spec, dict):
         for role in spec.get("roles") or ():
             if isinstance(role, dict):
-                role.pop("replicas", None)
+                for key in NOT_VERSIONED_ROLE_FIELDS:
+                    role.pop(key, None)
     return out
 
 

@@ -75,6 +75,7 @@ from controller.stormservice.revisions import (
     template_of,
     with_role_replicas,
 )
+from controller.stormservice.rolescaler import RoleScalerSync
 from controller.stormservice.rolesetcontrol import RoleSetControl
 from controller.stormservice.scale import budget_for, role_replica_patch
 from controller.stormservice.service import desired_service, plan_service
@@ -232,6 +233,7 @@ class StormServiceSync:
         recorder: Recorder,
         expectations: ControllerExpectations,
         clock: Callable[[], float] = time.time,
+        scalers: RoleScalerSync | None = None,
     ) -> None:
         self.client = client
         self.stormservices = stormservices
@@ -247,6 +249,7 @@ class StormServiceSync:
         self.timer = RolloutTimer()
         self.status_gauges = StatusGauges()
         self.clock = clock
+        self.scalers = scalers
         self._service_conflicts: set[str] = set()
         #: StormService key -> names of PDBs in the way, reported once per appearance.
         self._pdb_conflicts: dict[str, set[str]] = {}
@@ -276,6 +279,8 @@ class StormServiceSync:
         self._service_conflicts.discard(key)
         self._pdb_conflicts.pop(key, None)
         self._template_verdicts.forget(key)
+        if self.scalers is not None:
+            self.scalers.forget(key)
         for held in [h for h in self._held_outside_cache if h[0] == key]:
             del self._held_outside_cache[held]
 
@@ -634,7 +639,7 @@ class StormServiceSync:
                     EVENT_SELECTOR_MISMATCH, "spec.selector does not match spec.template.metadata.labels"
                 )
                 self.recorder.event(obj, WARNING, EVENT_SELECTOR_MISMATCH, failure.message)
-            else:
+            elif not await self._sync_role_scalers(obj, owned):
                 await self._manage(key, obj, views, revs)
         except ReconcileFailure as f:
             if not is_namespace_terminating(f.cause):  # else: everything in it goes soon
@@ -677,6 +682,22 @@ class StormServiceSync:
         if error is not None:
             raise error
         return requeue
+
+    async def _sync_role_scalers(self, obj: Obj, owned: list[Obj]) -> bool:
+        """The RoleScalers of External roles (`rolescaler.py`). True when their replicas were
+        written into the template: the rest of the pass waits for the StormService's update
+        event, which brings the new template (applied to the RoleSet in place)."""
+        if self.scalers is None or self.fence.is_stale(obj):
+            return self.scalers is not None and self.fence.is_stale(obj)
+        try:
+            patched = await self.scalers.sync(obj, owned)
+        except ApiError as err:
+            self.recorder.event(obj, WARNING, EVENT_FAILED_UPDATE, f"Error syncing RoleScalers: {err}")
+            raise ReconcileFailure(EVENT_FAILED_UPDATE, err) from err
+        if patched is None:
+            return False
+        self.fence.wrote(obj, patched)
+        return True
 
     async def _report_unreconciled(self, obj: Obj, err: Exception) -> None:
         """ReplicaFailure=True with the error, and Ready=False if Ready was never written; every

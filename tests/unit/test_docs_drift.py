@@ -19,6 +19,9 @@ README = (ROOT / "README.md").read_text()
 
 #: Source packages whose `recorder.event(...)` calls record on objects of this kind.
 EVENT_SOURCES = {"controller/stormservice": "StormService", "controller/roleset": "RoleSet"}
+#: Reasons recorded on another kind than their package's (the StormService controller's
+#: RoleScalers).
+OTHER_KIND_REASONS = {"OutsideRatioBand": "RoleScaler"}
 #: prometheus-client's process and runtime collectors: one group line in the table.
 DEFAULT_COLLECTOR_PREFIXES = ("process_", "python_")
 
@@ -96,7 +99,7 @@ def emitted_events() -> set[tuple[str, str, str]]:
                     eval(compile(ast.Expression(arg), str(path), "eval"), vars(module))
                     for arg in node.args[1:3]
                 )
-                found.add((reason, type_, kind))
+                found.add((reason, type_, OTHER_KIND_REASONS.get(reason, kind)))
     return found
 
 

@@ -1,0 +1,353 @@
+"""Per-role autoscaling through RoleScalers (issue 14), on the local control plane.
+
+- test_the_crd_refuses_external_scaling_outside_pooled_mode: admission (CEL) of the opt-in and of
+  ratio bands, with the messages users see.
+- test_kubectl_scale_scales_one_role_in_place_within_its_band: `kubectl scale rolescaler/...`
+  changes that role's pod count with no pod replaced and no new ControllerRevision; the ratio
+  band moves the follower and clamps it (Clamped condition + event); the RoleScalers keep their
+  names and uids across a rollout; opting out deletes the RoleScaler.
+- test_an_hpa_reads_the_scale_subresource: an autoscaling/v2 HorizontalPodAutoscaler of the
+  real kube-controller-manager gets the scale and its selector (AbleToScale=True, no
+  FailedGetScale); there is no metrics API here, so ScalingActive may say it lacks metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.cluster import ControllerProcess, Kubectl, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+API = "orchestration.aibrix.ai/v1alpha1"
+IMAGE_V1 = "registry.k8s.io/pause:3.10"
+IMAGE_V2 = "registry.k8s.io/pause:3.9"
+DECODE_BAND = {"follows": "prefill", "minRatio": "1.5", "maxRatio": "3"}
+
+
+def role(name: str, replicas: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "replicas": replicas,
+        "template": {
+            "metadata": {"labels": {"component": name}},
+            "spec": {
+                "terminationGracePeriodSeconds": 0,
+                "containers": [{"name": "engine", "image": IMAGE_V1}],
+            },
+        },
+        **extra,
+    }
+
+
+def pooled(name: str, *roles: dict[str, Any], replicas: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "StormService",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "updateStrategy": {"type": "RollingUpdate", "maxSurge": 1, "maxUnavailable": 0},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"roles": list(roles)}},
+        },
+    }
+
+
+class Pooled:
+    """Reads of one StormService, its RoleScalers and pods, through kubectl."""
+
+    def __init__(self, kubectl: Kubectl, namespace: str, name: str, controller: ControllerProcess) -> None:
+        self.kubectl, self.namespace, self.name, self.controller = kubectl, namespace, name, controller
+
+    def get(self, *args: str) -> Any:
+        return self.kubectl.get_json(*args, "-n", self.namespace)
+
+    def scaler(self, role: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.get("rolescaler", f"{self.name}-{role}")
+        return result
+
+    def scalers(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.get("rolescalers")["items"]
+        return items
+
+    def pods(self, role: str) -> list[dict[str, Any]]:
+        items = self.get("pods", "-l", f"storm-service-name={self.name},role-name={role}")["items"]
+        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+    def ready_pods(self, role: str) -> int:
+        return sum(
+            1
+            for p in self.pods(role)
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in (p.get("status") or {}).get("conditions") or ()
+            )
+        )
+
+    def template_replicas(self) -> dict[str, int]:
+        ss = self.get("stormservice", self.name)
+        return {r["name"]: r["replicas"] for r in ss["spec"]["template"]["spec"]["roles"]}
+
+    def revisions(self) -> list[str]:
+        items = self.get("controllerrevisions", "-l", f"name={self.name}")["items"]
+        return sorted(r["metadata"]["name"] for r in items)
+
+    def clamped(self, role: str) -> dict[str, Any]:
+        conditions = (self.scaler(role).get("status") or {}).get("conditions") or ()
+        return next((c for c in conditions if c["type"] == "Clamped"), {})
+
+    def wait(self, predicate: Callable[[], bool], what: str, timeout: float = 180) -> None:
+        def check() -> bool:
+            assert self.controller.alive(), "the controller exited"
+            return predicate()
+
+        wait_until(check, timeout, what, interval=0.5)
+
+    def wait_role(self, role: str, instances: int) -> None:
+        """The role has `instances` ready pods, its RoleScaler reports them, nothing is going."""
+
+        def done() -> bool:
+            if not self.kubectl.exists("rolescaler", f"{self.name}-{role}", "-n", self.namespace):
+                return False
+            status = self.scaler(role).get("status") or {}
+            return (
+                len(self.pods(role)) == instances
+                and self.ready_pods(role) == instances
+                and status.get("replicas") == instances
+            )
+
+        self.wait(done, f"role {role} at {instances} ready instances, reported by its RoleScaler")
+
+
+def test_the_crd_refuses_external_scaling_outside_pooled_mode(
+    kubectl: Kubectl, namespace: str, crds: list[str]
+) -> None:
+    refused = kubectl.apply(
+        pooled("replicated", role("prefill", 1), role("decode", 1, scaling="External"), replicas=3),
+        "-n",
+        namespace,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "scaling: External is allowed only in pooled mode (spec.replicas: 1)" in refused.stderr
+
+    follows_itself = kubectl.apply(
+        pooled(
+            "selfish",
+            role("prefill", 1),
+            role("decode", 1, scaling="External", scalingBand={"follows": "decode", "maxRatio": "2"}),
+        ),
+        "-n",
+        namespace,
+        check=False,
+    )
+    assert follows_itself.returncode != 0
+    assert "scalingBand.follows must name another role" in follows_itself.stderr
+
+    inverted = kubectl.apply(
+        pooled(
+            "inverted",
+            role("prefill", 1),
+            role(
+                "decode",
+                1,
+                scaling="External",
+                scalingBand={"follows": "prefill", "minRatio": "3", "maxRatio": "1.5"},
+            ),
+        ),
+        "-n",
+        namespace,
+        check=False,
+    )
+    assert inverted.returncode != 0
+    assert "minRatio <= maxRatio" in inverted.stderr
+
+    no_external = kubectl.apply(
+        pooled("unscaled", role("prefill", 1), role("decode", 1, scalingBand=DECODE_BAND)),
+        "-n",
+        namespace,
+        check=False,
+    )
+    assert no_external.returncode != 0
+    assert "scalingBand requires scaling: External" in no_external.stderr
+
+    # The same in pooled mode is admitted.
+    kubectl.apply(
+        pooled(
+            "accepted",
+            role("prefill", 1, scaling="External"),
+            role("decode", 2, scaling="External", scalingBand=DECODE_BAND),
+        ),
+        "-n",
+        namespace,
+    )
+
+
+def test_kubectl_scale_scales_one_role_in_place_within_its_band(
+    kubectl: Kubectl,
+    namespace: str,
+    crds: list[str],
+    run_controller: Callable[..., ControllerProcess],
+) -> None:
+    controller = run_controller(f"--namespace={namespace}")
+    name = "llama"
+    kubectl.apply(
+        pooled(
+            name,
+            role("prefill", 1, scaling="External"),
+            role("decode", 2, scaling="External", scalingBand=DECODE_BAND),
+            role("router", 1),
+        ),
+        "-n",
+        namespace,
+    )
+    ss = Pooled(kubectl, namespace, name, controller)
+    ss.wait(lambda: len(ss.scalers()) == 2, "a RoleScaler for each External role")
+    assert sorted(s["metadata"]["name"] for s in ss.scalers()) == [f"{name}-decode", f"{name}-prefill"]
+    ss.wait_role("prefill", 1)
+    ss.wait_role("decode", 2)
+    decode = ss.scaler("decode")
+    assert decode["spec"] == {"replicas": 2, "stormServiceName": name, "roleName": "decode"}
+    assert decode["status"]["selector"] == f"storm-service-name={name},role-name=decode"
+    owner = decode["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("StormService", name, True)
+    assert ss.clamped("decode")["status"] == "False"
+    scale = json.loads(
+        kubectl("get", "--raw", f"/apis/{API}/namespaces/{namespace}/rolescalers/{name}-decode/scale").stdout
+    )
+    assert scale["kind"] == "Scale"
+    assert scale["spec"]["replicas"] == 2 and scale["status"]["replicas"] == 2
+    assert scale["status"]["selector"] == f"storm-service-name={name},role-name=decode"
+
+    revisions = ss.revisions()
+    uids = {p["metadata"]["uid"] for r in ("prefill", "decode", "router") for p in ss.pods(r)}
+    scaler_uids = {s["metadata"]["uid"] for s in ss.scalers()}
+
+    # The followed role scaled: decode (asking 2) is moved into [ceil(1.5 x 2), 3 x 2] = [3, 6].
+    kubectl("scale", f"rolescaler/{name}-prefill", "--replicas=2", "-n", namespace)
+    ss.wait_role("prefill", 2)
+    ss.wait_role("decode", 3)
+    assert ss.template_replicas() == {"prefill": 2, "decode": 3, "router": 1}
+    clamped = ss.clamped("decode")
+    assert (clamped["status"], clamped["reason"]) == ("True", "OutsideRatioBand"), clamped
+    assert "asked for 2" in clamped["message"] and "applying 3" in clamped["message"]
+    assert ss.scaler("decode")["status"]["desiredReplicas"] == 3
+
+    def band_event() -> bool:
+        events = ss.get(
+            "events", "--field-selector", f"involvedObject.name={name}-decode,reason=OutsideRatioBand"
+        )["items"]
+        return any(e["involvedObject"]["kind"] == "RoleScaler" for e in events)
+
+    ss.wait(band_event, "an OutsideRatioBand event on the decode RoleScaler", timeout=60)
+
+    # The follower's own scaler within the band, then above it (clamped to 6).
+    kubectl("scale", f"rolescaler/{name}-decode", "--replicas=4", "-n", namespace)
+    ss.wait_role("decode", 4)
+    ss.wait(lambda: ss.clamped("decode").get("status") == "False", "decode no longer clamped")
+    kubectl("scale", f"rolescaler/{name}-decode", "--replicas=10", "-n", namespace)
+    ss.wait_role("decode", 6)
+    assert ss.clamped("decode")["status"] == "True"
+    assert "asked for 10" in ss.clamped("decode")["message"]
+
+    # In place: no new revision, every pod there before still there, the router untouched.
+    assert ss.revisions() == revisions
+    after = {p["metadata"]["uid"] for r in ("prefill", "decode", "router") for p in ss.pods(r)}
+    assert uids <= after, "a pod was replaced by scaling"
+    assert len(ss.pods("router")) == 1
+
+    # A rollout replaces the pods; the RoleScalers stay (same names, same objects) and the
+    # new pods come in the scaled numbers.
+    kubectl(
+        "patch", "stormservice", name, "-n", namespace, "--type=json", "-p",
+        json.dumps([
+            {"op": "replace", "path": f"/spec/template/spec/roles/{i}/template/spec/containers/0/image",
+             "value": IMAGE_V2}
+            for i in range(3)
+        ]),
+    )  # fmt: skip
+    ss.wait(lambda: len(ss.revisions()) == len(revisions) + 1, "a new revision")
+
+    def rolled() -> bool:
+        pods = [p for r in ("prefill", "decode") for p in ss.pods(r)]
+        return all(p["spec"]["containers"][0]["image"] == IMAGE_V2 for p in pods)
+
+    ss.wait(rolled, "every pod on the new image", timeout=300)
+    ss.wait_role("prefill", 2)
+    ss.wait_role("decode", 6)
+    assert {s["metadata"]["uid"] for s in ss.scalers()} == scaler_uids
+    kubectl("scale", f"rolescaler/{name}-prefill", "--replicas=1", "-n", namespace)
+    ss.wait_role("prefill", 1)
+    ss.wait_role("decode", 3)  # asked 10, band now [2, 3]
+
+    # Opting out deletes the RoleScaler; the role keeps the replicas it has.
+    kubectl(
+        "patch", "stormservice", name, "-n", namespace, "--type=json", "-p",
+        json.dumps([
+            {"op": "remove", "path": "/spec/template/spec/roles/1/scalingBand"},
+            {"op": "remove", "path": "/spec/template/spec/roles/1/scaling"},
+        ]),
+    )  # fmt: skip
+    ss.wait(lambda: [s["metadata"]["name"] for s in ss.scalers()] == [f"{name}-prefill"], "decode opted out")
+    assert ss.template_replicas()["decode"] == 3
+    assert "Traceback" not in controller.log_text()
+
+
+def test_an_hpa_reads_the_scale_subresource(
+    kubectl: Kubectl,
+    namespace: str,
+    crds: list[str],
+    run_controller: Callable[..., ControllerProcess],
+) -> None:
+    controller = run_controller(f"--namespace={namespace}")
+    name = "hpa"
+    kubectl.apply(pooled(name, role("prefill", 1), role("decode", 1, scaling="External")), "-n", namespace)
+    ss = Pooled(kubectl, namespace, name, controller)
+    ss.wait_role("decode", 1)
+    kubectl.apply(
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": f"{name}-decode"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": API, "kind": "RoleScaler", "name": f"{name}-decode"},
+                "minReplicas": 1,
+                "maxReplicas": 4,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": 60},
+                        },
+                    }
+                ],
+            },
+        },
+        "-n",
+        namespace,
+    )
+
+    def conditions() -> dict[str, dict[str, Any]]:
+        hpa = ss.get("hpa", f"{name}-decode")
+        return {c["type"]: c for c in (hpa.get("status") or {}).get("conditions") or ()}
+
+    # The HPA controller syncs every 15 s.
+    ss.wait(lambda: "AbleToScale" in conditions(), "the HPA controller to look at the HPA", timeout=120)
+    got = conditions()
+    print(f"\nHPA conditions: {json.dumps(got, indent=1)}")
+    assert got["AbleToScale"]["status"] == "True", got
+    assert got["AbleToScale"]["reason"] != "FailedGetScale", got
+    # Without a metrics API it cannot compute a recommendation; an unusable selector would say
+    # InvalidSelector instead.
+    assert got.get("ScalingActive", {}).get("reason") not in ("InvalidSelector", "FailedGetScale"), got
+    hpa = ss.get("hpa", f"{name}-decode")
+    assert hpa["status"].get("currentReplicas") == 1, hpa["status"]
+    events = ss.get("events", "--field-selector", f"involvedObject.name={name}-decode")["items"]
+    reasons = {e["reason"] for e in events if e["involvedObject"]["kind"] == "HorizontalPodAutoscaler"}
+    assert not reasons & {"FailedGetScale", "SelectorRequired", "InvalidSelector"}, reasons
