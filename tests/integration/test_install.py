@@ -453,6 +453,10 @@ EXERCISED_WRITES = {
     ("delete", "controllerrevisions"),
     ("delete", "pods"),
     ("delete", "poddisruptionbudgets"),
+    ("create", "rolescalers"),
+    ("patch", "rolescalers/status"),
+    ("delete", "rolescalers"),
+    ("patch", "stormservices"),
 }
 
 # A refusal as the controller logs it: the API server's message or its status code.
@@ -557,6 +561,24 @@ def test_the_controller_needs_no_more_than_the_shipped_rbac(
     )
     ss.wait_settled("a role scaled down")
     wait_until(lambda: not ss.owned("poddisruptionbudgets"), 60, "the PDBs to go")
+
+    # A role scaled through its RoleScaler (pooled mode), then opted out.
+    pooled = Storm(kubectl, namespace, "pooled", controller)
+    manifest = storm("pooled")
+    manifest["spec"]["replicas"] = 1
+    manifest["spec"]["template"]["spec"]["roles"][0]["scaling"] = "External"
+    kubectl.apply(manifest, "-n", namespace)
+    wait_until(lambda: kubectl.exists("rolescaler", "pooled-prefill", "-n", namespace), 60, "the RoleScaler")
+    kubectl("scale", "rolescaler/pooled-prefill", "--replicas=3", "-n", namespace)
+    wait_until(
+        lambda: (pooled.get("rolescaler", "pooled-prefill").get("status") or {}).get("replicas") == 3,
+        120,
+        "prefill scaled through its RoleScaler",
+    )
+    pooled.wait_settled("a role scaled through its RoleScaler")
+    pooled.patch([{"op": "remove", "path": "/spec/template/spec/roles/0/scaling"}])
+    wait_until(lambda: not pooled.get("rolescalers")["items"], 60, "the RoleScaler to go")
+    kubectl("delete", "stormservice", "pooled", "-n", namespace, "--wait=false")
 
     # What it must not do, tried for real with its own token.
     refused = as_controller("delete", "stormservice", name, "-n", namespace, "--wait=false", check=False)
