@@ -687,8 +687,10 @@ class StormServiceSync:
         """The RoleScalers of External roles (`rolescaler.py`). True when their replicas were
         written into the template: the rest of the pass waits for the StormService's update
         event, which brings the new template (applied to the RoleSet in place)."""
-        if self.scalers is None or self.fence.is_stale(obj):
-            return self.scalers is not None and self.fence.is_stale(obj)
+        if self.scalers is None:
+            return False
+        if self.fence.is_stale(obj):
+            return True  # our template write is not in the cache yet; its event comes
         try:
             patched = await self.scalers.sync(obj, owned)
         except ApiError as err:
