@@ -146,6 +146,12 @@ def scale_patch(storm_service: Mapping[str, Any], role: str, replicas: int) -> J
     roles = _roles(storm_service)
     for i, r in enumerate(roles):
         if r.get("name") == role:
+            if r.get("scaling") == "External":
+                # The controller would set it back to what the role's RoleScaler asks for.
+                raise CliError(
+                    f'error: role "{role}" of stormservice "{name}" is scaled through its RoleScaler: '
+                    f"kubectl scale rolescaler/{name}-{role} --replicas={replicas}"
+                )
             if r.get("replicas") == replicas:
                 return None
             base = f"/spec/template/spec/roles/{i}"

@@ -156,3 +156,15 @@ def test_scale_errors(role: str, replicas: int, error: str) -> None:
     with pytest.raises(CliError) as err:
         scale_patch(storm_service(), role, replicas)
     assert err.value.message == error
+
+
+def test_scale_refuses_a_role_scaled_through_its_role_scaler() -> None:
+    ss = storm_service()
+    ss["spec"]["template"]["spec"]["roles"][1]["scaling"] = "External"
+    with pytest.raises(CliError) as err:
+        scale_patch(ss, "decode", 3)
+    assert err.value.message == (
+        'error: role "decode" of stormservice "pd" is scaled through its RoleScaler: '
+        "kubectl scale rolescaler/pd-decode --replicas=3"
+    )
+    assert scale_patch(ss, "prefill", 3) is not None
