@@ -11,12 +11,15 @@ asyncio loop can use it:
     with BlackholeProxy(("127.0.0.1", 6443)) as proxy:
         proxy.port               # point a kubeconfig at https://127.0.0.1:<port>
         proxy.blackhole()        # every open connection goes silent
+        proxy.partition()        # ... and connections opened from now on too, until heal()
+        proxy.latency = (0.2, 0.5)   # every chunk forwarded after a random delay in that range
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -41,6 +44,9 @@ class BlackholeProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, name="blackhole-proxy", daemon=True)
         self._server: asyncio.Server | None = None
         self._links: list[_Link] = []
+        self._partitioned = False
+        # (min, max) seconds each chunk waits before it is forwarded, or None.
+        self.latency: tuple[float, float] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -70,6 +76,17 @@ class BlackholeProxy:
         """Every connection open now stops forwarding in both directions and stays open.
         Returns how many connections went silent."""
         return self._call(self._blackhole())
+
+    def partition(self) -> int:
+        """A network partition: every open connection goes silent, and so does every connection
+        opened until `heal()` (accepted, then never forwarded, as a SYN into a black hole would
+        leave the client waiting). Returns how many open connections went silent."""
+        self._partitioned = True
+        return self.blackhole()
+
+    def heal(self) -> None:
+        """Connections opened from now on are forwarded again; silent ones stay silent."""
+        self._partitioned = False
 
     # --- internals ---------------------------------------------------------------------------------
 
@@ -108,19 +125,22 @@ class BlackholeProxy:
             writer.close()
             return
         link = _Link(writer, up_writer)
+        if self._partitioned:
+            link.silent.set()
         self._links.append(link)
         link.tasks = [
             asyncio.create_task(self._pump(reader, up_writer, link)),
             asyncio.create_task(self._pump(up_reader, writer, link)),
         ]
 
-    @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link) -> None:
         try:
             while not link.silent.is_set():
                 data = await reader.read(65536)
                 if not data:
                     break
+                if self.latency is not None:
+                    await asyncio.sleep(random.uniform(*self.latency))
                 if link.silent.is_set():
                     return  # swallowed: the peer never hears of it
                 writer.write(data)
