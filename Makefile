@@ -28,7 +28,14 @@ controlplane: ## build (or reuse from ~/.cache) etcd, kube-apiserver, controller
 .PHONY: test
 test: install controlplane ## everything: unit tests, then integration and e2e tests on a local control plane
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
-	$(PY) -m pytest tests/integration e2e -q -m 'integration or e2e' $(PYTEST_ARGS)
+	$(PY) -m pytest tests/integration e2e tests/chaos -q -m 'integration or e2e or chaos' $(PYTEST_ARGS)
+
+# tests/chaos: each fault CHAOS_ITERATIONS times (`make test` runs it once, as a smoke).
+CHAOS_ITERATIONS ?= 5
+
+.PHONY: chaos
+chaos: install controlplane ## chaos suite: every fault CHAOS_ITERATIONS times (default 5) during rollouts, invariants watched; prints a table
+	CHAOS_ITERATIONS=$(CHAOS_ITERATIONS) $(PY) -m pytest tests/chaos -q -m chaos $(PYTEST_ARGS)
 
 .PHONY: unit
 unit: install ## unit tests only (no cluster)

@@ -798,6 +798,44 @@ class LocalCluster:
             "--v=INFO",
         ]
 
+    # --- restart one component (chaos tests) ---------------------------------------------
+
+    def stop_component(self, name: str, *, timeout: float = 15) -> ProcRecord:
+        """Stops one running component (SIGTERM, SIGKILL after `timeout`); returns its record,
+        which `start_component` takes to start it again with the same command line and ports."""
+        state = self.load_state()
+        if state is None:
+            raise ClusterError(f"no cluster state in {self.dir}")
+        record = next((r for r in state.procs if r.name == name), None)
+        if record is None:
+            raise ClusterError(f"no {name} in {self.dir}")
+        left = _terminate([record], timeout, self._children)
+        if left:
+            raise ClusterError(f"could not stop {name}")
+        state.procs.remove(record)
+        self._save_state(state)
+        return record
+
+    def start_component(self, record: ProcRecord, *, timeout: float = 90) -> None:
+        """Starts a component stopped by `stop_component` and waits until it serves again."""
+        state = self.load_state()
+        if state is None:
+            raise ClusterError(f"no cluster state in {self.dir}")
+        self._start(state, record.name, record.argv)
+        ports = state.ports
+        checks = {
+            "etcd": lambda: _http_ok(f"http://127.0.0.1:{ports['etcd']}/health"),
+            "kube-apiserver": lambda: _api_ok(Api(self.server, self.pki), "/readyz"),
+        }
+        check = checks.get(record.name)
+        if check is not None:
+            self._wait(state, record.name, time.monotonic() + timeout, check)
+
+    def restart_component(self, name: str, *, down_seconds: float = 0.0) -> None:
+        record = self.stop_component(name)
+        time.sleep(down_seconds)
+        self.start_component(record)
+
     # --- down ----------------------------------------------------------------------------
 
     def down(self, *, timeout: float = 15, quiet: bool = False) -> None:

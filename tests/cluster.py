@@ -99,7 +99,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     a cold build takes over ten minutes, longer than pytest-timeout allows a test's setup."""
     if os.environ.get("KUBECONFIG") or session.config.option.collectonly:
         return
-    if not any(item.get_closest_marker("integration") for item in session.items):
+    if not any(
+        item.get_closest_marker("integration") or item.get_closest_marker("chaos") for item in session.items
+    ):
         return
     lc = _load_localcluster()
     try:

@@ -367,10 +367,26 @@ class InvariantChecker:
                     Violation(
                         "availability",
                         where,
-                        f"deleting RoleSet {meta(obj).get('name')} left {ready_after} ready < {budget.min_ready}",
+                        f"deleting RoleSet {meta(obj).get('name')} left {ready_after} ready < {budget.min_ready}"
+                        f" (before: {self._describe_rolesets(before, now)})",
                     )
                 )
         return out
+
+    def _describe_rolesets(self, rolesets: Iterable[Obj], now: float) -> str:
+        def one(rs: Obj) -> str:
+            state = (
+                "ready"
+                if roleset_ready(rs)
+                else "excused"
+                if self._excused(uid(rs), None, now)
+                else "not-ready"
+            )
+            revision = labels_of(rs).get("storm-service-revision", "")[-5:]
+            gone = "" if roleset_live(rs) else ",terminating"
+            return f"{meta(rs).get('name')}[{revision},{state}{gone}]"
+
+        return " ".join(one(rs) for rs in rolesets)
 
     def _role_pods(self, roleset: str, role: str) -> list[Obj]:
         return [
