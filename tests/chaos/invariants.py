@@ -9,9 +9,10 @@ What is checked, and why it is checked on *actions* rather than on every snapsho
 - Availability. When the controller takes a RoleSet or an instance down (deletes it, or starts an
   in-place update of a pod), the ready ones afterwards are not below `replicas - maxUnavailable`,
   unless there were already fewer before (deleting a not-ready one never lowers availability).
-  Involuntary disruptions (the chaos suite's own pod deletions, NotReady pods, lost nodes) are
-  `excuse`d: they count as ready for `excuse_seconds`, the time the controller is given to notice
-  them, as a Deployment's maxUnavailable is judged on what its controller could have seen.
+  The controller acts on a cache, so it is judged on what it could have seen: a RoleSet or pod
+  that went from ready to not ready (on its own: an in-place update is the controller's doing)
+  counts as ready for `excuse_seconds` more, and pods the chaos suite deletes (its own pod
+  deletions, lost nodes) are `excuse`d: their instance counts as ready for as long.
 - Duplicates. Never two live pods for one stateful slot or group member of one template
   (a slot may hold an outdated and an updated instance, the surge pair, counted by the surge
   check), never two live RoleSets with one `roleset-index` in a StormService, never more live pods
@@ -28,7 +29,7 @@ is ready with its Ready condition True and no in-place update in flight; a group
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,7 +201,11 @@ def roleset_ready(rs: Mapping[str, Any]) -> bool:
     )
 
 
-def ready_instances(pods: Iterable[Mapping[str, Any]], group_size: int) -> set[str]:
+def ready_instances(
+    pods: Iterable[Mapping[str, Any]],
+    group_size: int,
+    available: Callable[[Mapping[str, Any]], bool] = pod_available,
+) -> set[str]:
     members: dict[str, list[Mapping[str, Any]]] = {}
     for pod in pods:
         if pod_live(pod):
@@ -208,7 +213,7 @@ def ready_instances(pods: Iterable[Mapping[str, Any]], group_size: int) -> set[s
     return {
         key
         for key, ps in members.items()
-        if all(pod_available(p) for p in ps) and (len(ps) >= group_size if key.startswith("group/") else True)
+        if all(available(p) for p in ps) and (len(ps) >= group_size if key.startswith("group/") else True)
     }
 
 
@@ -267,6 +272,8 @@ class InvariantChecker:
     roleset_versions: dict[str, Versions] = field(default_factory=dict)
     pods: dict[str, Obj] = field(default_factory=dict)  # by uid
     excuses: dict[str, _Excuse] = field(default_factory=dict)  # by pod uid
+    # RoleSets and pods (by uid) that went from ready to not ready, and when.
+    went_unready: dict[str, float] = field(default_factory=dict)
     events: int = 0
 
     # --- faults ---------------------------------------------------------------------------
@@ -313,8 +320,24 @@ class InvariantChecker:
     def _storm_rolesets(self, storm: str) -> list[Obj]:
         return [rs for rs in self.rolesets.values() if labels_of(rs).get(STORM_LABEL) == storm]
 
+    def _in_grace(self, key: str, now: float) -> bool:
+        since = self.went_unready.get(key)
+        return since is not None and now - since <= self.excuse_seconds
+
+    def _track_readiness(self, key: str, was_ready: bool, is_ready: bool, now: float) -> None:
+        if is_ready:
+            self.went_unready.pop(key, None)
+        elif was_ready:
+            self.went_unready[key] = now
+
     def _roleset_effectively_ready(self, rs: Obj, now: float) -> bool:
-        return roleset_ready(rs) or bool(self._excused(uid(rs), None, now))
+        return roleset_ready(rs) or bool(self._excused(uid(rs), None, now)) or self._in_grace(uid(rs), now)
+
+    def _pod_effectively_available(self, pod: Mapping[str, Any], now: float) -> bool:
+        if pod_available(pod):
+            return True
+        # An in-place update is the controller's own doing: no grace for it.
+        return INPLACE_TARGET_ANNOTATION not in annotations_of(pod) and self._in_grace(uid(pod), now)
 
     def _roleset(self, event_type: str, obj: Obj, now: float) -> list[Violation]:
         key = uid(obj)
@@ -331,7 +354,9 @@ class InvariantChecker:
         if event_type == "DELETED":
             self.rolesets.pop(key, None)
             self.roleset_versions.pop(key, None)
+            self.went_unready.pop(key, None)
         else:
+            self._track_readiness(key, prev is not None and roleset_ready(prev), roleset_ready(obj), now)
             self.rolesets[key] = obj
             self.roleset_versions.setdefault(key, Versions()).record(obj)
         if storm is None or storm not in self.storm_versions:
@@ -396,7 +421,9 @@ class InvariantChecker:
         ]
 
     def _ready_count(self, roleset: str, role: str, group_size: int, now: float) -> int:
-        ready = ready_instances(self._role_pods(roleset, role), group_size)
+        ready = ready_instances(
+            self._role_pods(roleset, role), group_size, lambda p: self._pod_effectively_available(p, now)
+        )
         return len(ready | self._excused(roleset, role, now))
 
     def _pod(self, event_type: str, obj: Obj, now: float) -> list[Violation]:
@@ -410,14 +437,14 @@ class InvariantChecker:
         if rs is None or rs_uid is None or not roleset_live(rs):
             # Not ours to judge: no RoleSet (yet, or any more), or one on its way out whose pods
             # the garbage collector removes.
-            self._store_pod(event_type, key, obj)
+            self._store_pod(event_type, key, obj, now)
             return []
         where = f"{meta(rs).get('namespace')}/{meta(rs).get('name')}/{role}"
         role_specs = roles_named(self.roleset_versions[rs_uid].candidates(), role)
         group_size = max((int(r.get("podGroupSize", 1)) for r in role_specs), default=1)
         ready_before = self._ready_count(rs_uid, role, group_size, now)
         was_available = prev is not None and was_live and pod_available(prev)
-        self._store_pod(event_type, key, obj)
+        self._store_pod(event_type, key, obj, now)
         out: list[Violation] = []
         if not role_specs:
             return out  # a role removed from the spec: its pods go whatever the budget
@@ -447,10 +474,16 @@ class InvariantChecker:
                 )
         return out
 
-    def _store_pod(self, event_type: str, key: str, obj: Obj) -> None:
+    def _store_pod(self, event_type: str, key: str, obj: Obj, now: float) -> None:
         if event_type == "DELETED":
             self.pods.pop(key, None)
+            self.went_unready.pop(key, None)
         else:
+            prev = self.pods.get(key)
+            was_ready = prev is not None and pod_available(prev)
+            self._track_readiness(
+                key, was_ready, pod_available(obj) or INPLACE_TARGET_ANNOTATION in annotations_of(obj), now
+            )
             self.pods[key] = obj
 
     def _duplicates(self, rs_uid: str, where: str, pod: Obj) -> list[Violation]:

@@ -13,14 +13,44 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from controller.runtime.resources import ROLESETS, STORMSERVICES
 from tests.chaos import faults
 from tests.chaos.apiproxy import ApiFaultProxy
 from tests.chaos.harness import CONVERGE_SECONDS, ITERATIONS, ChaosEnv, FaultResult, run_fault
+from tests.chaos.invariants import ROLESET_INDEX_ANNOTATION
+from tests.chaos.workload import target
 from tests.cluster import api_server_address, derived_kubeconfig
 from tests.proxy import BlackholeProxy
 
 # Per iteration: a fault of up to about a minute, then convergence within CONVERGE_SECONDS.
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300 + ITERATIONS * (90 + int(CONVERGE_SECONDS)))]
+
+
+async def test_the_monitor_catches_a_violation_on_the_api_server(chaos_env: ChaosEnv) -> None:
+    """No controller: the test plays a bad one, creating a RoleSet over replicas + maxSurge and a
+    second one with a taken roleset-index, so the monitor is seen to fail through its real watches."""
+    manifest = target(0)[0]  # replicas 3, maxSurge 1
+    storm = await chaos_env.kube.create(STORMSERVICES, chaos_env.namespace, manifest)
+    owner = {"apiVersion": storm["apiVersion"], "kind": "StormService", "name": storm["metadata"]["name"]}
+    owner |= {"uid": storm["metadata"]["uid"], "controller": True}
+    for index in (0, 1, 2, 3, 3):
+        await chaos_env.kube.create(
+            ROLESETS,
+            chaos_env.namespace,
+            {
+                "apiVersion": storm["apiVersion"],
+                "kind": "RoleSet",
+                "metadata": {
+                    "generateName": "bad-",
+                    "labels": {"storm-service-name": storm["metadata"]["name"], "app": "replica"},
+                    "annotations": {ROLESET_INDEX_ANNOTATION: str(index)},
+                    "ownerReferences": [owner],
+                },
+                "spec": manifest["spec"]["template"]["spec"],
+            },
+        )
+    await chaos_env.monitor.drain()
+    assert [v.invariant for v in chaos_env.monitor.violations] == ["surge", "duplicate"]
 
 
 async def test_controller_sigkill_repeated(chaos_env: ChaosEnv, chaos_result: FaultResult) -> None:

@@ -116,7 +116,11 @@ def pod(
     }
 
 
-Event = tuple[str, str, Obj]
+Event = tuple[str, str, Obj] | tuple[str, str, Obj, float]  # kind, type, object[, when]
+
+
+def at(when: float, event: Event) -> Event:
+    return (event[0], event[1], event[2], when)
 
 
 def ss(o: Obj, t: str = "MODIFIED") -> Event:
@@ -266,10 +270,59 @@ CASES = [
         excuse=lambda c: c.excuse(pod("p1"), 0.0),
     ),
     Case(
-        "...and no longer once the controller had time to notice",
-        [ss(storm(), "ADDED"), *TWO_PODS, p(pod("p1", ready=False), "MODIFIED"), p(pod("p0"), "DELETED")],
+        "a pod the chaos suite deleted long ago no longer counts",
+        [ss(storm(), "ADDED"), *TWO_PODS, p(pod("p1"), "DELETED"), p(pod("p0"), "DELETED")],
         ["availability"],
         excuse=lambda c: c.excuse(pod("p1"), -60.0),
+    ),
+    Case(
+        "a RoleSet that just went not ready counts as ready: the controller may not have seen it yet",
+        [
+            *THREE_READY,
+            at(2.0, rs(roleset("b", index=1, ready=False), "MODIFIED")),
+            at(5.0, rs(roleset("a"), "DELETED")),
+        ],
+        [],
+    ),
+    Case(
+        "...and no longer once the controller had time to see it",
+        [
+            *THREE_READY,
+            at(2.0, rs(roleset("b", index=1, ready=False), "MODIFIED")),
+            at(30.0, rs(roleset("a"), "DELETED")),
+        ],
+        ["availability"],
+    ),
+    Case(
+        "a RoleSet never ready gets no grace",
+        [
+            ss(storm(), "ADDED"),
+            rs(roleset("a")),
+            rs(roleset("b", index=1)),
+            rs(roleset("c", index=2, ready=False)),
+            rs(roleset("a"), "DELETED"),
+        ],
+        ["availability"],
+    ),
+    Case(
+        "a pod that just went NotReady counts as ready",
+        [
+            ss(storm(), "ADDED"),
+            *TWO_PODS,
+            at(2.0, p(pod("p1", ready=False), "MODIFIED")),
+            at(5.0, p(pod("p0", inplace=True), "MODIFIED")),
+        ],
+        [],
+    ),
+    Case(
+        "...and no longer once the controller had time to see it",
+        [
+            ss(storm(), "ADDED"),
+            *TWO_PODS,
+            at(2.0, p(pod("p1", ready=False), "MODIFIED")),
+            at(30.0, p(pod("p0", inplace=True), "MODIFIED")),
+        ],
+        ["availability"],
     ),
     Case(
         "two in-place updates at once with maxUnavailable 1",
@@ -311,7 +364,7 @@ def test_checker(case: Case) -> None:
     checker = InvariantChecker(excuse_seconds=10)
     if case.excuse:
         case.excuse(checker)
-    found = [v for kind, t, obj in case.events for v in checker.apply(kind, t, obj, now=1.0)]
+    found = [v for e in case.events for v in checker.apply(e[0], e[1], e[2], now=e[3] if len(e) > 3 else 1.0)]
     assert [v.invariant for v in found] == case.expect, [str(v) for v in found]
 
 
