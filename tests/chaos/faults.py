@@ -142,7 +142,10 @@ async def spec_burst(env: ChaosEnv, iteration: int, count: int = 500, concurrenc
         await asyncio.gather(*(writer() for _ in range(concurrency)))
     finally:
         await client.close()
-    env.notes.append(f"{count} changes in {time.monotonic() - t0:.1f}s")
+    took = time.monotonic() - t0
+    await env.monitor.drain()
+    reported = sum(len(g) for g in env.monitor.checker.observed_generations.values())
+    env.notes.append(f"{count} changes in {took:.1f}s; {reported} generations reported in all")
 
 
 # --- 8. node loss --------------------------------------------------------------------------

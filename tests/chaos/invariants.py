@@ -6,9 +6,9 @@ What is checked, and why it is checked on *actions* rather than on every snapsho
 - Surge. When a RoleSet (a pod) appears, the live RoleSets of its StormService (the live instances
   of its role in its RoleSet) are at most `replicas + maxSurge`. A scale-down legitimately leaves
   more than the new bound for a moment; only a creation can break the promise.
-- Availability. When the controller takes a RoleSet or an instance down (deletes it, or starts an
-  in-place update of a pod), the ready ones afterwards are not below `replicas - maxUnavailable`,
-  unless there were already fewer before (deleting a not-ready one never lowers availability).
+- Availability. When the controller takes a ready RoleSet or instance down (deletes it, or starts
+  an in-place update of a pod), the ready ones afterwards are not below
+  `replicas - maxUnavailable` (taking a not-ready one down never lowers availability).
   The controller acts on a cache, so it is judged on what it could have seen: a RoleSet or pod
   that went from ready to not ready (on its own: an in-place update is the controller's doing)
   counts as ready for `excuse_seconds` more, and pods the chaos suite deletes (its own pod
@@ -275,6 +275,9 @@ class InvariantChecker:
     # RoleSets and pods (by uid) that went from ready to not ready, and when.
     went_unready: dict[str, float] = field(default_factory=dict)
     events: int = 0
+    # Generations each StormService's status reported: how many of its spec changes the
+    # controller acted on.
+    observed_generations: dict[str, set[int]] = field(default_factory=dict)
 
     # --- faults ---------------------------------------------------------------------------
 
@@ -315,6 +318,9 @@ class InvariantChecker:
             return []
         self.storms[name] = obj
         self.storm_versions.setdefault(name, Versions()).record(obj)
+        observed = (obj.get("status") or {}).get("observedGeneration")
+        if observed is not None:
+            self.observed_generations.setdefault(name, set()).add(int(observed))
         return []
 
     def _storm_rolesets(self, storm: str) -> list[Obj]:
@@ -348,9 +354,9 @@ class InvariantChecker:
         is_live = event_type != "DELETED" and roleset_live(obj)
         out: list[Violation] = []
         before = self._storm_rolesets(storm) if storm else []
-        ready_before = sum(
-            1 for rs in before if roleset_live(rs) and self._roleset_effectively_ready(rs, now)
-        )
+        # Only taking down what is really ready lowers availability; grace and excuses are for
+        # judging what is left.
+        took_ready = was_live and prev is not None and roleset_ready(prev)
         if event_type == "DELETED":
             self.rolesets.pop(key, None)
             self.roleset_versions.pop(key, None)
@@ -387,7 +393,7 @@ class InvariantChecker:
                 )
         if was_live and not is_live:
             ready_after = sum(1 for rs in after if self._roleset_effectively_ready(rs, now))
-            if ready_after < ready_before and ready_after < budget.min_ready:
+            if took_ready and ready_after < budget.min_ready:
                 out.append(
                     Violation(
                         "availability",
@@ -442,8 +448,13 @@ class InvariantChecker:
         where = f"{meta(rs).get('namespace')}/{meta(rs).get('name')}/{role}"
         role_specs = roles_named(self.roleset_versions[rs_uid].candidates(), role)
         group_size = max((int(r.get("podGroupSize", 1)) for r in role_specs), default=1)
-        ready_before = self._ready_count(rs_uid, role, group_size, now)
-        was_available = prev is not None and was_live and pod_available(prev)
+        # Only taking down a really ready instance lowers availability; grace and excuses are
+        # for judging what is left.
+        was_available = (
+            prev is not None
+            and was_live
+            and instance_key(prev) in ready_instances(self._role_pods(rs_uid, role), group_size)
+        )
         self._store_pod(event_type, key, obj, now)
         out: list[Violation] = []
         if not role_specs:
@@ -463,7 +474,7 @@ class InvariantChecker:
         disrupted = was_available and (not is_live or (INPLACE_TARGET_ANNOTATION in annotations_of(obj)))
         if disrupted and key not in self.excuses:
             ready_after = self._ready_count(rs_uid, role, group_size, now)
-            if ready_after < ready_before and ready_after < budget.min_ready:
+            if ready_after < budget.min_ready:
                 how = "an in-place update of" if is_live else "deleting"
                 out.append(
                     Violation(

@@ -294,6 +294,15 @@ CASES = [
         ["availability"],
     ),
     Case(
+        "an outdated RoleSet a fault made not ready may go: only the others get grace",
+        [
+            *THREE_READY,
+            at(2.0, rs(roleset("a", ready=False), "MODIFIED")),
+            at(3.0, rs(roleset("a", ready=False), "DELETED")),
+        ],
+        [],
+    ),
+    Case(
         "a RoleSet never ready gets no grace",
         [
             ss(storm(), "ADDED"),
