@@ -30,12 +30,13 @@ test: install controlplane ## everything: unit tests, then integration and e2e t
 	$(PY) -m pytest tests/unit -q $(PYTEST_ARGS)
 	$(PY) -m pytest tests/integration e2e tests/chaos -q -m 'integration or e2e or chaos' $(PYTEST_ARGS)
 
-# tests/chaos: each fault CHAOS_ITERATIONS times (`make test` runs it once, as a smoke).
+# tests/chaos: each fault CHAOS_ITERATIONS times (`make test` runs it once, as a smoke). Controller
+# logs stay in .cluster/chaos-tmp (pytest's default temp dirs are shared and rotated).
 CHAOS_ITERATIONS ?= 5
 
 .PHONY: chaos
 chaos: install controlplane ## chaos suite: every fault CHAOS_ITERATIONS times (default 5) during rollouts, invariants watched; prints a table
-	CHAOS_ITERATIONS=$(CHAOS_ITERATIONS) $(PY) -m pytest tests/chaos -q -m chaos $(PYTEST_ARGS)
+	CHAOS_ITERATIONS=$(CHAOS_ITERATIONS) $(PY) -m pytest tests/chaos -q -m chaos --basetemp=$(CLUSTER_DIR)/chaos-tmp $(PYTEST_ARGS)
 
 .PHONY: unit
 unit: install ## unit tests only (no cluster)
