@@ -25,9 +25,10 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-# Hop-by-hop headers, and those the proxy re-computes.
-_DROP_REQUEST = {"host", "content-length", "transfer-encoding", "connection", "accept-encoding"}
-_DROP_RESPONSE = {"content-length", "transfer-encoding", "content-encoding", "connection"}
+# Hop-by-hop headers, and those the proxy re-computes. Content-Encoding passes through with the
+# body as it came (the API server gzips large lists when the client accepts it).
+_DROP_REQUEST = {"host", "content-length", "transfer-encoding", "connection"}
+_DROP_RESPONSE = {"content-length", "transfer-encoding", "connection"}
 
 EXPIRED_EVENT = orjson.dumps(
     {
