@@ -4,7 +4,8 @@ convergence and records the figures.
 
 Knobs: CHAOS_ITERATIONS (iterations per fault, default 1: the smoke in `make test`), CHAOS_SEED
 (the random seed; printed with the results so a run can be repeated), CHAOS_CONVERGE_SECONDS
-(the bound on convergence after a fault ends, default 240).
+(the bound on convergence after a fault ends, default 240), CHAOS_CONTROLLER_ARGS (more
+controller flags, e.g. --log-level=debug).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class ChaosEnv:
     notes: list[str] = field(default_factory=list)  # what the faults did, for the results table
 
     def controller_args(self) -> list[str]:
-        args = [f"--namespace={self.namespace}"]
+        args = [f"--namespace={self.namespace}", *os.environ.get("CHAOS_CONTROLLER_ARGS", "").split()]
         if self.controller_kubeconfig:
             args.append(f"--kubeconfig={self.controller_kubeconfig}")
         if self.leader_elect:

@@ -293,11 +293,20 @@ class Workload(StormReads):
                     c["type"]: (c["status"], c.get("reason")) for c in status.get("conditions") or ()
                 }
                 pods = await self.pods(name)
+                per_roleset = {
+                    rs["metadata"]["name"]: sum(
+                        1
+                        for p in pods
+                        if p["metadata"].get("labels", {}).get("roleset-name") == rs["metadata"]["name"]
+                    )
+                    for rs in await self.rolesets(name)
+                }
                 out.append(
                     f"{name}: gen {ss['metadata']['generation']} observed {status.get('observedGeneration')} "
                     f"replicas {status.get('replicas')} ready {status.get('readyReplicas')} "
                     f"updated {status.get('updatedReplicas')} revisions {status.get('currentRevision')}/"
                     f"{status.get('updateRevision')} {conditions}; {len(await self.rolesets(name))} RoleSets, "
-                    f"{len(pods)} pods ({sum(1 for p in pods if p['metadata'].get('deletionTimestamp'))} terminating)"
+                    f"{len(pods)} pods ({sum(1 for p in pods if p['metadata'].get('deletionTimestamp'))} terminating), "
+                    f"pods per RoleSet {per_roleset}"
                 )
         return "; ".join(out)
