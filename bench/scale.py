@@ -19,7 +19,11 @@ CPU seconds come from /proc/PID/stat of each process over each phase; API reques
 our controller's rest_client_requests_total. Prints a table, then one JSON object with every
 figure (also written to bench/results/scale-<time>.json).
 
-    python -m bench.scale [--check] [--keep DIR] [--smoke] [--no-in-place]
+    python -m bench.scale [--check] [--keep DIR] [--smoke] [--no-in-place] [--profile DIR]
+
+`--profile DIR` runs our controller under py-spy (found as $PY_SPY or on PATH; sampling without
+pausing it) and writes its stacks, collapsed, to DIR/ours.txt: `python -m bench.profile
+DIR/ours.txt` prints the top entries, flamegraph.pl or speedscope draw them.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import dataclasses
 import importlib.util
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -128,10 +134,12 @@ class Controller:
     kubeconfig: Path
     log_path: Path
     metrics_port: int = field(default_factory=free_port)
+    profile_dir: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
+    _pid: int | None = None
 
     def start(self) -> None:
-        argv = [
+        argv: list[str] = [
             sys.executable,
             "-m",
             "controller",
@@ -145,17 +153,36 @@ class Controller:
             "--log-format=json",
             "--log-level=warning",
         ]
+        if self.profile_dir is not None:
+            argv = [*py_spy_record(self.profile_dir / "ours.txt"), "--", *argv]
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child keeps it; closed at exit
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
 
     @property
     def pid(self) -> int:
+        """The controller's own pid (under py-spy, py-spy's child), for /proc figures."""
         assert self.proc is not None
-        return self.proc.pid
+        if self.profile_dir is None:
+            return self.proc.pid
+        deadline = time.monotonic() + 30
+        while self._pid is None:
+            children = _children(self.proc.pid)
+            if children:
+                self._pid = children[0]
+            elif time.monotonic() > deadline:
+                raise RuntimeError("py-spy started no controller")
+            else:
+                time.sleep(0.1)
+        return self._pid
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+            if self.profile_dir is not None:
+                # py-spy writes its file once the process it runs has exited (a signal to py-spy
+                # itself would lose the profile).
+                os.kill(self.pid, signal.SIGTERM)
+            else:
+                self.proc.terminate()
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -178,6 +205,29 @@ class Controller:
         except aiohttp.ClientError:
             return False
         return any(name == "workqueue_depth" for name, _ in samples)
+
+
+def py_spy_record(output: Path) -> list[str]:
+    py_spy = os.environ.get("PY_SPY") or shutil.which("py-spy")
+    if py_spy is None:
+        raise SystemExit("--profile needs py-spy: set PY_SPY or put it on PATH")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return [py_spy, "record", "--nonblocking", "--rate", "100", "--format", "raw", "-o", str(output)]
+
+
+def _children(pid: int) -> list[int]:
+    with contextlib.suppress(FileNotFoundError):
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return []
+
+
+def writes_by_resource(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[str, float]:
+    writes: dict[str, float] = {}
+    for (name, labels), value in samples.items():
+        if name == "stormservice_api_writes_total":
+            key = "{verb} {resource}".format(**dict(labels))
+            writes[key] = writes.get(key, 0.0) + value
+    return writes
 
 
 def requests_by_verb(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[str, float]:
@@ -355,6 +405,7 @@ class Phase:
     cpu_ours: float | None = None
     cpu_kcm: float | None = None
     requests: dict[str, int] = field(default_factory=dict)
+    writes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -411,7 +462,7 @@ class Bench:
         """Runs `action` (start + wait) and records its wall time, the CPU seconds of the process
         doing the work (`by`: ours or kcm), and our controller's requests by verb."""
         before_ours, before_kcm = cpu_seconds(self.ours.pid), cpu_seconds(self.kcm_pid)
-        before_requests = requests_by_verb(await self.ours.metrics())
+        before_samples = await self.ours.metrics()
         start = time.monotonic()
         await action()
         seconds = time.monotonic() - start
@@ -419,7 +470,10 @@ class Bench:
         phase.cpu_ours = cpu_seconds(self.ours.pid) - before_ours
         phase.cpu_kcm = cpu_seconds(self.kcm_pid) - before_kcm
         if by == "ours":
-            phase.requests = delta(requests_by_verb(await self.ours.metrics()), before_requests)
+            after_samples = await self.ours.metrics()
+            phase.requests = delta(requests_by_verb(after_samples), requests_by_verb(before_samples))
+            writes = delta(writes_by_resource(after_samples), writes_by_resource(before_samples))
+            phase.writes = {k: n for k, n in writes.items() if n}
         self.phases.append(phase)
         print(
             f"  {name:<34} {seconds:8.1f} s   cpu ours {phase.cpu_ours:6.1f} s   kcm {phase.cpu_kcm:6.1f} s",
@@ -583,6 +637,7 @@ class Bench:
             "cpu_ratio": round(ours.cpu_ours / max(kcm.cpu_kcm, 0.01), 3),
             "cpu_seconds_per_1000_pods_ours": round(ours.cpu_ours * 1000 / pods, 2),
             "requests_ours": ours.requests,
+            "writes_ours": ours.writes,
         }
 
     async def patch_all(
@@ -690,8 +745,8 @@ def install_crds(cluster: Any) -> None:
             time.sleep(0.5)
 
 
-async def run(cluster: Any, sizes: Sizes) -> dict[str, Any]:
-    ours = Controller(cluster.kubeconfig, cluster.dir / "controller.log")
+async def run(cluster: Any, sizes: Sizes, profile_dir: Path | None = None) -> dict[str, Any]:
+    ours = Controller(cluster.kubeconfig, cluster.dir / "controller.log", profile_dir=profile_dir)
     ours.start()
     # The benchmark's own client must never be the bottleneck.
     kube = await create_client(str(cluster.kubeconfig), qps=5000, burst=5000)
@@ -745,6 +800,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-in-place", dest="in_place", action="store_false", help="skip S3 (the in-place image update)"
     )
+    parser.add_argument("--profile", type=Path, help="run our controller under py-spy, stacks into DIR")
     parser.add_argument("--smoke", action="store_true", help="a tenth of the work, to check the harness")
     return parser.parse_args(argv)
 
@@ -754,7 +810,9 @@ def main(argv: list[str] | None = None) -> int:
     with local_cluster(args.keep, nodes=args.nodes) as cluster:
         install_crds(cluster)
         sizes = Sizes.smoke() if args.smoke else Sizes()
-        figures = asyncio.run(run(cluster, dataclasses.replace(sizes, in_place=args.in_place)))
+        figures = asyncio.run(
+            run(cluster, dataclasses.replace(sizes, in_place=args.in_place), profile_dir=args.profile)
+        )
     ok = report(figures)
     return 0 if ok or not args.check else 1
 
