@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import gc
+import ipaddress
+import os
 import socket
 import ssl
 import time
@@ -448,8 +451,61 @@ def new_session(ssl_context: ssl.SSLContext | None, *, max_connections: int) -> 
         socket_factory=_keepalive_socket,
     )
     # read_bufsize: a watch event of a large object exceeds aiohttp's 64 KiB default buffer
-    # (etcd accepts objects up to 1.5 MiB).
-    return aiohttp.ClientSession(connector=connector, trust_env=True, read_bufsize=2**21)
+    # (etcd accepts objects up to 1.5 MiB). No trust_env: it reads the proxy variables and
+    # ~/.netrc again on every request, in a thread (a fifth of the CPU at 1,000 pods); the
+    # ApiClient resolves the environment's proxy once instead (proxy_from_environment).
+    return aiohttp.ClientSession(connector=connector, read_bufsize=2**21)
+
+
+def proxy_from_environment(url: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The proxy for `url` from HTTPS_PROXY / HTTP_PROXY / NO_PROXY (either case), as client-go's
+    http.ProxyFromEnvironment picks it when the kubeconfig names none; None: connect directly."""
+    env = os.environ if environ is None else environ
+    parts = urlsplit(url)
+    scheme = parts.scheme or "https"
+    proxy = env.get(f"{scheme}_proxy") or env.get(f"{scheme.upper()}_PROXY")
+    if not proxy:
+        return None
+    no_proxy = env.get("no_proxy") or env.get("NO_PROXY") or ""
+    if _bypasses_proxy(parts.hostname or "", parts.port, no_proxy):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def _bypasses_proxy(host: str, port: int | None, no_proxy: str) -> bool:
+    """Whether NO_PROXY exempts `host` (Go's httpproxy rules: `*`, exact names, domain suffixes
+    with or without a leading dot, IPs and CIDRs, optional :port); loopback never goes through
+    a proxy."""
+    host = host.lower().strip("[]")
+    try:
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if host == "localhost" or (address is not None and address.is_loopback):
+        return True
+    for raw in no_proxy.split(","):
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        if address is not None:
+            with contextlib.suppress(ValueError):
+                if address in ipaddress.ip_network(entry, strict=False):
+                    return True
+        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        if entry_port and port is not None and entry_port != str(port):
+            continue
+        name = name.strip("[]")
+        if name.startswith("*."):
+            name = name[1:]
+        # "y.com" covers y.com and its subdomains, ".y.com" only its subdomains.
+        if name.startswith("."):
+            if host.endswith(name):
+                return True
+        elif host == name or host.endswith("." + name):
+            return True
+    return False
 
 
 class ApiClient:
@@ -492,6 +548,8 @@ class ApiClient:
             self._extra["proxy"] = configuration.proxy
         if configuration.tls_server_name:
             self._extra["server_hostname"] = configuration.tls_server_name
+        if "proxy" not in self._extra and (env_proxy := proxy_from_environment(self._base_url)):
+            self._extra["proxy"] = env_proxy
 
     # --- plumbing ------------------------------------------------------------------------------
 
