@@ -566,6 +566,8 @@ class RoleSetSync:
         a dry-run create of the first pod the plan would create (see templatecheck)."""
         role, h = ctx.spec.name, ctx.params.target_hash
         verdict = self.template_checks.get(key, role, h)
+        if verdict is None and templatecheck.probed_by_create(ctx.plan):
+            return True  # _create_pods records the answer of the first create
         if verdict is None:
             first = ctx.plan.creates[0] if ctx.plan.creates else None
             index = first.index if first else None
@@ -663,6 +665,13 @@ class RoleSetSync:
         if not creates:
             return
         self.expectations.expect_creations(key, len(creates))
+        # Roles whose template no dry run has checked: their creates give the answer.
+        unchecked = {
+            ctx.spec.name
+            for ctx, _ in creates
+            if self.template_checks.get(key, ctx.spec.name, ctx.params.target_hash) is None
+        }
+        refusals: list[ApiError] = []
 
         async def one(i: int) -> None:
             ctx, c = creates[i]
@@ -703,11 +712,16 @@ class RoleSetSync:
                 raise
             except ApiError as err:
                 self.expectations.lower_expectations(key, adds=1)
-                if not is_namespace_terminating(err):
+                if ctx.spec.name in unchecked and self._template_refused(key, obj, ctx, err):
+                    refusals.append(err)
+                elif not is_namespace_terminating(err):
                     self.recorder.event(
                         obj, WARNING, L.EVENT_FAILED_CREATE, f"create pod for role {ctx.spec.name}: {err}"
                     )
                 raise
+            if ctx.spec.name in unchecked:
+                unchecked.discard(ctx.spec.name)
+                self.template_checks.record(key, ctx.spec.name, dryrun.Verdict(ctx.params.target_hash, None))
             M.PODS_CREATED.labels(role=ctx.spec.name, reason=c.reason).inc()
 
         done, errors = await slow_start_batch(len(creates), one, initial=self.config.initial_batch)
@@ -717,6 +731,8 @@ class RoleSetSync:
         if done:
             self.recorder.event(obj, NORMAL, L.EVENT_SUCCESSFUL_CREATE, f"Created {done} pods")
         for err in errors:
+            if any(err is r for r in refusals):
+                continue  # InvalidPodTemplate: nothing to retry until the template changes
             if is_namespace_terminating(err):
                 # Everything in it goes soon; no create can succeed (kube-controller-manager's
                 # controllers skip this quietly too).
@@ -725,6 +741,23 @@ class RoleSetSync:
                 obs.failures.append((L.EVENT_FAILED_CREATE, str(err)))
             else:
                 raise err
+
+    def _template_refused(self, key: str, obj: Obj, ctx: RoleCtx, err: ApiError) -> bool:
+        """Records the API server's refusal of a role's first pod as its template's verdict, as
+        a dry run's would be (see templatecheck); False when `err` says nothing about the pod."""
+        refused = dryrun.rejection(err)
+        if refused is None:
+            return False
+        role = ctx.spec.name
+        if self.template_checks.get(key, role, ctx.params.target_hash) is None:
+            self.template_checks.record(key, role, dryrun.Verdict(ctx.params.target_hash, refused))
+            self.recorder.event(
+                obj,
+                WARNING,
+                L.REASON_INVALID_POD_TEMPLATE,
+                f"role {role}: the API server rejects its pods, nothing is replaced: {refused}"[:1024],
+            )
+        return True
 
     # --- in place -------------------------------------------------------------------------------
 

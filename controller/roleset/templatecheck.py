@@ -8,6 +8,11 @@ created with dryRun=All: the API server validates and admits it and stores nothi
 holds everything the role would do for that template (existing pods stay) until the template
 changes; scale-down and the removal of dead pods go on. The answers are kept in a
 controller.runtime.dryrun.Verdicts per RoleSet and role, for the role's template hash.
+
+A plan that only creates pods (a new RoleSet, a scale-up, lost pods replaced) needs no dry run:
+it has nothing to keep, and its first create, alone in the first slow-start batch, asks the same
+question with a real pod. Its answer is recorded as the dry run's would be, so a refused template
+holds the role the same way; an accepted one saves a request per role and RoleSet.
 """
 
 from __future__ import annotations
@@ -25,6 +30,16 @@ REPLACING_REASONS = frozenset({"rollout", "group-recreate"})
 def acts_on_template(plan: RolePlan) -> bool:
     """Whether the plan creates pods of the template, makes room for them or patches pods to it."""
     return bool(plan.creates or plan.inplace or any(d.reason in REPLACING_REASONS for d in plan.deletes))
+
+
+def probed_by_create(plan: RolePlan) -> bool:
+    """Whether the plan's own first create can stand for the dry run: it creates pods and
+    neither deletes to make room for them nor patches pods to the template."""
+    return (
+        bool(plan.creates)
+        and not plan.inplace
+        and not any(d.reason in REPLACING_REASONS for d in plan.deletes)
+    )
 
 
 def held(plan: RolePlan) -> RolePlan:

@@ -650,7 +650,7 @@ async def test_a_template_the_api_server_rejects_replaces_nothing(h: Harness, st
     h.create(roleset(roles=[role("worker", replicas=3, stateful=stateful, updateStrategy=strategy)]))
     await h.converge()
     before = {p["metadata"]["uid"] for p in h.pods()}
-    assert _dry_runs(h) == 1  # the first template was checked once, before the first create
+    assert _dry_runs(h) == 0  # nothing to replace: the first create was the check
     h.client.clear_actions()
     h.client.inject_error("create-dry-run", "pods", INVALID)
     h.update_spec(
@@ -676,6 +676,85 @@ async def test_a_template_the_api_server_rejects_replaces_nothing(h: Harness, st
     assert _dry_runs(h) == 2
     assert h.condition("ReplicaFailure") is None
     assert not {p["metadata"]["uid"] for p in h.pods()} & before
+
+
+def _pod_creates(h: Harness) -> int:
+    return sum(1 for a in h.client.actions if a.verb == "create" and a.resource == "pods")
+
+
+@pytest.mark.parametrize(
+    ("plan", "spec_change", "dry_runs"),
+    [
+        ("a new RoleSet", None, 0),
+        ("a scale-up", lambda s: s["roles"][0].__setitem__("replicas", 4), 0),
+        (
+            "a rollout (pods replaced)",
+            lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("image", "img:2"),
+            1,
+        ),
+    ],
+)
+async def test_a_dry_run_only_where_pods_would_be_replaced(
+    h: Harness, plan: str, spec_change: Any, dry_runs: int
+) -> None:
+    strategy = {"maxSurge": 0, "maxUnavailable": 1}
+    h.create(roleset(roles=[role("worker", replicas=2, updateStrategy=strategy)]))
+    await h.converge()
+    if spec_change is not None:
+        h.client.clear_actions()
+        h.update_spec(spec_change)
+        await h.converge()
+    assert _dry_runs(h) == dry_runs, plan
+    assert h.condition("ReplicaFailure") is None
+
+
+async def test_a_new_role_whose_first_pod_is_refused_is_held_as_after_a_dry_run(h: Harness) -> None:
+    """No dry run before creating into an empty role: the first create asks the API server, and
+    its refusal holds the role as a refused dry run does (one request, InvalidPodTemplate, no
+    retries); the other role is created as usual."""
+    h.create(
+        roleset(
+            roles=[
+                role("prefill", replicas=3),
+                role("decode", replicas=3, image="img:bad"),
+            ]
+        )
+    )
+    real_create = h.client.create
+
+    async def refuse_bad_image(resource: Any, namespace: str | None, body: Any, **kw: Any) -> Any:
+        containers = (body.get("spec") or {}).get("containers") or [{}]
+        if resource == PODS and containers[0].get("image") == "img:bad":
+            await real_create(resource, namespace, body, dry_run=True)  # recorded as an attempt
+            raise INVALID
+        return await real_create(resource, namespace, body, **kw)
+
+    h.client.create = refuse_bad_image  # type: ignore[method-assign]
+    await h.converge()
+    assert sum(1 for p in h.pods() if L.labels_of(p).get(L.ROLE_NAME_LABEL) == "prefill") == 3
+    assert not [p for p in h.pods() if L.labels_of(p).get(L.ROLE_NAME_LABEL) == "decode"]
+    refused_attempts = _dry_runs(h)
+    # Slow start: prefill's 1, prefill's 2, then decode's 3 together; nothing after that batch.
+    assert refused_attempts == 3
+    for _ in range(3):
+        assert await h.sync() is None  # nothing to retry until the template changes
+    assert _dry_runs(h) == refused_attempts
+    failure = h.condition("ReplicaFailure")
+    assert failure is not None and (failure["status"], failure["reason"]) == ("True", "InvalidPodTemplate")
+    assert "role decode" in failure["message"] and "Engine_1" in failure["message"]
+    progressing = h.condition("Progressing")
+    assert progressing is not None and (progressing["status"], progressing["reason"]) == (
+        "False",
+        "RolloutBlocked",
+    )
+    assert h.recorder.reasons().count("InvalidPodTemplate") == 1
+    assert "FailedCreate" not in h.recorder.reasons()
+    # A new template is tried again, and its pods are made.
+    h.client.create = real_create  # type: ignore[method-assign]
+    h.update_spec(lambda s: s["roles"][1]["template"]["spec"]["containers"][0].__setitem__("image", "img:2"))
+    await h.converge()
+    assert sum(1 for p in h.pods() if L.labels_of(p).get(L.ROLE_NAME_LABEL) == "decode") == 3
+    assert h.condition("ReplicaFailure") is None
 
 
 async def test_a_dry_run_that_fails_for_another_reason_holds_the_rollout_and_retries(h: Harness) -> None:
