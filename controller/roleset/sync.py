@@ -176,6 +176,8 @@ class RoleSetSync:
         self.pod_groups: Callable[[Scheduler], Store | None] = pod_groups or (lambda _: None)
         self.template_checks = dryrun.Verdicts()
         self.gauges = M.RoleSetGauges()
+        # RoleSet key -> ((uid, resourceVersion), model, template hash per role): see _parsed.
+        self._models: dict[str, tuple[tuple[str, str], RoleSet, list[str]]] = {}
 
     # --- entry point ------------------------------------------------------------------------
 
@@ -189,6 +191,7 @@ class RoleSetSync:
     async def sync(self, key: str) -> float | None:
         obj = self.rolesets.get(key)
         if obj is None:
+            self._models.pop(key, None)
             self.expectations.delete_expectations(key)
             self._departed.pop(key, None)
             self.template_checks.forget(key)
@@ -196,12 +199,13 @@ class RoleSetSync:
             return None
         meta = obj["metadata"]
         if meta.get("deletionTimestamp"):
+            self._models.pop(key, None)
             self._departed.pop(key, None)  # the garbage collector takes it from here
             self.gauges.forget(key)
             await self._remove_legacy_finalizers(obj)
             return None
         try:
-            rs = RoleSet.model_validate(obj, context={LENIENT: True})
+            rs, hashes = self._parsed(key, obj)
         except ValueError as err:
             self.recorder.event(obj, WARNING, L.EVENT_INVALID_SPEC, str(err)[:1024])
             return None
@@ -240,7 +244,9 @@ class RoleSetSync:
         topo = self._dump(rs.spec.topology_policy)
         roles: list[RoleCtx] = []
         for pos, role in enumerate(rs.spec.roles):
-            roles.append(self._role_ctx(info, role, pos, by_role.get(role.name, []), rs_sched, topo))
+            roles.append(
+                self._role_ctx(info, role, hashes[pos], pos, by_role.get(role.name, []), rs_sched, topo)
+            )
         spec_roles = {r.spec.name for r in roles}
         removed = [p for name, ps in by_role.items() if name not in spec_roles for p in ps]
 
@@ -286,6 +292,20 @@ class RoleSetSync:
         if obs.failures:
             raise SyncError("; ".join(f"{r}: {m}" for r, m in obs.failures))
         return requeue
+
+    def _parsed(self, key: str, obj: Obj) -> tuple[RoleSet, list[str]]:
+        """The RoleSet's model and its roles' template hashes, built once per resourceVersion
+        (a pass per pod event would otherwise validate and hash the same spec again). Models
+        are never modified by a pass."""
+        meta = obj["metadata"]
+        version = (str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""))
+        cached = self._models.get(key)
+        if cached is not None and cached[0] == version and version[1]:
+            return cached[1], cached[2]
+        rs = RoleSet.model_validate(obj, context={LENIENT: True})
+        hashes = [template_hash(role.template) for role in rs.spec.roles]
+        self._models[key] = (version, rs, hashes)
+        return rs, hashes
 
     # --- observation --------------------------------------------------------------------------
 
@@ -350,12 +370,12 @@ class RoleSetSync:
         self,
         info: RoleSetInfo,
         role: RoleSpec,
+        h: str,
         pos: int,
         pods: list[Obj],
         rs_sched: tuple[Scheduler, Mapping[str, Any]] | None,
         topo: Mapping[str, Any] | None,
     ) -> RoleCtx:
-        h = template_hash(role.template)
         surge, unavailable = resolve_fenceposts(
             role.update_strategy.max_surge, role.update_strategy.max_unavailable, role.replicas
         )

@@ -13,7 +13,7 @@ The data layout is the reference's: `{"spec": {"template": {..., "$patch": "repl
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal
@@ -146,11 +146,24 @@ def revision_content(data: Mapping[str, Any]) -> bytes:
     return canonical_json(_comparable(_meaningful(template)))
 
 
-def choose_update_revision(revisions: Sequence[Obj], data: Mapping[str, Any]) -> UpdateRevisionChoice:
+def content_of(revision: Mapping[str, Any]) -> bytes:
+    return revision_content(revision.get("data") or {})
+
+
+def choose_update_revision(
+    revisions: Sequence[Obj],
+    data: Mapping[str, Any] | None,
+    *,
+    wanted: bytes | None = None,
+    content: Callable[[Mapping[str, Any]], bytes] = content_of,
+) -> UpdateRevisionChoice:
     """StatefulSet's rule, with revisions compared by content (`revision_content`). `revisions`
-    in history order (`sort_revisions`)."""
-    wanted = revision_content(data)
-    equal = [r for r in revisions if revision_content(r.get("data") or {}) == wanted]
+    in history order (`sort_revisions`); `wanted`: the content of `data` when already known,
+    `content`: a revision's content (see ContentMemo)."""
+    if wanted is None:
+        assert data is not None
+        wanted = revision_content(data)
+    equal = [r for r in revisions if content(r) == wanted]
     if not equal:
         return UpdateRevisionChoice("create", number=next_revision_number(revisions))
     newest_equal = equal[-1]
@@ -202,3 +215,40 @@ def role_revisions(revisions: Sequence[Obj], target: Obj) -> dict[str, RoleRevis
             i -= 1
         out[name] = RoleRevision(revision_number(ordered[i]), revision_name(ordered[i]))
     return out
+
+
+class ContentMemo:
+    """`revision_content` remembered per object version: a StormService's template by (uid,
+    generation), a ControllerRevision by (uid, resourceVersion). Normalizing and serializing a
+    template is the costliest part of a StormService pass, and its answer changes only with a
+    new version. Bounded: the oldest entries go first."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._contents: dict[tuple[str, str], bytes] = {}
+
+    def _remember(self, key: tuple[str, str], compute: Callable[[], bytes]) -> bytes:
+        content = self._contents.get(key)
+        if content is None:
+            content = compute()
+            if len(self._contents) >= self._size:
+                del self._contents[next(iter(self._contents))]
+            self._contents[key] = content
+        return content
+
+    def of_revision(self, revision: Mapping[str, Any]) -> bytes:
+        meta = revision.get("metadata") or {}
+        uid, rv = meta.get("uid"), meta.get("resourceVersion")
+        if not uid or not rv:
+            return content_of(revision)
+        return self._remember((str(uid), f"rv:{rv}"), lambda: content_of(revision))
+
+    def of_template(self, stormservice: Mapping[str, Any]) -> bytes:
+        meta = stormservice.get("metadata") or {}
+        template = (stormservice.get("spec") or {}).get("template") or {}
+        uid, generation = meta.get("uid"), meta.get("generation")
+        if not uid or not generation:
+            return revision_content(revision_data(template))
+        return self._remember(
+            (str(uid), f"generation:{generation}"), lambda: revision_content(revision_data(template))
+        )

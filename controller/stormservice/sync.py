@@ -66,6 +66,7 @@ from controller.stormservice.naming import lowest_free_indexes
 from controller.stormservice.pdb import PdbAction, pdb_patch, plan_pdbs
 from controller.stormservice.plan import plan_pass
 from controller.stormservice.revisions import (
+    ContentMemo,
     choose_current_revision,
     choose_update_revision,
     history_to_delete,
@@ -255,6 +256,7 @@ class StormServiceSync:
         self._pdb_conflicts: dict[str, set[str]] = {}
         #: Whether the API server accepts pods of a StormService's revision (subject "").
         self._template_verdicts = dryrun.Verdicts()
+        self._contents = ContentMemo()
         #: (StormService key, kind, name) -> when a create found someone else's object of that
         #: name outside the cache; not tried again until UNCACHED_CONFLICT_RECHECK_SECONDS later.
         self._held_outside_cache: dict[tuple[str, str, str], float] = {}
@@ -377,8 +379,9 @@ class StormServiceSync:
         status = obj.get("status") or {}
         collision_count = int(status.get("collisionCount") or 0)
         history = sort_revisions(revisions)
-        data = revision_data(spec.get("template") or {})
-        choice = choose_update_revision(history, data)
+        choice = choose_update_revision(
+            history, None, wanted=self._contents.of_template(obj), content=self._contents.of_revision
+        )
         rolled_back = False
         if choice.action == "reuse":
             assert choice.revision is not None
@@ -394,7 +397,7 @@ class StormServiceSync:
                 c.API_VERSION,
                 c.KIND_STORM_SERVICE,
                 meta["name"],
-                data,
+                revision_data(spec.get("template") or {}),
                 choice.number,
                 collision_count,
                 labels={c.LABEL_CONTROLLER_REVISION_NAME: meta["name"]},
