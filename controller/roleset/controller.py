@@ -20,6 +20,7 @@ from controller.runtime.controllerref import controller_ref
 from controller.runtime.expectations import ControllerExpectations
 from controller.runtime.informer import DeletedFinalStateUnknown, FuncHandler, Informer, InformerFactory
 from controller.runtime.resources import POD_DISRUPTION_BUDGETS, PODS, PODSETS, ROLESETS, Resource
+from controller.runtime.statusbatch import STATUS_BATCH_SECONDS
 from controller.runtime.store import Store
 from controller.runtime.workqueue import RateLimitingQueue
 
@@ -298,5 +299,7 @@ def new_roleset_controller(manager: _Manager) -> RoleSetController:
         informers=manager.informers,
         control=KubeObjectControl(manager.client),
         recorder=manager.recorder,
-        config=SyncConfig(inplace_deadline_seconds=_deadline(manager.options)),
+        config=SyncConfig(
+            inplace_deadline_seconds=_deadline(manager.options), status_batch_seconds=STATUS_BATCH_SECONDS
+        ),
     )

@@ -49,6 +49,7 @@ from controller.roleset.status import (
     RoleCounts,
     compute_status,
     condition,
+    counts_only,
     status_changed,
 )
 from controller.runtime import dryrun
@@ -76,6 +77,7 @@ from controller.runtime.resources import (
     Resource,
 )
 from controller.runtime.revision import hash_revision_data
+from controller.runtime.statusbatch import StatusBatcher
 from controller.runtime.store import INDEX_CONTROLLER_UID, Store
 
 log = structlog.get_logger(__name__)
@@ -106,6 +108,8 @@ class SyncConfig:
     burst: int = 500  # creations (and deletions) per pass, as kube-controller-manager's burstReplicas
     initial_batch: int = 1  # slow start: 1, 2, 4, ...
     inplace_deadline_seconds: float = 600.0
+    # Counts-only status writes at most this often per RoleSet (runtime.statusbatch); 0: at once.
+    status_batch_seconds: float = 0.0
 
 
 def utc_now() -> datetime:
@@ -178,6 +182,7 @@ class RoleSetSync:
         self.gauges = M.RoleSetGauges()
         # RoleSet key -> ((uid, resourceVersion), model, template hash per role): see _parsed.
         self._models: dict[str, tuple[tuple[str, str], RoleSet, list[str]]] = {}
+        self.status_batch = StatusBatcher(self.config.status_batch_seconds)
 
     # --- entry point ------------------------------------------------------------------------
 
@@ -192,6 +197,7 @@ class RoleSetSync:
         obj = self.rolesets.get(key)
         if obj is None:
             self._models.pop(key, None)
+            self.status_batch.forget(key)
             self.expectations.delete_expectations(key)
             self._departed.pop(key, None)
             self.template_checks.forget(key)
@@ -283,12 +289,16 @@ class RoleSetSync:
             {r.spec.name: r.view.broken_groups for r in roles if r.params.group_size > 1},
         )
         if status_changed(obj.get("status"), new_status):
-            try:
-                await self.control.patch(
-                    ROLESETS, info.namespace, info.name, {"status": new_status}, subresource="status"
-                )
-            except NotFound:
-                return None
+            wait = self.status_batch.hold(key, counts_only=counts_only(obj.get("status"), new_status))
+            if wait is not None:
+                requeue = wait if requeue is None else min(requeue, wait)
+            else:
+                try:
+                    await self.control.patch(
+                        ROLESETS, info.namespace, info.name, {"status": new_status}, subresource="status"
+                    )
+                except NotFound:
+                    return None
         if obs.failures:
             raise SyncError("; ".join(f"{r}: {m}" for r, m in obs.failures))
         return requeue

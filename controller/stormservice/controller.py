@@ -26,6 +26,7 @@ from controller.runtime.resources import (
     STORMSERVICES,
 )
 from controller.runtime.revision import HASH_LABEL, KubeRevisionHistory, RevisionHistory
+from controller.runtime.statusbatch import STATUS_BATCH_SECONDS, StatusBatcher
 from controller.runtime.store import INDEX_NAMESPACE, Store
 from controller.runtime.workqueue import RateLimitingQueue
 from controller.stormservice.pdb import desired_pdbs
@@ -61,6 +62,7 @@ class StormServiceController:
         recorder: Recorder,
         control: RoleSetControl | None = None,
         history: RevisionHistory | None = None,
+        status_batch: StatusBatcher | None = None,
     ) -> None:
         self._queue = RateLimitingQueue(CONTROLLER_NAME)
         self.expectations = ControllerExpectations()
@@ -87,6 +89,7 @@ class StormServiceController:
             recorder=recorder,
             expectations=self.expectations,
             scalers=RoleScalerSync(scaler_informer.store, KubeRoleScalerControl(client), recorder),
+            status_batch=status_batch,
         )
         ss_informer.add_event_handler(
             FuncHandler(
@@ -252,5 +255,8 @@ class StormServiceController:
 
 def new_stormservice_controller(manager: Manager) -> Reconciler:
     return StormServiceController(
-        client=manager.client, informers=manager.informers, recorder=manager.recorder
+        client=manager.client,
+        informers=manager.informers,
+        recorder=manager.recorder,
+        status_batch=StatusBatcher(STATUS_BATCH_SECONDS),
     )

@@ -251,3 +251,24 @@ def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> Obj |
     body: Obj = dict.fromkeys(old.keys() - new.keys())
     body.update(new)
     return {"status": body}
+
+
+def _condition_states(status: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    return sorted(
+        (str(c.get("type")), str(c.get("status")), str(c.get("reason") or ""))
+        for c in status.get("conditions") or ()
+    )
+
+
+#: Status fields a StatusBatcher may hold back: per-role pod counts (the RoleSet-level counts,
+#: revisions and conditions are written at once).
+BATCHED_FIELDS = frozenset({"roleStatuses"})
+
+
+def counts_only(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Whether `new` differs from the stored status only in the per-role pod counts (and
+    condition messages): a change the runtime's StatusBatcher may hold back for a moment."""
+    if not old:
+        return False
+    keys = (old.keys() | new.keys()) - BATCHED_FIELDS - {"conditions"}
+    return all(old.get(k) == new.get(k) for k in keys) and _condition_states(old) == _condition_states(new)

@@ -58,6 +58,7 @@ from controller.runtime.resources import (
     Resource,
 )
 from controller.runtime.revision import RevisionHistory, new_revision, sort_revisions
+from controller.runtime.statusbatch import StatusBatcher
 from controller.runtime.store import INDEX_CONTROLLER_UID, Store
 from controller.stormservice.inplace import rewrite_patch
 from controller.stormservice.labels import render_roleset
@@ -85,6 +86,7 @@ from controller.stormservice.status import (
     Failure,
     advance_current_revision,
     compute_status,
+    counts_only,
     get_condition,
     now_rfc3339,
     set_condition,
@@ -235,8 +237,11 @@ class StormServiceSync:
         expectations: ControllerExpectations,
         clock: Callable[[], float] = time.time,
         scalers: RoleScalerSync | None = None,
+        status_batch: StatusBatcher | None = None,
     ) -> None:
         self.client = client
+        # Off unless given: counts-only status writes at once.
+        self.status_batch = status_batch or StatusBatcher(0.0)
         self.stormservices = stormservices
         self.rolesets = rolesets
         self.services = services
@@ -275,6 +280,7 @@ class StormServiceSync:
 
     def forget(self, key: str) -> None:
         self.expectations.delete_expectations(key)
+        self.status_batch.forget(key)
         self.gauge.forget(key)
         self.timer.forget(key)
         self.status_gauges.forget(key)
@@ -673,7 +679,9 @@ class StormServiceSync:
             failure=failure,
             rejected_template=self.rejected_template(key, update_name),
         )
-        await self._write_status(obj, status)
+        wait = await self._write_status(obj, status, batch_key=key)
+        if wait is not None:
+            requeue = wait if requeue is None else min(requeue, wait)
         self.gauge.observe(key, views)
         self.status_gauges.observe(key, spec, status)
         duration = self.timer.observe(key, old_status, status, self.clock())
@@ -727,11 +735,19 @@ class StormServiceSync:
         except ApiError as status_err:
             log.warning("could not report the failure in status", error=str(status_err))
 
-    async def _write_status(self, obj: Obj, status: Mapping[str, Any]) -> None:
-        """Write `status` through the status subresource, only when it differs from the cached one."""
+    async def _write_status(
+        self, obj: Obj, status: Mapping[str, Any], *, batch_key: str | None = None
+    ) -> float | None:
+        """Write `status` through the status subresource, only when it differs from the cached one.
+        With `batch_key`, a change of counts only may be held back: returns the seconds until it
+        may be written (see runtime.statusbatch)."""
         patch = status_patch(obj.get("status") or {}, status)
         if patch is None:
-            return
+            return None
+        if batch_key is not None:
+            wait = self.status_batch.hold(batch_key, counts_only=counts_only(obj.get("status"), status))
+            if wait is not None:
+                return wait
         meta = obj["metadata"]
         # NotFound: deleted during the pass; its deletion event ends it.
         with contextlib.suppress(NotFound):
@@ -743,6 +759,7 @@ class StormServiceSync:
                 patch_type="merge",
                 subresource="status",
             )
+        return None
 
     async def _manage(self, key: str, obj: Obj, views: list[RoleSetView], revs: Revisions) -> None:
         spec = obj.get("spec") or {}
