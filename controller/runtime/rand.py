@@ -9,12 +9,14 @@ ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 #: The API server appends this many random characters to a generateName.
 GENERATED_SUFFIX_LENGTH = 5
 
-_RNG = random.SystemRandom()
+# Seeded from os.urandom, like apimachinery's math/rand source: names need to be unlikely to
+# clash, not unpredictable (SystemRandom made a system call per character, per pod).
+_RNG = random.Random()
 
 
 def random_string(n: int = GENERATED_SUFFIX_LENGTH) -> str:
     """rand.String: n random characters of the alphabet."""
-    return "".join(_RNG.choice(ALPHABET) for _ in range(n))
+    return "".join(_RNG.choices(ALPHABET, k=n))
 
 
 def safe_encode(s: str) -> str:
