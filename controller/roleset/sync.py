@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import structlog
 
 from apis.v1alpha1.intstr import resolve_fenceposts
-from apis.v1alpha1.types import LENIENT, RoleSet, RoleSpec
+from apis.v1alpha1.types import LENIENT, RoleSetSpec, RoleSpec
 from controller.roleset import adoption, naming, templatecheck
 from controller.roleset import inplace as ip
 from controller.roleset import labels as L
@@ -180,8 +180,8 @@ class RoleSetSync:
         self.pod_groups: Callable[[Scheduler], Store | None] = pod_groups or (lambda _: None)
         self.template_checks = dryrun.Verdicts()
         self.gauges = M.RoleSetGauges()
-        # RoleSet key -> ((uid, resourceVersion), model, template hash per role): see _parsed.
-        self._models: dict[str, tuple[tuple[str, str], RoleSet, list[str]]] = {}
+        # RoleSet key -> ((uid, generation), spec model, template hash per role): see _parsed.
+        self._models: dict[str, tuple[tuple[str, str], RoleSetSpec, list[str]]] = {}
         self.status_batch = StatusBatcher(self.config.status_batch_seconds)
 
     # --- entry point ------------------------------------------------------------------------
@@ -211,7 +211,7 @@ class RoleSetSync:
             await self._remove_legacy_finalizers(obj)
             return None
         try:
-            rs, hashes = self._parsed(key, obj)
+            spec, hashes = self._parsed(key, obj)
         except ValueError as err:
             self.recorder.event(obj, WARNING, L.EVENT_INVALID_SPEC, str(err)[:1024])
             return None
@@ -246,10 +246,10 @@ class RoleSetSync:
         for pod in owned:
             by_role.setdefault(L.labels_of(pod).get(L.ROLE_NAME_LABEL, ""), []).append(pod)
 
-        rs_sched = chosen_scheduler(self._dump(rs.spec.scheduling_strategy))
-        topo = self._dump(rs.spec.topology_policy)
+        rs_sched = chosen_scheduler(self._dump(spec.scheduling_strategy))
+        topo = self._dump(spec.topology_policy)
         roles: list[RoleCtx] = []
-        for pos, role in enumerate(rs.spec.roles):
+        for pos, role in enumerate(spec.roles):
             roles.append(
                 self._role_ctx(info, role, hashes[pos], pos, by_role.get(role.name, []), rs_sched, topo)
             )
@@ -261,7 +261,7 @@ class RoleSetSync:
         self.template_checks.keep(key, spec_roles)
         requeue: float | None = None
         if satisfied and not self._stale(owned):
-            requeue = await self._act(key, obj, info, rs, roles, removed, rs_sched, obs)
+            requeue = await self._act(key, obj, info, spec, roles, removed, rs_sched, obs)
         else:
             log.debug("waiting for the cache", pending=self.expectations.pending(key))
             obs.pod_group = self._stored_condition(obj, L.COND_POD_GROUP_SYNCED)
@@ -303,19 +303,19 @@ class RoleSetSync:
             raise SyncError("; ".join(f"{r}: {m}" for r, m in obs.failures))
         return requeue
 
-    def _parsed(self, key: str, obj: Obj) -> tuple[RoleSet, list[str]]:
-        """The RoleSet's model and its roles' template hashes, built once per resourceVersion
-        (a pass per pod event would otherwise validate and hash the same spec again). Models
-        are never modified by a pass."""
+    def _parsed(self, key: str, obj: Obj) -> tuple[RoleSetSpec, list[str]]:
+        """The RoleSet's spec model and its roles' template hashes, built once per generation
+        (the spec changes only with it; a pass per pod event, or after each status write, would
+        otherwise validate and hash the same spec again). Models are never modified by a pass."""
         meta = obj["metadata"]
-        version = (str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""))
+        version = (str(meta.get("uid") or ""), str(meta.get("generation") or ""))
         cached = self._models.get(key)
         if cached is not None and cached[0] == version and version[1]:
             return cached[1], cached[2]
-        rs = RoleSet.model_validate(obj, context={LENIENT: True})
-        hashes = [template_hash(role.template) for role in rs.spec.roles]
-        self._models[key] = (version, rs, hashes)
-        return rs, hashes
+        spec = RoleSetSpec.model_validate(obj.get("spec") or {}, context={LENIENT: True})
+        hashes = [template_hash(role.template) for role in spec.roles]
+        self._models[key] = (version, spec, hashes)
+        return spec, hashes
 
     # --- observation --------------------------------------------------------------------------
 
@@ -509,7 +509,7 @@ class RoleSetSync:
         key: str,
         obj: Obj,
         info: RoleSetInfo,
-        rs: RoleSet,
+        spec: RoleSetSpec,
         roles: list[RoleCtx],
         removed: list[Obj],
         rs_sched: tuple[Scheduler, Mapping[str, Any]] | None,
@@ -533,7 +533,7 @@ class RoleSetSync:
         requeue = self._inflight_requeue(roles, obs, act=True)
 
         gates = plan_gates(
-            rs.spec.update_strategy,
+            spec.update_strategy,
             [
                 RoleRollout(
                     name=c.spec.name,
