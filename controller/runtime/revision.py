@@ -232,22 +232,32 @@ class RevisionHistory(Protocol):
 
 
 class KubeRevisionHistory:
-    def __init__(self, client: KubeClient, list_cached: Callable[[str], Iterable[Obj]]) -> None:
+    def __init__(
+        self,
+        client: KubeClient,
+        list_cached: Callable[[str], Iterable[Obj]],
+        candidates: Callable[[Mapping[str, Any]], Iterable[Obj]] | None = None,
+    ) -> None:
         """`list_cached(namespace)` returns the cached ControllerRevisions of a namespace, e.g.
-        an informer store's namespace index."""
+        an informer store's namespace index. `candidates(owner)`, when given, returns fewer of
+        them: at least every one the owner controls and every orphan its `match` may accept (say,
+        from a controller-uid index and an index of orphans by label), so that a pass does not
+        scan every revision of the namespace."""
         self._client = client
         self._list_cached = list_cached
+        self._candidates = candidates
 
     def list_revisions(
         self, owner: Mapping[str, Any], match: Callable[[Obj], bool] | None = None
     ) -> list[Obj]:
         meta = owner["metadata"]
         uid = meta["uid"]
-        return [
-            r
-            for r in self._list_cached(meta.get("namespace") or "")
-            if _owned_or_orphan(r, uid) and (match is None or match(r))
-        ]
+        cached = (
+            self._candidates(owner)
+            if self._candidates is not None and match is not None
+            else self._list_cached(meta.get("namespace") or "")
+        )
+        return [r for r in cached if _owned_or_orphan(r, uid) and (match is None or match(r))]
 
     async def create_revision(self, revision: Obj, collision_count: int) -> tuple[Obj, int]:
         return await create_revision(

@@ -27,7 +27,7 @@ from controller.runtime.resources import (
 )
 from controller.runtime.revision import HASH_LABEL, KubeRevisionHistory, RevisionHistory
 from controller.runtime.statusbatch import STATUS_BATCH_SECONDS, StatusBatcher
-from controller.runtime.store import INDEX_NAMESPACE, Store
+from controller.runtime.store import INDEX_CONTROLLER_UID, INDEX_NAMESPACE, Store
 from controller.runtime.workqueue import RateLimitingQueue
 from controller.stormservice.pdb import desired_pdbs
 from controller.stormservice.rolescaler import KubeRoleScalerControl, RoleScalerSync
@@ -41,6 +41,29 @@ from controller.stormservice.sync import (
 
 CONTROLLER_NAME = "stormservice"
 REVISION_SELECTOR = f"{c.LABEL_CONTROLLER_REVISION_NAME},{HASH_LABEL}"
+
+
+INDEX_ORPHAN_REVISION_BY_NAME = "orphan-revision-by-stormservice"
+
+
+def orphan_revision_index(obj: Obj) -> list[str]:
+    """namespace/name of the StormService an orphan ControllerRevision's name label points at."""
+    meta = obj.get("metadata") or {}
+    name = (meta.get("labels") or {}).get(c.LABEL_CONTROLLER_REVISION_NAME)
+    if not name or controller_ref(obj) is not None:
+        return []
+    return [f"{meta.get('namespace') or ''}/{name}"]
+
+
+def revision_candidates(store: Store, owner: Mapping[str, Any]) -> list[Obj]:
+    """The cached revisions a StormService may own: those it controls, and orphans labelled
+    with its name (the only orphans _claim_revisions adopts)."""
+    meta = owner["metadata"]
+    namespace = meta.get("namespace") or ""
+    owned = [
+        r for r in store.by_index(INDEX_CONTROLLER_UID, meta["uid"]) if _meta(r).get("namespace") == namespace
+    ]
+    return owned + store.by_index(INDEX_ORPHAN_REVISION_BY_NAME, f"{namespace}/{meta['name']}")
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -78,13 +101,19 @@ class StormServiceController:
         rs_informer.store.add_indexers({INDEX_ORPHAN_BY_STORM_SERVICE: orphan_index})
         self.stormservices: Store = ss_informer.store
         cr_store = cr_informer.store
+        cr_store.add_indexers({INDEX_ORPHAN_REVISION_BY_NAME: orphan_revision_index})
         self.syncer = StormServiceSync(
             client=client,
             stormservices=ss_informer.store,
             rolesets=rs_informer.store,
             services=svc_informer.store,
             pdbs=pdb_informer.store,
-            history=history or KubeRevisionHistory(client, lambda ns: cr_store.by_index(INDEX_NAMESPACE, ns)),
+            history=history
+            or KubeRevisionHistory(
+                client,
+                lambda ns: cr_store.by_index(INDEX_NAMESPACE, ns),
+                candidates=lambda owner: revision_candidates(cr_store, owner),
+            ),
             control=control or KubeRoleSetControl(client),
             recorder=recorder,
             expectations=self.expectations,
