@@ -676,17 +676,7 @@ class ApiClient:
         continue_token: str | None = None,
         resource_version: str | None = None,
     ) -> Obj:
-        query: _Query = []
-        if label_selector:
-            query.append(("labelSelector", label_selector))
-        if field_selector:
-            query.append(("fieldSelector", field_selector))
-        if limit:
-            query.append(("limit", str(limit)))
-        if continue_token:
-            query.append(("continue", continue_token))
-        if resource_version is not None:
-            query.append(("resourceVersion", resource_version))
+        query = _list_query(label_selector, field_selector, limit, continue_token, resource_version)
         page: Obj = await self._request("GET", self._path(resource, namespace), query=query)
         items = page.get("items")
         if items is None:
@@ -709,15 +699,7 @@ class ApiClient:
         """`list`, as the page without its items and an iterator that decodes the items one at
         a time (controller/runtime/listbody.py), for list_pages: an informer slims each item
         before the next is decoded, and a page's decoded items never all exist at once."""
-        query: _Query = []
-        if label_selector:
-            query.append(("labelSelector", label_selector))
-        if field_selector:
-            query.append(("fieldSelector", field_selector))
-        if limit:
-            query.append(("limit", str(limit)))
-        if continue_token:
-            query.append(("continue", continue_token))
+        query = _list_query(label_selector, field_selector, limit, continue_token, None)
         path = self._path(resource, namespace)
         body: bytes = await self._request("GET", path, query=query, raw=True)
         try:
@@ -941,6 +923,27 @@ class ApiClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _list_query(
+    label_selector: str | None,
+    field_selector: str | None,
+    limit: int | None,
+    continue_token: str | None,
+    resource_version: str | None,
+) -> _Query:
+    query: _Query = []
+    if label_selector:
+        query.append(("labelSelector", label_selector))
+    if field_selector:
+        query.append(("fieldSelector", field_selector))
+    if limit:
+        query.append(("limit", str(limit)))
+    if continue_token:
+        query.append(("continue", continue_token))
+    if resource_version is not None:
+        query.append(("resourceVersion", resource_version))
+    return query
 
 
 # Bodies above this size are decoded with the cyclic garbage collector paused.
