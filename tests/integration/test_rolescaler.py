@@ -130,54 +130,41 @@ class Pooled:
 def test_the_crd_refuses_external_scaling_outside_pooled_mode(
     kubectl: Kubectl, namespace: str, crds: list[str]
 ) -> None:
-    refused = kubectl.apply(
-        pooled("replicated", role("prefill", 1), role("decode", 1, scaling="External"), replicas=3),
-        "-n",
-        namespace,
-        check=False,
-    )
-    assert refused.returncode != 0
-    assert "scaling: External is allowed only in pooled mode (spec.replicas: 1)" in refused.stderr
-
-    follows_itself = kubectl.apply(
-        pooled(
-            "selfish",
-            role("prefill", 1),
-            role("decode", 1, scaling="External", scalingBand={"follows": "decode", "maxRatio": "2"}),
+    refusals = [
+        (
+            pooled("replicated", role("prefill", 1), role("decode", 1, scaling="External"), replicas=3),
+            "scaling: External is allowed only in pooled mode (spec.replicas: 1)",
         ),
-        "-n",
-        namespace,
-        check=False,
-    )
-    assert follows_itself.returncode != 0
-    assert "scalingBand.follows must name another role" in follows_itself.stderr
-
-    inverted = kubectl.apply(
-        pooled(
-            "inverted",
-            role("prefill", 1),
-            role(
-                "decode",
-                1,
-                scaling="External",
-                scalingBand={"follows": "prefill", "minRatio": "3", "maxRatio": "1.5"},
+        (
+            pooled(
+                "selfish",
+                role("prefill", 1),
+                role("decode", 1, scaling="External", scalingBand={"follows": "decode", "maxRatio": "2"}),
             ),
+            "scalingBand.follows must name another role",
         ),
-        "-n",
-        namespace,
-        check=False,
-    )
-    assert inverted.returncode != 0
-    assert "minRatio <= maxRatio" in inverted.stderr
-
-    no_external = kubectl.apply(
-        pooled("unscaled", role("prefill", 1), role("decode", 1, scalingBand=DECODE_BAND)),
-        "-n",
-        namespace,
-        check=False,
-    )
-    assert no_external.returncode != 0
-    assert "scalingBand requires scaling: External" in no_external.stderr
+        (
+            pooled(
+                "inverted",
+                role("prefill", 1),
+                role(
+                    "decode",
+                    1,
+                    scaling="External",
+                    scalingBand={"follows": "prefill", "minRatio": "3", "maxRatio": "1.5"},
+                ),
+            ),
+            "minRatio <= maxRatio",
+        ),
+        (
+            pooled("unscaled", role("prefill", 1), role("decode", 1, scalingBand=DECODE_BAND)),
+            "scalingBand requires scaling: External",
+        ),
+    ]
+    for manifest, message in refusals:
+        refused = kubectl.apply(manifest, "-n", namespace, check=False)
+        assert refused.returncode != 0, f"admitted, expected: {message}"
+        assert message in refused.stderr
 
     # The same in pooled mode is admitted.
     kubectl.apply(
