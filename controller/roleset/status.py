@@ -12,6 +12,7 @@ from typing import Any
 
 from controller.roleset import labels as L
 from controller.roleset.scale import Progress
+from controller.runtime.statusbatch import condition_states
 
 Obj = dict[str, Any]
 
@@ -192,17 +193,10 @@ def condition(status: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any]
     return None
 
 
-def _condition_states(status: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    return sorted(
-        (str(c.get("type")), str(c.get("status")), str(c.get("reason") or ""))
-        for c in status.get("conditions") or ()
-    )
-
-
 def counts_only(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
     """Whether `new` differs from the stored status only in pod counts and the condition
     messages that quote them: a change the runtime's StatusBatcher may hold back for a moment."""
     if not old:
         return False
     a, b = _comparable(old), _comparable(new)
-    return a["observedGeneration"] == b["observedGeneration"] and _condition_states(a) == _condition_states(b)
+    return a["observedGeneration"] == b["observedGeneration"] and condition_states(a) == condition_states(b)

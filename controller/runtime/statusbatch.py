@@ -13,7 +13,8 @@ whose status or reason changes (Ready included), a revision, a failure.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 #: kube-controller-manager's syncJobBatchPeriod.
 STATUS_BATCH_SECONDS = 1.0
@@ -39,3 +40,12 @@ class StatusBatcher:
 
     def forget(self, key: str) -> None:
         self._last_write.pop(key, None)
+
+
+def condition_states(status: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """The conditions' (type, status, reason), sorted: what a batched write must not change
+    (their messages may quote counts and so may be held back)."""
+    return sorted(
+        (str(c.get("type")), str(c.get("status")), str(c.get("reason") or ""))
+        for c in status.get("conditions") or ()
+    )

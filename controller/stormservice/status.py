@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from apis.v1alpha1 import constants as c
+from controller.runtime.statusbatch import condition_states
 from controller.stormservice.labels import scaling_target_selector
 from controller.stormservice.scale import budget_for
 from controller.stormservice.view import RoleSetView, status_is_fresh
@@ -253,13 +254,6 @@ def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> Obj |
     return {"status": body}
 
 
-def _condition_states(status: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    return sorted(
-        (str(c.get("type")), str(c.get("status")), str(c.get("reason") or ""))
-        for c in status.get("conditions") or ()
-    )
-
-
 #: Status fields a StatusBatcher may hold back: per-role pod counts (the RoleSet-level counts,
 #: revisions and conditions are written at once).
 BATCHED_FIELDS = frozenset({"roleStatuses"})
@@ -271,4 +265,4 @@ def counts_only(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
     if not old:
         return False
     keys = (old.keys() | new.keys()) - BATCHED_FIELDS - {"conditions"}
-    return all(old.get(k) == new.get(k) for k in keys) and _condition_states(old) == _condition_states(new)
+    return all(old.get(k) == new.get(k) for k in keys) and condition_states(old) == condition_states(new)
