@@ -27,6 +27,14 @@ from controller.runtime.workqueue import RateLimitingQueue
 CONTROLLER_NAME = "roleset"
 
 
+class _ControllerClients(Protocol):
+    @property
+    def client(self) -> KubeClient: ...
+
+    @property
+    def recorder(self) -> Recorder: ...
+
+
 class _Manager(Protocol):
     """What the controller needs of controller.runtime's Manager."""
 
@@ -34,13 +42,9 @@ class _Manager(Protocol):
     def informers(self) -> InformerFactory: ...
 
     @property
-    def recorder(self) -> Recorder: ...
-
-    @property
-    def client(self) -> KubeClient: ...
-
-    @property
     def options(self) -> Any: ...
+
+    def for_controller(self, name: str) -> _ControllerClients: ...
 
 
 def _unwrap(obj: Obj | DeletedFinalStateUnknown) -> Obj:
@@ -294,11 +298,13 @@ def _deadline(options: Any) -> float:
 
 
 def new_roleset_controller(manager: _Manager) -> RoleSetController:
-    """The RoleSet Reconciler on the manager's shared informers, client and event recorder."""
+    """The RoleSet Reconciler on the manager's shared informers, with its own client (and rate
+    limit) and event recorder."""
+    own = manager.for_controller(CONTROLLER_NAME)
     return RoleSetController(
         informers=manager.informers,
-        control=KubeObjectControl(manager.client),
-        recorder=manager.recorder,
+        control=KubeObjectControl(own.client),
+        recorder=own.recorder,
         config=SyncConfig(
             inplace_deadline_seconds=_deadline(manager.options), status_batch_seconds=STATUS_BATCH_SECONDS
         ),

@@ -15,7 +15,11 @@ Losing the Lease cancels the workers at once (another replica may already be act
 
 Leader election uses its own client (`lease_client`), with its own rate limiter: renewals must
 never queue behind the controllers' own writes (client-go gives leader election its own client
-for the same reason).
+for the same reason). Each controller, too, writes (and records its events) through a client with
+a token bucket of its own at the configured QPS and burst (`for_controller`), as
+kube-controller-manager gives every controller its own clientset: a RoleSet controller creating a
+thousand pods does not hold back the StormService controller, nor the other way round. The
+informers list and watch through the manager's client.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import contextlib
 import socket
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from controller.runtime.client import KubeClient
 from controller.runtime.errors import ApiError, Forbidden, NotFound
@@ -49,6 +55,22 @@ COMPONENT = "stormservice-controller"
 
 class LeadershipLost(Exception):
     """The Lease was lost while leading."""
+
+
+@runtime_checkable
+class OwnRateLimit(Protocol):
+    """A client that can lend its connections to a client with its own token bucket
+    (`ApiClient`; the in-memory fakes cannot, and are shared as they are)."""
+
+    def with_own_rate_limit(self, *, qps: float, burst: int, user_agent: str) -> KubeClient: ...
+
+
+@dataclass(frozen=True)
+class ControllerClients:
+    """What one controller writes through: its client and the recorder of its events."""
+
+    client: KubeClient
+    recorder: EventRecorder
 
 
 def default_identity() -> str:
@@ -76,6 +98,7 @@ class Manager:
         self.recorder = EventRecorder(
             client, COMPONENT, host=socket.gethostname(), flush_timeout=EVENT_FLUSH_TIMEOUT
         )
+        self._per_controller: dict[str, ControllerClients] = {}
         self.healthz = HealthChecks("healthz")
         self.readyz = HealthChecks("readyz")
         self.healthz.add("ping", lambda: None)
@@ -92,6 +115,27 @@ class Manager:
         self._running = False
 
     # --- registration --------------------------------------------------------------------------
+
+    def for_controller(self, name: str) -> ControllerClients:
+        """The client (own token bucket, the configured QPS and burst) and event recorder of
+        controller `name`; the same ones every time for one name."""
+        found = self._per_controller.get(name)
+        if found is not None:
+            return found
+        if self._running:
+            raise RuntimeError("controller clients must be made before Manager.run()")
+        client = self.client
+        if isinstance(client, OwnRateLimit):
+            client = client.with_own_rate_limit(
+                qps=self.options.kube_api_qps,
+                burst=int(self.options.kube_api_burst),
+                user_agent=f"{COMPONENT}/{name}",
+            )
+        recorder = EventRecorder(
+            client, COMPONENT, host=socket.gethostname(), flush_timeout=EVENT_FLUSH_TIMEOUT
+        )
+        found = self._per_controller[name] = ControllerClients(client, recorder)
+        return found
 
     def add(self, reconciler: Reconciler, workers: int) -> None:
         if self._running:
@@ -151,7 +195,8 @@ class Manager:
         cache_sync: asyncio.Task[None] | None = None
         try:
             await self._start_servers()
-            await self.recorder.start()
+            for recorder in self._recorders():
+                await recorder.start()
             self.informers.start()
             cache_sync = asyncio.create_task(self._await_cache_sync(), name="cache-sync")
             if self.options.leader_elect:
@@ -164,13 +209,17 @@ class Manager:
                 cache_sync.cancel()
                 await asyncio.wait({cache_sync})
             await self.informers.stop()
-            await self.recorder.stop()
+            # At the same time: the shutdown reserve holds one flush timeout, not one per recorder.
+            await asyncio.gather(*(recorder.stop() for recorder in self._recorders()))
             await self._stop_servers()
         if self.elector is not None and self.elector.lost:
             raise LeadershipLost(
                 f"lost the lease {self.options.leader_elect_namespace}/{self.options.leader_elect_id}"
             )
         log.info("manager stopped")
+
+    def _recorders(self) -> list[EventRecorder]:
+        return [self.recorder, *(c.recorder for c in self._per_controller.values())]
 
     async def _run_elected(self, stop_event: asyncio.Event) -> None:
         elector = self._elector_factory(self.lease_client, self.options, self.identity)

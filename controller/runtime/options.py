@@ -247,13 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--kube-api-qps",
         type=_positive_float,
         default=defaults.kube_api_qps,
-        help="sustained queries per second to the API server (default: %(default)s)",
+        help="sustained queries per second to the API server, for each controller (RoleSet, "
+        "StormService) and for the informers, as kube-controller-manager counts it "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--kube-api-burst",
         type=_positive_int,
         default=defaults.kube_api_burst,
-        help="burst of queries to the API server (default: %(default)s)",
+        help="burst of queries to the API server, for each controller and for the informers "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--log-level", choices=LEVELS, default=defaults.log_level, help="log level (default: %(default)s)"

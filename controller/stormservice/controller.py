@@ -283,9 +283,10 @@ class StormServiceController:
 
 
 def new_stormservice_controller(manager: Manager) -> Reconciler:
+    own = manager.for_controller(CONTROLLER_NAME)
     return StormServiceController(
-        client=manager.client,
+        client=own.client,
         informers=manager.informers,
-        recorder=manager.recorder,
+        recorder=own.recorder,
         status_batch=StatusBatcher(STATUS_BATCH_SECONDS),
     )

@@ -807,6 +807,40 @@ async def test_real_limiter_spaces_requests(server: tuple[FakeApiServer, TestSer
         await api_client.close()
 
 
+async def test_own_rate_limit_client_has_its_own_tokens_and_user_agent(
+    api: FakeApiServer, client: ApiClient
+) -> None:
+    api.reply("GET", POD_PATH, 200, {})
+    clock = FakeClock()
+    client.limiter = TokenBucket(1.0, 1, clock=clock)
+    sibling = client.with_own_rate_limit(qps=1.0, burst=1, user_agent="stormservice-controller/roleset")
+    await client.get(PODS, "ns", "p")  # the parent's only token
+    assert not client.limiter.try_accept()
+    # The sibling does not wait for the parent's bucket (it would sleep a whole second here).
+    await asyncio.wait_for(sibling.get(PODS, "ns", "p"), 0.5)
+    assert api.seen[-1].headers["User-Agent"] == "stormservice-controller/roleset"
+    assert not sibling.limiter.try_accept()
+    # Taking a token of the sibling left the parent's bucket alone, and the other way round.
+    parent_waits = asyncio.create_task(client.get(PODS, "ns", "p"))
+    await asyncio.sleep(0.05)
+    assert not parent_waits.done()
+    parent_waits.cancel()
+
+
+async def test_own_rate_limit_client_borrows_the_connections(
+    server: tuple[FakeApiServer, TestServer],
+) -> None:
+    api, test_server = server
+    api.reply("GET", POD_PATH, 200, {})
+    parent = ApiClient(ClientConfig(host=base_url(test_server)))
+    sibling = parent.with_own_rate_limit(qps=10.0, burst=5, user_agent="x")
+    assert sibling._session is parent._session
+    await sibling.close()
+    await parent.get(PODS, "ns", "p")  # closing the sibling left the shared session open
+    await parent.close()
+    assert parent._session.closed
+
+
 # --- configuration ----------------------------------------------------------------------------------
 
 

@@ -155,6 +155,58 @@ async def test_runs_controllers_serves_endpoints_and_stops_gracefully() -> None:
         await get(manager.health_port, "/healthz")
 
 
+class _LendingClient(FakeClient):
+    """A fake that, like ApiClient, lends its connections to clients with their own limits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lent: list[tuple[float, int, str]] = []
+
+    def with_own_rate_limit(self, *, qps: float, burst: int, user_agent: str) -> KubeClient:
+        self.lent.append((qps, burst, user_agent))
+        return self
+
+
+def test_each_controller_gets_its_own_rate_limited_client_once() -> None:
+    client = _LendingClient()
+    manager = Manager(client, options(kube_api_qps=7.0, kube_api_burst=9))
+    roleset = manager.for_controller("roleset")
+    assert manager.for_controller("roleset") is roleset
+    assert manager.for_controller("stormservice") is not roleset
+    assert client.lent == [
+        (7.0, 9, "stormservice-controller/roleset"),
+        (7.0, 9, "stormservice-controller/stormservice"),
+    ]
+    assert roleset.recorder is not manager.recorder
+
+
+def test_a_client_that_cannot_lend_is_shared() -> None:
+    client = FakeClient()
+    manager = Manager(client, options())
+    assert manager.for_controller("roleset").client is client
+
+
+async def test_controller_recorders_run_with_the_manager_and_flush_on_stop() -> None:
+    client = FakeClient()
+    seed_pod(client, "a")
+    manager = Manager(client, options())
+    own = manager.for_controller("pods")
+    stop = asyncio.Event()
+    async with running(manager, stop) as task:
+        await wait_until(lambda: manager.caches_synced)
+        own.recorder.event(
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"namespace": "ns", "name": "a", "uid": "u"}},
+            "Normal",
+            "Synced",
+            "by the controller's own recorder",
+        )
+        stop.set()
+        await asyncio.wait_for(task, PATIENCE)
+    assert [e["message"] for e in client.objects(EVENTS, "ns")] == ["by the controller's own recorder"]
+    with pytest.raises(RuntimeError):
+        manager.for_controller("late")
+
+
 async def test_readiness_before_the_caches_sync() -> None:
     manager = Manager(FakeClient(), options())
     assert manager.readyz.run() == [("manager", "caches not synced")]
