@@ -47,7 +47,8 @@ def roleset_label_index(obj: Obj) -> list[str]:
 
 
 def matches(pod: Mapping[str, Any], namespace: str, name: str) -> bool:
-    return (L.meta(pod).get("namespace") == namespace) and L.labels_of(pod).get(L.ROLESET_NAME_LABEL) == name
+    md = L.meta(pod)
+    return md.get("namespace") == namespace and (md.get("labels") or {}).get(L.ROLESET_NAME_LABEL) == name
 
 
 def needs_claim(pods: Store, key: str, namespace: str, name: str, uid: str) -> bool:

@@ -72,6 +72,39 @@ def pod_info(pod: Mapping[str, Any]) -> PodInfo:
     )
 
 
+class PodInfoCache:
+    """`pod_info` per pod version, per RoleSet: a pass reads every pod of its RoleSet, and most
+    passes come from one pod's change, so most pods are read as they were in the last pass."""
+
+    def __init__(self) -> None:
+        self._by_owner: dict[str, dict[str, tuple[str, PodInfo]]] = {}
+
+    def refresh(self, owner: str, pods: Iterable[Mapping[str, Any]]) -> dict[str, PodInfo]:
+        """uid -> PodInfo of `pods`, the owner's pods now; what it held for others is dropped."""
+        previous = self._by_owner.get(owner) or {}
+        current: dict[str, tuple[str, PodInfo]] = {}
+        for pod in pods:
+            md = L.meta(pod)
+            uid = md.get("uid")
+            if not uid:
+                continue
+            version = str(md.get("resourceVersion") or "")
+            cached = previous.get(uid)
+            current[uid] = (
+                cached
+                if cached is not None and cached[0] == version and version
+                else (
+                    version,
+                    pod_info(pod),
+                )
+            )
+        self._by_owner[owner] = current
+        return {uid: entry[1] for uid, entry in current.items()}
+
+    def forget(self, owner: str) -> None:
+        self._by_owner.pop(owner, None)
+
+
 @dataclass(frozen=True, slots=True)
 class Instance:
     """Active pods of one instance. `key` is the pod name, or the group name."""

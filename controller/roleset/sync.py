@@ -27,11 +27,19 @@ from controller.roleset import inplace as ip
 from controller.roleset import labels as L
 from controller.roleset import metrics as M
 from controller.roleset import podsets as podsets_
-from controller.roleset.instances import Instance, PodInfo, RoleParams, RoleView, build_view, pod_info
+from controller.roleset.instances import (
+    Instance,
+    PodInfo,
+    PodInfoCache,
+    RoleParams,
+    RoleView,
+    build_view,
+    pod_info,
+)
 from controller.roleset.podcontrol import ObjectControl
 from controller.roleset.pods import PodSpecInputs, RoleSetInfo, render_pod
 from controller.roleset.rollout import RoleRollout, plan_gates
-from controller.roleset.scale import CreatePod, DeletePod, RolePlan, classify, plan_role, progress
+from controller.roleset.scale import CreatePod, DeletePod, Progress, RolePlan, classify, plan_role, progress
 from controller.roleset.scheduling import (
     SCHEDULERS,
     Scheduler,
@@ -133,6 +141,8 @@ class RoleCtx:
     view: RoleView
     pods: dict[str, Obj]  # name -> pod (active or not)
     inputs: PodSpecInputs
+    # What the observed pods count for, as the rollout gates and status read it (once per pass).
+    progress: Progress
     role_sched: tuple[Scheduler, Mapping[str, Any]] | None = None
     plan: RolePlan = field(default_factory=RolePlan)
     ineligible: dict[str, str] = field(default_factory=dict)  # instance key -> why not in place
@@ -182,6 +192,7 @@ class RoleSetSync:
         self.gauges = M.RoleSetGauges()
         # RoleSet key -> ((uid, generation), spec model, template hash per role): see _parsed.
         self._models: dict[str, tuple[tuple[str, str], RoleSetSpec, list[str]]] = {}
+        self._pod_infos = PodInfoCache()
         self.status_batch = StatusBatcher(self.config.status_batch_seconds)
 
     # --- entry point ------------------------------------------------------------------------
@@ -197,6 +208,7 @@ class RoleSetSync:
         obj = self.rolesets.get(key)
         if obj is None:
             self._models.pop(key, None)
+            self._pod_infos.forget(key)
             self.status_batch.forget(key)
             self.expectations.delete_expectations(key)
             self._departed.pop(key, None)
@@ -206,6 +218,7 @@ class RoleSetSync:
         meta = obj["metadata"]
         if meta.get("deletionTimestamp"):
             self._models.pop(key, None)
+            self._pod_infos.forget(key)
             self._departed.pop(key, None)  # the garbage collector takes it from here
             self.gauges.forget(key)
             await self._remove_legacy_finalizers(obj)
@@ -249,9 +262,12 @@ class RoleSetSync:
         rs_sched = chosen_scheduler(self._dump(spec.scheduling_strategy))
         topo = self._dump(spec.topology_policy)
         roles: list[RoleCtx] = []
+        infos = self._pod_infos.refresh(key, owned)
         for pos, role in enumerate(spec.roles):
             roles.append(
-                self._role_ctx(info, role, hashes[pos], pos, by_role.get(role.name, []), rs_sched, topo)
+                self._role_ctx(
+                    info, role, hashes[pos], pos, by_role.get(role.name, []), rs_sched, topo, infos
+                )
             )
         spec_roles = {r.spec.name for r in roles}
         removed = [p for name, ps in by_role.items() if name not in spec_roles for p in ps]
@@ -274,7 +290,7 @@ class RoleSetSync:
             verdict = self.template_checks.get(key, ctx.spec.name, ctx.params.target_hash)
             if verdict is not None and verdict.rejection is not None:
                 obs.rejected_templates.append(f"role {ctx.spec.name}: {verdict.rejection}")
-        counts = [RoleCounts(r.spec.name, r.params.replicas, progress(r.params, r.view)) for r in roles]
+        counts = [RoleCounts(r.spec.name, r.params.replicas, r.progress) for r in roles]
         new_status = compute_status(
             counts,
             obs,
@@ -385,6 +401,7 @@ class RoleSetSync:
         pods: list[Obj],
         rs_sched: tuple[Scheduler, Mapping[str, Any]] | None,
         topo: Mapping[str, Any] | None,
+        infos: Mapping[str, PodInfo],
     ) -> RoleCtx:
         surge, unavailable = resolve_fenceposts(
             role.update_strategy.max_surge, role.update_strategy.max_unavailable, role.replicas
@@ -419,7 +436,7 @@ class RoleSetSync:
             scheduler_annotations=sched_anns,
             affinity=affinity,
         )
-        view = build_view(params, [pod_info(p) for p in pods])
+        view = build_view(params, [infos.get(p["metadata"].get("uid") or "") or pod_info(p) for p in pods])
         return RoleCtx(
             spec=role,
             position=pos,
@@ -427,6 +444,7 @@ class RoleSetSync:
             view=view,
             pods={p["metadata"]["name"]: p for p in pods},
             inputs=inputs,
+            progress=progress(params, view),
             role_sched=role_sched,
         )
 
@@ -542,8 +560,8 @@ class RoleSetSync:
                     replicas=c.params.replicas,
                     surge=c.params.surge,
                     unavailable=c.params.unavailable,
-                    updated_ready=(p := progress(c.params, c.view)).updated_ready,
-                    done=p.done(c.params.replicas),
+                    updated_ready=c.progress.updated_ready,
+                    done=c.progress.done(c.params.replicas),
                 )
                 for c in roles
             ],

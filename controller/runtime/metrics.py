@@ -204,20 +204,24 @@ class KeyedGauge:
 
     def __init__(self, gauge: Gauge) -> None:
         self._gauge = gauge
-        self._series: dict[str, set[tuple[str, ...]]] = {}
+        self._series: dict[str, dict[tuple[str, ...], float]] = {}
 
     def set(self, key: str, values: Mapping[tuple[str, ...], float]) -> None:
-        for labels in self._series.get(key, set()) - values.keys():
+        previous = self._series.get(key) or {}
+        for labels in previous.keys() - values.keys():
             self._gauge.remove(*labels)
         for labels, value in values.items():
-            self._gauge.labels(*labels).set(value)
+            # Every pass of every object sets its series, and most values have not changed: a
+            # `labels()` lookup is the costly part of setting one.
+            if previous.get(labels) != value:
+                self._gauge.labels(*labels).set(value)
         if values:
-            self._series[key] = set(values)
+            self._series[key] = dict(values)
         else:
             self._series.pop(key, None)
 
     def forget(self, key: str) -> None:
-        for labels in self._series.pop(key, set()):
+        for labels in self._series.pop(key, {}):
             self._gauge.remove(*labels)
 
 
