@@ -1,6 +1,7 @@
 """Benchmarks of the controller's hot paths: the work queue, the informer's ingest of pods
 (decode, slim, store with indexes) through list + watch, and the memory of the pod cache
-(bench/memory.py: RSS per realistic pod and the relist peak, each in a fresh process).
+(bench/memory.py: RSS per realistic pod and the relist peak, each in a fresh process), and the CPU
+of a RoleSet pass with nothing to do (bench/passes.py).
 
 Each benchmark prints one line (name, measured value, target). `--check` exits 1 when a target is
 missed. Targets are for one core of the 2-core CI machine; they guard against regressions by an
@@ -24,6 +25,7 @@ from typing import Any
 import orjson
 
 from bench.memory import measure_all
+from bench.passes import roleset_pass_cpu_us
 from controller.runtime.client import decode_json
 from controller.runtime.informer import FuncHandler, Informer
 from controller.runtime.listbody import split_list
@@ -292,6 +294,15 @@ def main(argv: list[str] | None = None) -> int:
     results += bench_store_ingest(scale(20_000))
     results += asyncio.run(bench_informer_watch(scale(5_000), scale(20_000)))
     results += asyncio.run(bench_workqueue(scale(1_000), scale(200_000), workers=8))
+    results.append(
+        Result(
+            "RoleSet pass, nothing to do, 20 pods (CPU)",
+            asyncio.run(roleset_pass_cpu_us()),
+            "us",
+            2_000,
+            False,
+        )
+    )
     results += bench_memory([scale(1_000), scale(10_000)])
     for result in results:
         print(result.line())
