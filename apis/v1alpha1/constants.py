@@ -118,6 +118,9 @@ REASON_ROLLOUT_COMPLETE: Final = "RolloutComplete"
 # reports them too, naming the RoleSet.
 REASON_ROLLOUT_BLOCKED: Final = "RolloutBlocked"
 REASON_IN_PLACE_UPDATE_STUCK: Final = "InPlaceUpdateStuck"
+# Progressing=True reason of a RoleSet (and its StormService) whose rollout went as far as a
+# role's updateStrategy.partition lets it: not complete, not stalled; lowering it goes on.
+REASON_PARTITION_HELD: Final = "PartitionHeld"
 # ReplicaFailure reason of a RoleSet (and its StormService) whose pod template the API server
 # rejects as a pod: nothing is replaced until the template changes.
 REASON_INVALID_POD_TEMPLATE: Final = "InvalidPodTemplate"

@@ -101,6 +101,11 @@ MSG_SCALING_BAND_FOLLOWS: Final = (
     "scalingBand.follows must name another role of the same RoleSet, one without a scalingBand of its own"
 )
 MSG_SCALING_BAND_BOUNDS: Final = "scalingBand needs minRatio, maxRatio or both, with minRatio <= maxRatio"
+MSG_PARTITION_MIN: Final = "partition must be greater than or equal to 0"
+MSG_PARTITION_NEEDS_IN_PLACE_UPDATE: Final = (
+    "a role's updateStrategy.partition needs the StormService's updateStrategy.type InPlaceUpdate: "
+    "RollingUpdate replaces whole RoleSets, so no instance could be kept on the old revision"
+)
 MSG_RATIO: Final = 'a ratio is a decimal string with at most 3 decimals, such as "1.5" or "3"'
 MSG_IMMUTABLE: Final = "is immutable"
 
@@ -280,6 +285,16 @@ CEL_EXTERNAL_SCALING_POOLED: Final = CelRule(
     MSG_EXTERNAL_SCALING_POOLED,
     ".replicas",
 )
+# On StormService.spec: a role partition holds instances inside a RoleSet rewritten in place.
+CEL_PARTITION_NEEDS_IN_PLACE_UPDATE: Final = CelRule(
+    "(has(self.updateStrategy) && has(self.updateStrategy.type)"
+    " && self.updateStrategy.type == 'InPlaceUpdate')"
+    " || !has(self.template.spec) || !has(self.template.spec.roles)"
+    " || self.template.spec.roles.all(r, !has(r.updateStrategy)"
+    " || !has(r.updateStrategy.partition) || r.updateStrategy.partition == 0)",
+    MSG_PARTITION_NEEDS_IN_PLACE_UPDATE,
+    ".updateStrategy.type",
+)
 # On a role object.
 CEL_SCALING_BAND_NEEDS_EXTERNAL: Final = CelRule(
     "!has(self.scalingBand) || (has(self.scaling) && self.scaling == 'External')",
@@ -302,6 +317,7 @@ CEL_IMMUTABLE: Final = CelRule("self == oldSelf", MSG_IMMUTABLE)
 
 ALL_CEL_RULES: Final = (
     CEL_EXTERNAL_SCALING_POOLED,
+    CEL_PARTITION_NEEDS_IN_PLACE_UPDATE,
     CEL_SCALING_BAND_NEEDS_EXTERNAL,
     CEL_SCALING_BAND_FOLLOWS,
     CEL_SCALING_BAND_BOUNDS,

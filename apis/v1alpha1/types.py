@@ -447,6 +447,11 @@ class RoleUpdateStrategy(WireModel):
     """Instances above replicas during a rollout."""
     max_unavailable: IntOrString | None = None
     """Instances that may be unavailable during a rollout."""
+    partition: Annotated[int, Bounds(minimum=0, message=r.MSG_PARTITION_MIN)] | None = None
+    """Canary: instances kept on the old template during a rollout (StatefulSet's partition).
+    Stateful or grouped roles update ordinals >= partition and keep those below; other roles
+    keep their `partition` oldest outdated instances. Lower it to go on; 0 or unset: roll all.
+    Not part of a revision. In a StormService, only with updateStrategy.type InPlaceUpdate."""
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
@@ -710,6 +715,7 @@ class StormServiceSpec(WireModel):
     crd_markers: ClassVar[tuple[Marker, ...]] = (
         r.CEL_SELECTOR_MATCHES_TEMPLATE,
         r.CEL_EXTERNAL_SCALING_POOLED,
+        r.CEL_PARTITION_NEEDS_IN_PLACE_UPDATE,
     )
 
     replicas: Annotated[int, Bounds(minimum=0, message=r.MSG_REPLICAS_MIN)] = d.DEFAULT_STORM_SERVICE_REPLICAS
@@ -748,6 +754,10 @@ class StormServiceSpec(WireModel):
             raise ValueError(r.MSG_SELECTOR_MISMATCH)
         if self.replicas != 1 and any(role.scaling == "External" for role in self.template.spec.roles):
             raise ValueError(r.MSG_EXTERNAL_SCALING_POOLED)
+        if self.update_strategy.type != "InPlaceUpdate" and any(
+            role.update_strategy.partition for role in self.template.spec.roles
+        ):
+            raise ValueError(r.MSG_PARTITION_NEEDS_IN_PLACE_UPDATE)
         return self
 
     @property

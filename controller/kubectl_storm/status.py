@@ -54,6 +54,8 @@ class RoleRow:
     #: still exists, and its name.
     revision: int | None
     revision_name: str
+    #: The role's updateStrategy.partition; None when unset.
+    partition: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,7 @@ def role_rows(rolesets: Sequence[Mapping[str, Any]], numbers: Mapping[str, int])
                     updated=int(got.get("updatedReplicas") or 0) if fresh else 0,
                     revision=numbers.get(revision),
                     revision_name=revision,
+                    partition=(role.get("updateStrategy") or {}).get("partition"),
                 )
             )
     return rows
@@ -121,6 +124,9 @@ def rollout_state(storm_service: Mapping[str, Any]) -> Rollout:
     if spec.get("paused"):
         why = (ready or {}).get("message") or ""
         return Rollout("paused", f"spec.paused{': ' + str(why) if why else ''}")
+    if progressing is not None and progressing.get("reason") == c.REASON_PARTITION_HELD:
+        # Nothing moves until a partition is lowered; `--watch` waits for that (or --timeout).
+        return Rollout("progressing", f"held by partition: {progressing.get('message') or ''}{failure_text}")
     why = (ready or progressing or {}).get("message") or "the controller to report status"
     return Rollout("progressing", f"waiting for {why}{failure_text}")
 
@@ -171,6 +177,7 @@ def build_report(
                 "updated": r.updated,
                 "revision": r.revision,
                 "revisionName": r.revision_name,
+                **({} if r.partition is None else {"partition": r.partition}),
             }
             for r in rows
         ],
@@ -200,9 +207,12 @@ def format_report(report: Mapping[str, Any], now: datetime) -> str:
     ]
     roles = report["roles"]
     if roles:
+        # Only when a role has one: the table of a StormService without partitions is unchanged.
+        partitioned = any("partition" in r for r in roles)
         lines.append(
             table(
-                ["ROLESET", "ROLE", "DESIRED", "READY", "UPDATED", "REVISION"],
+                ["ROLESET", "ROLE", "DESIRED", "READY", "UPDATED", "REVISION"]
+                + (["PARTITION"] if partitioned else []),
                 [
                     [
                         r["roleSet"],
@@ -212,6 +222,7 @@ def format_report(report: Mapping[str, Any], now: datetime) -> str:
                         r["updated"],
                         r["revision"] if r["revision"] is not None else r["revisionName"] or "<none>",
                     ]
+                    + ([r.get("partition", "")] if partitioned else [])
                     for r in roles
                 ],
             )

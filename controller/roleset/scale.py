@@ -6,7 +6,8 @@ One pass over a role does, in order:
 2. scaling: too few live instances -> create; too many -> delete outdated first, then not-ready,
    then newest, never taking ready instances below `replicas - maxUnavailable`;
 3. when nothing was scaled and the cross-role gate allows it, one rollout step within the role's
-   surge/unavailable budget (and the Interleave cap on updated instances).
+   surge/unavailable budget (and the Interleave cap on updated instances), never past the
+   role's partition (partition.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from controller.roleset import partition
 from controller.roleset.instances import Instance, PodInfo, RoleParams, RoleView, slot_map
 
 
@@ -39,6 +41,7 @@ class Gate:
 
     allowed: bool = True
     max_updated: int | None = None  # Interleave: updated instances allowed so far
+    partition: int = 0  # the role's updateStrategy.partition (see partition.py)
 
 
 @dataclass(slots=True)
@@ -190,7 +193,8 @@ def _plan_stateless(
     live = list(view.instances)
     kinds = {i.key: classify(role, i) for i in live}
     outdated = [i for i in live if kinds[i.key] == "outdated"]
-    rolling = gate.allowed and bool(outdated)
+    # Outdated instances a partition keeps are not a rollout under way: no surge room for them.
+    rolling = gate.allowed and len(outdated) > gate.partition
     max_live = n + (role.surge if rolling else 0)
 
     if len(live) > max_live:
@@ -213,6 +217,7 @@ def _plan_stateless(
         return
 
     cap = n if gate.max_updated is None else min(gate.max_updated, n)
+    cap = min(cap, partition.updatable_count(n, gate.partition))
     n_updated = len(live) - len(outdated)
     budget = sum(1 for i in live if i.ready) - (n - role.unavailable)
     removable = max(0, len(outdated) - (n - cap))
@@ -225,12 +230,15 @@ def _plan_stateless(
             if budget <= 0:
                 break
             budget -= 1
-        if use_inplace:
+        # A surge instance already took the place of one the partition lets go: that one goes,
+        # patching it too would leave fewer than `partition` kept once the surge is scaled away.
+        surplus = gate.partition > 0 and n_updated >= cap
+        if use_inplace and not surplus:
             plan.inplace.append(inst)
             n_updated += 1
         else:
             _delete_instance(plan, inst, "rollout")
-            if inplace:
+            if inplace and not surplus:
                 plan.fallback.append(inst)
             n_live -= 1
         removable -= 1
@@ -271,7 +279,9 @@ def _plan_slotted(
     candidates = [
         (i, insts[0])
         for i, insts in kept.items()
-        if len(insts) == 1 and classify(role, insts[0]) == "outdated"
+        if len(insts) == 1
+        and classify(role, insts[0]) == "outdated"
+        and partition.may_update_slot(i, gate.partition)
     ]
     # Not-ready first; then from the highest index down, as StatefulSets roll.
     candidates.sort(key=lambda c: (c[1].ready, -c[0]))

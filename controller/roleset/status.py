@@ -44,6 +44,8 @@ class Observations:
     pod_group: CondSpec | None = None
     topology_missing: list[str] | None = None  # None: no topology policy
     acted: bool = False  # the pass created, deleted or patched something
+    # role -> message, for roles whose rollout went as far as their partition lets it.
+    held: dict[str, str] = field(default_factory=dict)
 
 
 def role_status(rc: RoleCounts) -> Obj:
@@ -72,7 +74,11 @@ def conditions_for(roles: Sequence[RoleCounts], obs: Observations) -> list[CondS
         if not_ready
         else CondSpec(L.COND_READY, "True", "AllRolesReady", "every role has its ready replicas")
     ]
-    rolling = [r.name for r in roles if r.progress.outdated > 0 or r.progress.updated < r.replicas]
+    rolling = [
+        r.name
+        for r in roles
+        if (r.progress.outdated > 0 or r.progress.updated < r.replicas) and r.name not in obs.held
+    ]
     scaling = [r.name for r in roles if r.progress.live != r.replicas]
     if obs.stuck:
         conds.append(
@@ -89,6 +95,16 @@ def conditions_for(roles: Sequence[RoleCounts], obs: Observations) -> list[CondS
     elif rolling:
         conds.append(
             CondSpec(L.COND_PROGRESSING, "True", "RollingUpdate", "updating roles: " + ", ".join(rolling))
+        )
+    elif obs.held:
+        # Not complete, and not stalled either: the user lowers the partition to go on.
+        conds.append(
+            CondSpec(
+                L.COND_PROGRESSING,
+                "True",
+                L.REASON_PARTITION_HELD,
+                "; ".join(obs.held[name] for name in sorted(obs.held)),
+            )
         )
     elif scaling:
         conds.append(CondSpec(L.COND_PROGRESSING, "True", "Scaling", "scaling roles: " + ", ".join(scaling)))

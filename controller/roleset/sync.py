@@ -22,7 +22,7 @@ import structlog
 
 from apis.v1alpha1.intstr import resolve_fenceposts
 from apis.v1alpha1.types import LENIENT, RoleSetSpec, RoleSpec
-from controller.roleset import adoption, naming, templatecheck
+from controller.roleset import adoption, naming, partition, templatecheck
 from controller.roleset import inplace as ip
 from controller.roleset import labels as L
 from controller.roleset import metrics as M
@@ -291,6 +291,10 @@ class RoleSetSync:
             if verdict is not None and verdict.rejection is not None:
                 obs.rejected_templates.append(f"role {ctx.spec.name}: {verdict.rejection}")
         counts = [RoleCounts(r.spec.name, r.params.replicas, r.progress) for r in roles]
+        for ctx, rc in zip(roles, counts, strict=True):
+            h = _hold(ctx)
+            if partition.held(h, rc.replicas, rc.progress.live, rc.progress.updated_ready):
+                obs.held[ctx.spec.name] = partition.held_message(ctx.spec.name, h, rc.replicas)
         new_status = compute_status(
             counts,
             obs,
@@ -304,6 +308,7 @@ class RoleSetSync:
             new_status,
             {r.spec.name: r.view.broken_groups for r in roles if r.params.group_size > 1},
         )
+        self._record_partition_held(obj, new_status)
         if status_changed(obj.get("status"), new_status):
             wait = self.status_batch.hold(key, counts_only=counts_only(obj.get("status"), new_status))
             if wait is not None:
@@ -318,6 +323,14 @@ class RoleSetSync:
         if obs.failures:
             raise SyncError("; ".join(f"{r}: {m}" for r, m in obs.failures))
         return requeue
+
+    def _record_partition_held(self, obj: Obj, new_status: Mapping[str, Any]) -> None:
+        """An event when a rollout comes to rest at a partition (the condition says it from then on)."""
+        new = condition(new_status, L.COND_PROGRESSING) or {}
+        if new.get("reason") != L.REASON_PARTITION_HELD:
+            return
+        if (condition(obj.get("status"), L.COND_PROGRESSING) or {}).get("reason") != L.REASON_PARTITION_HELD:
+            self.recorder.event(obj, NORMAL, L.REASON_PARTITION_HELD, str(new.get("message") or ""))
 
     def _parsed(self, key: str, obj: Obj) -> tuple[RoleSetSpec, list[str]]:
         """The RoleSet's spec model and its roles' template hashes, built once per generation
@@ -561,7 +574,9 @@ class RoleSetSync:
                     surge=c.params.surge,
                     unavailable=c.params.unavailable,
                     updated_ready=c.progress.updated_ready,
-                    done=c.progress.done(c.params.replicas),
+                    # A role held by its partition does not hold the others back.
+                    done=c.progress.done(c.params.replicas)
+                    or partition.held(_hold(c), c.params.replicas, c.progress.live, c.progress.updated_ready),
                 )
                 for c in roles
             ],
@@ -571,9 +586,8 @@ class RoleSetSync:
         for ctx in roles:
             use_inplace = ctx.spec.update_strategy.type == "InPlaceIfPossible"
             eligible = self._eligibility(info, ctx) if use_inplace else frozenset()
-            ctx.plan = plan_role(
-                ctx.params, ctx.view, gates[ctx.spec.name], inplace=use_inplace, inplace_eligible=eligible
-            )
+            gate = dataclasses.replace(gates[ctx.spec.name], partition=_partition(ctx))
+            ctx.plan = plan_role(ctx.params, ctx.view, gate, inplace=use_inplace, inplace_eligible=eligible)
             if templatecheck.acts_on_template(ctx.plan) and not await self._template_accepted(
                 key, obj, info, ctx, obs
             ):
@@ -1294,6 +1308,16 @@ class RoleSetSync:
             )
         except NotFound:
             return
+
+
+def _partition(ctx: RoleCtx) -> int:
+    return ctx.spec.update_strategy.partition or 0
+
+
+def _hold(ctx: RoleCtx) -> partition.Hold:
+    """The role's outdated instances, split by its partition into kept and still to update."""
+    outdated = [i for i in ctx.view.instances if classify(ctx.params, i) == "outdated"]
+    return partition.hold(ctx.params, [*outdated, *ctx.view.unslotted], _partition(ctx))
 
 
 def _spec_has(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:

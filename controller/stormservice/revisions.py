@@ -5,7 +5,9 @@ scaling dimension (an autoscaler moves them), not a version: changing them must 
 rollout that replaces whole RoleSets, so they are left out of the data and out of the hash, and
 applied to existing RoleSets in place (`role_replica_patch`). For the same reason a role's
 `scaling` and `scalingBand` (who sets its replicas, see `rolescaler.py`) are left out too:
-opting a role in or out of external scaling restarts nothing.
+opting a role in or out of external scaling restarts nothing. A role's
+`updateStrategy.partition` (how far a rollout goes) is left out as well, and set on existing
+RoleSets in place (`partition.role_partition_patch`).
 
 The data layout is the reference's: `{"spec": {"template": {..., "$patch": "replace"}}}`.
 """
@@ -33,6 +35,9 @@ Obj = dict[str, Any]
 PATCH_DIRECTIVE = "$patch"
 #: Role fields that are about scaling, not about the pods: not part of a revision.
 NOT_VERSIONED_ROLE_FIELDS = ("replicas", "scaling", "scalingBand")
+#: Fields of a role's updateStrategy that say how far a rollout goes, not what the pods run:
+#: not part of a revision either (a changed partition goes on, or holds, the same rollout).
+NOT_VERSIONED_ROLE_UPDATE_STRATEGY_FIELDS = ("partition",)
 
 
 def revision_template(template: Mapping[str, Any]) -> Obj:
@@ -44,6 +49,10 @@ def revision_template(template: Mapping[str, Any]) -> Obj:
             if isinstance(role, dict):
                 for key in NOT_VERSIONED_ROLE_FIELDS:
                     role.pop(key, None)
+                strategy = role.get("updateStrategy")
+                if isinstance(strategy, dict):
+                    for key in NOT_VERSIONED_ROLE_UPDATE_STRATEGY_FIELDS:
+                        strategy.pop(key, None)
     return out
 
 

@@ -137,6 +137,17 @@ def count(rolesets: Sequence[RoleSetView], current_revision: str, update_revisio
     )
 
 
+def partition_held(rolesets: Sequence[RoleSetView], current_revision: str, update_revision: str) -> list[str]:
+    """`RoleSet <name>: <why>` for each RoleSet whose rollout rests at a role's partition, when
+    that is all that keeps the rollout from completing; else []."""
+    if current_revision != update_revision:
+        return []
+    waiting = [r for r in rolesets if not (r.updated or r.terminating)]
+    if not waiting or any(r.partition_held is None or r.revision != update_revision for r in waiting):
+        return []
+    return sorted(f"RoleSet {r.name}: {r.partition_held}" for r in waiting)
+
+
 def advance_current_revision(rolesets: Sequence[RoleSetView], current: str, update: str) -> str:
     """`currentRevision` becomes `updateRevision` once no RoleSet of another revision remains
     (terminating ones included: their pods still run the old template)."""
@@ -208,6 +219,9 @@ def compute_status(
     elif stalled:
         # A RoleSet's own rollout cannot go on without the user; say which and why.
         progressing = ("False", REASON_ROLESET_STALLED, f"{message}; " + "; ".join(stalled))
+    elif held := partition_held(rolesets, current_revision, update_revision):
+        # Not complete and not stalled (no progress deadline applies): the user lowers a partition.
+        progressing = ("True", c.REASON_PARTITION_HELD, "; ".join(held))
     else:
         progressing = ("True", reason, message)
     conditions = set_condition(conditions, c.CONDITION_PROGRESSING, *progressing, now)

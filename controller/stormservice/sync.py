@@ -64,6 +64,7 @@ from controller.stormservice.inplace import rewrite_patch
 from controller.stormservice.labels import render_roleset
 from controller.stormservice.metrics import RoleSetGauge, RolloutTimer, StatusGauges
 from controller.stormservice.naming import lowest_free_indexes
+from controller.stormservice.partition import role_partition_patch
 from controller.stormservice.pdb import PdbAction, pdb_patch, plan_pdbs
 from controller.stormservice.plan import plan_pass
 from controller.stormservice.revisions import (
@@ -766,7 +767,7 @@ class StormServiceSync:
         template = spec.get("template") or {}
         update_name = revision_name(revs.update)
 
-        if await self._scale_roles(obj, views, template):
+        if await self._scale_roles(obj, views, template) or await self._set_partitions(obj, views, template):
             # The patched RoleSets have new versions the cache has not shown: decide the rest
             # (which may rewrite or delete them) once it has.
             return
@@ -891,6 +892,16 @@ class StormServiceSync:
             self.recorder.event(
                 obj, NORMAL, EVENT_SCALED_ROLES, f"Scaled roles of RoleSet {v.name}: {scaled}"
             )
+        return patched
+
+    async def _set_partitions(self, obj: Obj, views: list[RoleSetView], template: Mapping[str, Any]) -> bool:
+        """A role's partition changed in the StormService: set it on every live RoleSet, where
+        it holds or releases instances of the rollout under way (no revision, no rewrite)."""
+        patched = False
+        for v in views:
+            ops = [] if v.terminating else role_partition_patch(v.obj, template)
+            if ops and await self._patch_roleset(obj, v, ops, "json", "setting the partitions of"):
+                patched = True
         return patched
 
     async def _create(self, key: str, obj: Obj, bodies: list[Obj]) -> None:

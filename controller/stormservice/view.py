@@ -33,6 +33,8 @@ class RoleSetView:
     stalled: str | None = None
     # The RoleSet's message when the API server rejects pods of one of its templates.
     rejected_template: str | None = None
+    # The RoleSet's message when its rollout went as far as a role's partition lets it.
+    partition_held: str | None = None
     obj: Obj = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -89,6 +91,7 @@ def view_of(obj: Obj) -> RoleSetView:
         uid=str(meta.get("uid", "")),
         stalled=_stalled(obj) if fresh and not terminating else None,
         rejected_template=_rejected_template(obj) if fresh and not terminating else None,
+        partition_held=_partition_held(obj) if fresh and not terminating else None,
         obj=obj,
     )
 
@@ -113,4 +116,9 @@ def _stalled(obj: Mapping[str, Any]) -> str | None:
 
 def _rejected_template(obj: Mapping[str, Any]) -> str | None:
     cond = _reported(obj, c.CONDITION_REPLICA_FAILURE, "True", (c.REASON_INVALID_POD_TEMPLATE,))
+    return None if cond is None else str(cond.get("message") or "")
+
+
+def _partition_held(obj: Mapping[str, Any]) -> str | None:
+    cond = _reported(obj, c.CONDITION_PROGRESSING, "True", (c.REASON_PARTITION_HELD,))
     return None if cond is None else str(cond.get("message") or "")

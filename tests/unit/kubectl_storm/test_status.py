@@ -183,3 +183,27 @@ def test_report_and_table() -> None:
             "Not ready:   pd-roleset-b (prefill 0/1 ready)",
         ]
     )
+
+
+def test_a_partition_is_a_column_and_a_held_rollout_says_so() -> None:
+    held = "RoleSet pd-roleset-a: role decode: 1 of 2 instances kept on the old revision by partition"
+    ss = storm_service(
+        conditions=[
+            cond("Ready", "False", "RolloutInProgress", "0 of 1 RoleSets updated to revision pd-aaa"),
+            cond("Progressing", "True", "PartitionHeld", held),
+        ],
+    )
+    rs = roleset(
+        "pd-roleset-a", "pd-aaa", desired={"prefill": 1, "decode": 2}, updated={"prefill": 1, "decode": 1}
+    )
+    rs["spec"]["roles"][1]["updateStrategy"] = {"type": "Recreate", "partition": 1}
+    report = build_report(ss, [rs], [revision("pd-aaa", 1, template())])
+    assert [r.get("partition") for r in report["roles"]] == [None, 1]
+    assert "partition" not in report["roles"][0]
+    assert report["rollout"]["message"] == f"held by partition: {held}"
+    table = format_report(report, datetime(2026, 1, 1, 0, 5, 0, tzinfo=UTC)).splitlines()
+    assert table[6:9] == [
+        "ROLESET        ROLE      DESIRED   READY   UPDATED   REVISION   PARTITION",
+        "pd-roleset-a   prefill   1         1       1         1",
+        "pd-roleset-a   decode    2         2       1         1          1",
+    ]
