@@ -1,0 +1,389 @@
+"""A role's updateStrategy.partition (a canary rollout), on the local control plane.
+
+- test_the_crd_admits_a_partition_only_with_in_place_update: admission (CEL and bounds) with the
+  messages users see; the sample and an AIBrix InPlaceUpdate manifest are admitted unchanged.
+- test_a_partition_holds_part_of_a_pooled_rollout: a pooled InPlaceUpdate StormService, decode
+  with 4 replicas and partition 2: an image change updates exactly 2 decode pods (in place under
+  InPlaceIfPossible, same UIDs; replaced under Recreate) and keeps 2; the RoleSet and the
+  StormService say PartitionHeld; the role after it (Sequential) rolls all the same. Lowering
+  the partition goes on (1, then 0) with no new ControllerRevision, and ends Ready.
+- test_a_stateful_role_keeps_the_ordinals_below_its_partition: StatefulSet's semantics.
+- test_an_aibrix_manifest_without_partition_rolls_fully: samples/prefill-decode.yaml applied
+  unchanged rolls every pod; no partition is written anywhere and PartitionHeld never appears.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from apis.v1alpha1 import constants as c
+from tests.cluster import ControllerProcess, Kubectl, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+API = "orchestration.aibrix.ai/v1alpha1"
+IMAGE_V1 = "registry.k8s.io/pause:3.10"
+IMAGE_V2 = "registry.k8s.io/pause:3.9"
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "samples" / "canary-partition.yaml"
+AIBRIX_IN_PLACE = ROOT.parent / "shared" / "reference" / "aibrix-objects" / "vllm-replica.manifest.yaml"
+VENV_BIN = Path(sys.executable).parent
+SETTLE = 240.0  # generous: the machine is shared and loaded
+
+
+def role(name: str, replicas: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "replicas": replicas,
+        "template": {
+            "metadata": {"labels": {"component": name}},
+            "spec": {
+                "terminationGracePeriodSeconds": 0,
+                "containers": [{"name": "engine", "image": IMAGE_V1}],
+            },
+        },
+        **extra,
+    }
+
+
+def pooled(name: str, *roles: dict[str, Any], strategy: str | None = "InPlaceUpdate") -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "replicas": 1,
+        "selector": {"matchLabels": {"app": name}},
+        "template": {"metadata": {"labels": {"app": name}}, "spec": {"roles": list(roles)}},
+    }
+    if strategy is not None:
+        spec["updateStrategy"] = {"type": strategy}
+    return {"apiVersion": API, "kind": "StormService", "metadata": {"name": name}, "spec": spec}
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    return any(
+        cond["type"] == "Ready" and cond["status"] == "True"
+        for cond in (pod.get("status") or {}).get("conditions") or ()
+    )
+
+
+def image(pod: dict[str, Any]) -> str:
+    return str(pod["spec"]["containers"][0]["image"])
+
+
+class Storm:
+    """Reads of one StormService, its RoleSets, pods, revisions and events, through kubectl."""
+
+    def __init__(self, kubectl: Kubectl, namespace: str, name: str, controller: ControllerProcess) -> None:
+        self.kubectl, self.namespace, self.name, self.controller = kubectl, namespace, name, controller
+
+    def get(self, *args: str) -> Any:
+        return self.kubectl.get_json(*args, "-n", self.namespace)
+
+    def ss(self) -> dict[str, Any]:
+        out: dict[str, Any] = self.get("stormservice", self.name)
+        return out
+
+    def rolesets(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.get("rolesets", "-l", f"{c.LABEL_STORM_SERVICE_NAME}={self.name}")[
+            "items"
+        ]
+        return items
+
+    def pods(self, role: str) -> list[dict[str, Any]]:
+        items = self.get("pods", "-l", f"{c.LABEL_STORM_SERVICE_NAME}={self.name},role-name={role}")["items"]
+        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+    def revisions(self) -> list[str]:
+        items = self.get("controllerrevisions", "-l", f"name={self.name}")["items"]
+        return sorted(r["metadata"]["name"] for r in items)
+
+    def images(self, role: str) -> dict[str, int]:
+        """Ready pods of the role by image; any pod not ready, or an in-place update still under
+        way, makes it {}."""
+        pods = self.pods(role)
+        if not all(is_ready(p) for p in pods) or any(
+            c.ANNOTATION_IN_PLACE_UPDATE_TARGET_HASH in (p["metadata"].get("annotations") or {}) for p in pods
+        ):
+            return {}
+        out: dict[str, int] = {}
+        for p in pods:
+            out[image(p)] = out.get(image(p), 0) + 1
+        return out
+
+    @staticmethod
+    def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+        return next((x for x in (obj.get("status") or {}).get("conditions") or () if x["type"] == type_), {})
+
+    def progressing(self) -> tuple[str | None, str | None, str | None]:
+        """(StormService reason, RoleSet reason, RoleSet message) of Progressing."""
+        rolesets = self.rolesets()
+        rs = self.condition(rolesets[0], "Progressing") if len(rolesets) == 1 else {}
+        return self.condition(self.ss(), "Progressing").get("reason"), rs.get("reason"), rs.get("message")
+
+    def events(self, reason: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.get("events", "--field-selector", f"reason={reason}")["items"]
+        return items
+
+    def wait(self, predicate: Callable[[], bool], what: str, timeout: float = SETTLE) -> None:
+        def check() -> bool:
+            assert self.controller.alive(), "the controller exited:\n" + self.controller.log_text()[-3000:]
+            return predicate()
+
+        wait_until(check, timeout, what, interval=0.5)
+
+    def patch(self, ops: list[dict[str, Any]]) -> None:
+        self.kubectl(
+            "patch", "stormservice", self.name, "-n", self.namespace, "--type=json", "-p", json.dumps(ops)
+        )
+
+    def set_partition(self, index: int, value: int) -> None:
+        path = f"/spec/template/spec/roles/{index}/updateStrategy/partition"
+        self.patch([{"op": "add", "path": path, "value": value}])
+
+    def set_images(self, count: int, value: str) -> None:
+        self.patch(
+            [
+                {
+                    "op": "replace",
+                    "path": f"/spec/template/spec/roles/{i}/template/spec/containers/0/image",
+                    "value": value,
+                }
+                for i in range(count)
+            ]
+        )
+
+    def complete(self) -> bool:
+        ss = self.ss()
+        status = ss.get("status") or {}
+        return (
+            status.get("observedGeneration") == ss["metadata"]["generation"]
+            and self.condition(ss, "Ready").get("status") == "True"
+            and self.condition(ss, "Progressing").get("reason") == c.REASON_ROLLOUT_COMPLETE
+        )
+
+    def storm_status(self, kubeconfig: str) -> str:
+        env = {
+            **os.environ,
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "KUBECONFIG": kubeconfig,
+            # This checkout's code, not the one the console script was installed from.
+            "PYTHONPATH": str(ROOT),
+        }
+        proc = subprocess.run(
+            [str(VENV_BIN / "kubectl-storm"), "status", self.name, "-n", self.namespace],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+
+def held_message(role_name: str, kept: int, replicas: int) -> str:
+    return f"role {role_name}: {kept} of {replicas} instances kept on the old revision by partition"
+
+
+def test_the_crd_admits_a_partition_only_with_in_place_update(
+    kubectl: Kubectl, namespace: str, crds: list[str]
+) -> None:
+    refusals = [
+        (
+            pooled("rolling", role("decode", 2, updateStrategy={"partition": 1}), strategy="RollingUpdate"),
+            "updateStrategy.partition needs the StormService's updateStrategy.type InPlaceUpdate",
+        ),
+        (
+            pooled("defaulted", role("decode", 2, updateStrategy={"partition": 1}), strategy=None),
+            "updateStrategy.partition needs the StormService's updateStrategy.type InPlaceUpdate",
+        ),
+        (
+            pooled("negative", role("decode", 2, updateStrategy={"partition": -1})),
+            "should be greater than or equal to 0",
+        ),
+    ]
+    for manifest, message in refusals:
+        refused = kubectl.apply(manifest, "-n", namespace, "--dry-run=server", check=False)
+        assert refused.returncode != 0, f"admitted, expected: {message}"
+        assert message in refused.stderr, refused.stderr
+
+    admitted = [
+        pooled("canary", role("decode", 2, updateStrategy={"type": "InPlaceIfPossible", "partition": 5})),
+        pooled("zero", role("decode", 2, updateStrategy={"partition": 0}), strategy="RollingUpdate"),
+    ]
+    for manifest in admitted:
+        kubectl.apply(manifest, "-n", namespace, "--dry-run=server")
+    kubectl("apply", "--server-side", "--dry-run=server", "-n", namespace, "-f", str(SAMPLE))
+    if AIBRIX_IN_PLACE.exists():  # AIBrix's own InPlaceUpdate manifest, unchanged
+        kubectl("apply", "--server-side", "--dry-run=server", "-n", namespace, "-f", str(AIBRIX_IN_PLACE))
+
+
+@pytest.mark.parametrize("decode_update", ["InPlaceIfPossible", "Recreate"])
+def test_a_partition_holds_part_of_a_pooled_rollout(
+    kubectl: Kubectl,
+    kubeconfig: str,
+    namespace: str,
+    crds: list[str],
+    run_controller: Callable[..., ControllerProcess],
+    decode_update: str,
+) -> None:
+    controller = run_controller(f"--namespace={namespace}")
+    name = "canary"
+    kubectl.apply(
+        pooled(
+            name,
+            # decode rolls first (Sequential); prefill has no partition and must roll fully
+            # although decode is held.
+            role(
+                "decode",
+                4,
+                upgradeOrder=1,
+                updateStrategy={"type": decode_update, "maxUnavailable": 2, "partition": 2},
+            ),
+            role("prefill", 2, upgradeOrder=2, updateStrategy={"type": "Recreate", "maxUnavailable": 1}),
+        ),
+        "-n",
+        namespace,
+    )
+    st = Storm(kubectl, namespace, name, controller)
+    st.wait(st.complete, "the StormService created and Ready")
+    # No image changed yet: a partition with nothing to hold is complete.
+    assert st.images("decode") == {IMAGE_V1: 4}
+    assert st.rolesets()[0]["spec"]["roles"][0]["updateStrategy"]["partition"] == 2
+    revisions = st.revisions()
+    assert len(revisions) == 1
+    roleset_uid = st.rolesets()[0]["metadata"]["uid"]
+    before = {p["metadata"]["uid"] for p in st.pods("decode")}
+
+    st.set_images(2, IMAGE_V2)
+    expected = held_message("decode", 2, 4)
+    st.wait(
+        lambda: st.progressing() == ("PartitionHeld", "PartitionHeld", expected),
+        "the rollout held at the partition",
+    )
+    assert st.images("decode") == {IMAGE_V1: 2, IMAGE_V2: 2}
+    assert st.images("prefill") == {IMAGE_V2: 2}, "the role after the held one did not roll"
+    uids = {p["metadata"]["uid"] for p in st.pods("decode")}
+    kept_uids = {p["metadata"]["uid"] for p in st.pods("decode") if image(p) == IMAGE_V1}
+    assert kept_uids <= before
+    if decode_update == "InPlaceIfPossible":
+        assert uids == before, "an in-place update replaced a pod"
+    else:
+        assert len(uids & before) == 2, "Recreate should have replaced exactly 2 pods"
+    ss = st.ss()
+    assert (
+        st.condition(ss, "Progressing")["message"]
+        == f"RoleSet {st.rolesets()[0]['metadata']['name']}: {expected}"
+    )
+    assert st.condition(ss, "Ready")["status"] == "False", "a held rollout is not complete"
+    decode_status = next(r for r in ss["status"]["roleStatuses"] if r["name"] == "decode")
+    assert (decode_status["replicas"], decode_status["updatedReplicas"]) == (4, 2)
+    assert ss["status"]["updatedReplicas"] == 0
+    st.wait(lambda: bool(st.events("PartitionHeld")), "a PartitionHeld event on the RoleSet", timeout=60)
+    text = st.storm_status(kubeconfig)
+    assert "PARTITION" in text and "held by partition: RoleSet" in text, text
+    assert len(st.revisions()) == 2
+
+    # Lowering it goes on: one more, then all. No new revision, the same RoleSet.
+    st.set_partition(0, 1)
+    st.wait(
+        lambda: (
+            st.progressing() == ("PartitionHeld", "PartitionHeld", held_message("decode", 1, 4))
+            and st.images("decode") == {IMAGE_V1: 1, IMAGE_V2: 3}
+        ),
+        "the rollout held at partition 1",
+    )
+    st.set_partition(0, 0)
+    st.wait(st.complete, "the rollout complete once the partition is 0")
+    assert st.images("decode") == {IMAGE_V2: 4}
+    assert len(st.revisions()) == 2, "a partition change made a ControllerRevision"
+    assert st.rolesets()[0]["metadata"]["uid"] == roleset_uid
+    if decode_update == "InPlaceIfPossible":
+        assert {p["metadata"]["uid"] for p in st.pods("decode")} == before
+
+
+def test_a_stateful_role_keeps_the_ordinals_below_its_partition(
+    kubectl: Kubectl,
+    namespace: str,
+    crds: list[str],
+    run_controller: Callable[..., ControllerProcess],
+) -> None:
+    controller = run_controller(f"--namespace={namespace}")
+    name = "ordinals"
+    strategy = {"type": "Recreate", "maxUnavailable": 2, "partition": 2}
+    kubectl.apply(pooled(name, role("decode", 4, stateful=True, updateStrategy=strategy)), "-n", namespace)
+    st = Storm(kubectl, namespace, name, controller)
+    st.wait(st.complete, "the StormService created and Ready")
+    before = {p["metadata"]["uid"]: p for p in st.pods("decode")}
+
+    st.set_images(1, IMAGE_V2)
+    st.wait(
+        lambda: st.progressing() == ("PartitionHeld", "PartitionHeld", held_message("decode", 2, 4)),
+        "the rollout held at the partition",
+    )
+
+    def ordinal(pod: dict[str, Any]) -> int:
+        return int(pod["metadata"]["labels"][c.LABEL_ROLE_REPLICA_INDEX])
+
+    by_ordinal = {ordinal(p): p for p in st.pods("decode")}
+    assert sorted(by_ordinal) == [0, 1, 2, 3]
+    assert {i: image(p) for i, p in by_ordinal.items()} == {
+        0: IMAGE_V1,
+        1: IMAGE_V1,
+        2: IMAGE_V2,
+        3: IMAGE_V2,
+    }
+    assert by_ordinal[0]["metadata"]["uid"] in before and by_ordinal[1]["metadata"]["uid"] in before
+
+    # Raising it holds what is already updated where it is: nothing rolls back, no revision.
+    revisions = st.revisions()
+    st.set_partition(0, 3)
+    st.wait(
+        lambda: (
+            st.progressing()[1:] == ("PartitionHeld", held_message("decode", 2, 4))
+            and st.rolesets()[0]["spec"]["roles"][0]["updateStrategy"]["partition"] == 3
+        ),
+        "the raised partition carried to the RoleSet",
+    )
+    assert {ordinal(p): image(p) for p in st.pods("decode")}[2] == IMAGE_V2
+    st.set_partition(0, 0)
+    st.wait(st.complete, "the rollout complete once the partition is 0")
+    assert st.images("decode") == {IMAGE_V2: 4}
+    assert st.revisions() == revisions
+
+
+def test_an_aibrix_manifest_without_partition_rolls_fully(
+    kubectl: Kubectl,
+    namespace: str,
+    crds: list[str],
+    run_controller: Callable[..., ControllerProcess],
+) -> None:
+    controller = run_controller(f"--namespace={namespace}")
+    sample = ROOT / "samples" / "prefill-decode.yaml"
+    manifest = yaml.safe_load(sample.read_text())
+    name = manifest["metadata"]["name"]
+    kubectl("apply", "-n", namespace, "-f", str(sample))
+    st = Storm(kubectl, namespace, name, controller)
+    st.wait(st.complete, "the sample created and Ready")
+    roles = [r["name"] for r in manifest["spec"]["template"]["spec"]["roles"]]
+    before = {p["metadata"]["uid"] for r in roles for p in st.pods(r)}
+
+    st.set_images(len(roles), IMAGE_V2)
+    st.wait(
+        lambda: st.complete() and all(st.images(r) == {IMAGE_V2: len(st.pods(r))} for r in roles),
+        "the sample's rollout complete",
+    )
+    after = {p["metadata"]["uid"] for r in roles for p in st.pods(r)}
+    assert not (before & after), "a pod of the old revision survived the rollout"
+    for rs in st.rolesets():
+        for r in rs["spec"]["roles"]:
+            assert "partition" not in (r.get("updateStrategy") or {}), "a partition was written"
+        assert st.condition(rs, "Progressing").get("reason") == c.REASON_ROLLOUT_COMPLETE
+    assert not st.events("PartitionHeld")
