@@ -7,7 +7,8 @@
   InPlaceIfPossible, same UIDs; replaced under Recreate) and keeps 2; the RoleSet and the
   StormService say PartitionHeld; the role after it (Sequential) rolls all the same. Lowering
   the partition goes on (1, then 0) with no new ControllerRevision, and ends Ready.
-- test_a_stateful_role_keeps_the_ordinals_below_its_partition: StatefulSet's semantics.
+- test_a_slotted_role_keeps_the_ordinals_below_its_partition: StatefulSet's semantics, for a
+  stateful role and for groups (podGroupSize 2); raising the partition rolls nothing back.
 - test_an_aibrix_manifest_without_partition_rolls_fully: samples/prefill-decode.yaml applied
   unchanged rolls every pod; no partition is written anywhere and PartitionHeld never appears.
 """
@@ -309,19 +310,25 @@ def test_a_partition_holds_part_of_a_pooled_rollout(
         assert {p["metadata"]["uid"] for p in st.pods("decode")} == before
 
 
-def test_a_stateful_role_keeps_the_ordinals_below_its_partition(
+@pytest.mark.parametrize(
+    ("kind", "shape"),
+    [("stateful", {"stateful": True}), ("grouped", {"podGroupSize": 2})],
+)
+def test_a_slotted_role_keeps_the_ordinals_below_its_partition(
     kubectl: Kubectl,
     namespace: str,
     crds: list[str],
     run_controller: Callable[..., ControllerProcess],
+    kind: str,
+    shape: dict[str, Any],
 ) -> None:
     controller = run_controller(f"--namespace={namespace}")
-    name = "ordinals"
+    name = f"ordinals-{kind}"
     strategy = {"type": "Recreate", "maxUnavailable": 2, "partition": 2}
-    kubectl.apply(pooled(name, role("decode", 4, stateful=True, updateStrategy=strategy)), "-n", namespace)
+    kubectl.apply(pooled(name, role("decode", 4, updateStrategy=strategy, **shape)), "-n", namespace)
     st = Storm(kubectl, namespace, name, controller)
     st.wait(st.complete, "the StormService created and Ready")
-    before = {p["metadata"]["uid"]: p for p in st.pods("decode")}
+    before = {p["metadata"]["uid"] for p in st.pods("decode")}
 
     st.set_images(1, IMAGE_V2)
     st.wait(
@@ -329,33 +336,35 @@ def test_a_stateful_role_keeps_the_ordinals_below_its_partition(
         "the rollout held at the partition",
     )
 
-    def ordinal(pod: dict[str, Any]) -> int:
-        return int(pod["metadata"]["labels"][c.LABEL_ROLE_REPLICA_INDEX])
+    def by_ordinal() -> dict[int, set[str]]:
+        out: dict[int, set[str]] = {}
+        for p in st.pods("decode"):
+            out.setdefault(int(p["metadata"]["labels"][c.LABEL_ROLE_REPLICA_INDEX]), set()).add(image(p))
+        return out
 
-    by_ordinal = {ordinal(p): p for p in st.pods("decode")}
-    assert sorted(by_ordinal) == [0, 1, 2, 3]
-    assert {i: image(p) for i, p in by_ordinal.items()} == {
-        0: IMAGE_V1,
-        1: IMAGE_V1,
-        2: IMAGE_V2,
-        3: IMAGE_V2,
-    }
-    assert by_ordinal[0]["metadata"]["uid"] in before and by_ordinal[1]["metadata"]["uid"] in before
+    assert by_ordinal() == {0: {IMAGE_V1}, 1: {IMAGE_V1}, 2: {IMAGE_V2}, 3: {IMAGE_V2}}
+    kept = {p["metadata"]["uid"] for p in st.pods("decode") if image(p) == IMAGE_V1}
+    assert len(kept) == 2 * shape.get("podGroupSize", 1) and kept <= before
 
     # Raising it holds what is already updated where it is: nothing rolls back, no revision.
     revisions = st.revisions()
     st.set_partition(0, 3)
-    st.wait(
-        lambda: (
-            st.progressing()[1:] == ("PartitionHeld", held_message("decode", 2, 4))
-            and st.rolesets()[0]["spec"]["roles"][0]["updateStrategy"]["partition"] == 3
-        ),
-        "the raised partition carried to the RoleSet",
-    )
-    assert {ordinal(p): image(p) for p in st.pods("decode")}[2] == IMAGE_V2
+
+    def raised() -> bool:
+        rs = st.rolesets()[0]
+        seen = (rs.get("status") or {}).get("observedGeneration") == rs["metadata"]["generation"]
+        return (
+            seen
+            and rs["spec"]["roles"][0]["updateStrategy"]["partition"] == 3
+            and st.progressing()[1:] == ("PartitionHeld", held_message("decode", 2, 4))
+        )
+
+    st.wait(raised, "the raised partition carried to the RoleSet and observed")
+    assert by_ordinal()[2] == {IMAGE_V2}
+    assert {p["metadata"]["uid"] for p in st.pods("decode") if image(p) == IMAGE_V1} == kept
     st.set_partition(0, 0)
     st.wait(st.complete, "the rollout complete once the partition is 0")
-    assert st.images("decode") == {IMAGE_V2: 4}
+    assert by_ordinal() == {key: {IMAGE_V2} for key in range(4)}
     assert st.revisions() == revisions
 
 
