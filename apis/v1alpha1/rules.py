@@ -109,6 +109,22 @@ MSG_PARTITION_NEEDS_IN_PLACE_UPDATE: Final = (
 MSG_RATIO: Final = 'a ratio is a decimal string with at most 3 decimals, such as "1.5" or "3"'
 MSG_IMMUTABLE: Final = "is immutable"
 
+# Per-role Services (RoleSpec.service).
+MAX_SERVICE_PORTS: Final = 64
+MSG_SERVICE_PORT_NAMES: Final = (
+    "service ports need a name each, unique among them, when there are more than one"
+)
+MSG_SERVICE_PORTS_UNIQUE: Final = "service ports must differ in port or protocol"
+MSG_SERVICE_NODE_PORT_TYPE: Final = "nodePort is allowed only with service type NodePort or LoadBalancer"
+MSG_SERVICE_PORT_RANGE: Final = "port must be between 1 and 65535"
+MSG_SERVICE_NODE_PORT_RANGE: Final = "nodePort must be between 1 and 65535"
+MSG_SERVICE_TARGET_PORT: Final = (
+    "targetPort must be a port number between 1 and 65535 or a container port name (at most 15 characters)"
+)
+MSG_SERVICE_PORT_NAME: Final = (
+    "service port name must be a DNS-1123 label: at most 63 lowercase letters, digits and '-'"
+)
+
 #: A ratio of instance counts: a decimal string, so that the API holds no float (exact "1.5").
 RATIO_PATTERN: Final = r"^(0|[1-9][0-9]{0,3})(\.[0-9]{1,3})?$"
 RATIO_RE: Final = re.compile(RATIO_PATTERN)
@@ -313,6 +329,25 @@ CEL_SCALING_BAND_BOUNDS: Final = CelRule(
     " || double(self.minRatio) <= double(self.maxRatio))",
     MSG_SCALING_BAND_BOUNDS,
 )
+# On a role's service object (the protocol has a published default, so it is always set).
+CEL_SERVICE_PORT_NAMES: Final = CelRule(
+    "!has(self.ports) || size(self.ports) <= 1"
+    " || self.ports.all(p, has(p.name) && self.ports.exists_one(o, has(o.name) && o.name == p.name))",
+    MSG_SERVICE_PORT_NAMES,
+    ".ports",
+)
+CEL_SERVICE_PORTS_UNIQUE: Final = CelRule(
+    "!has(self.ports) || self.ports.all(p, self.ports.exists_one(o, o.port == p.port"
+    " && (has(o.protocol) ? o.protocol : 'TCP') == (has(p.protocol) ? p.protocol : 'TCP')))",
+    MSG_SERVICE_PORTS_UNIQUE,
+    ".ports",
+)
+CEL_SERVICE_NODE_PORT_TYPE: Final = CelRule(
+    "(has(self.type) && (self.type == 'NodePort' || self.type == 'LoadBalancer'))"
+    " || !has(self.ports) || self.ports.all(p, !has(p.nodePort))",
+    MSG_SERVICE_NODE_PORT_TYPE,
+    ".ports",
+)
 CEL_IMMUTABLE: Final = CelRule("self == oldSelf", MSG_IMMUTABLE)
 
 ALL_CEL_RULES: Final = (
@@ -321,6 +356,9 @@ ALL_CEL_RULES: Final = (
     CEL_SCALING_BAND_NEEDS_EXTERNAL,
     CEL_SCALING_BAND_FOLLOWS,
     CEL_SCALING_BAND_BOUNDS,
+    CEL_SERVICE_PORT_NAMES,
+    CEL_SERVICE_PORTS_UNIQUE,
+    CEL_SERVICE_NODE_PORT_TYPE,
     CEL_IMMUTABLE,
     CEL_INT_OR_PERCENT,
     CEL_STORM_SERVICE_NAME_LENGTH,

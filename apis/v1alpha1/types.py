@@ -551,6 +551,80 @@ class RoleScalingBand(WireModel):
         return self
 
 
+#: A Service's targetPort: a container port number, or a container port name (IANA_SVC_NAME).
+TargetPort = Annotated[
+    int | str,
+    Bounds(minimum=r.MIN_PORT, maximum=r.MAX_PORT, max_length=15, message=r.MSG_SERVICE_TARGET_PORT),
+]
+
+
+class RoleServicePort(WireModel):
+    """A port of a role's Service (the core/v1 ServicePort fields a role's Service takes)."""
+
+    name: (
+        Annotated[
+            str,
+            Bounds(max_length=63, pattern=r.DNS1123_LABEL_PATTERN, message=r.MSG_SERVICE_PORT_NAME),
+        ]
+        | None
+    ) = None
+    """Port name; required, and unique, when the Service has more than one port."""
+    port: Annotated[int, Bounds(minimum=r.MIN_PORT, maximum=r.MAX_PORT, message=r.MSG_SERVICE_PORT_RANGE)]
+    """The port the Service serves."""
+    target_port: TargetPort | None = None
+    """The pods' port, by number or by container port name (a name follows the port through a
+    rollout that renumbers it); defaults to port."""
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    """TCP, UDP or SCTP."""
+    app_protocol: Annotated[str, Bounds(max_length=253)] | None = None
+    """The application protocol (e.g. http, kubernetes.io/h2c), as on a ServicePort."""
+    node_port: (
+        Annotated[int, Bounds(minimum=r.MIN_PORT, maximum=r.MAX_PORT, message=r.MSG_SERVICE_NODE_PORT_RANGE)]
+        | None
+    ) = None
+    """The port on every node (type NodePort or LoadBalancer); the API server picks one when unset."""
+
+
+class RoleService(WireModel):
+    """The Service of one role (RoleSpec.service)."""
+
+    crd_markers: ClassVar[tuple[Marker, ...]] = (
+        r.CEL_SERVICE_PORT_NAMES,
+        r.CEL_SERVICE_PORTS_UNIQUE,
+        r.CEL_SERVICE_NODE_PORT_TYPE,
+    )
+
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer", "Headless"] = "ClusterIP"
+    """ClusterIP, NodePort or LoadBalancer as core/v1 Service types; Headless is a ClusterIP
+    Service with clusterIP None (DNS names every pod, no virtual IP). A change between Headless
+    and another type deletes and recreates the Service (clusterIP is immutable)."""
+    ports: Annotated[list[RoleServicePort], Bounds(max_items=r.MAX_SERVICE_PORTS), ListType("atomic")] = (
+        Field(default_factory=list)
+    )
+    """The Service's ports. When empty: every containerPort of the role template's containers,
+    with its name (else <protocol>-<port>) and protocol, targeting the port by name if it has one."""
+    labels: dict[str, LabelValue] = Field(default_factory=dict)
+    """Extra labels of the Service."""
+    annotations: dict[str, str] = Field(default_factory=dict)
+    """Annotations of the Service (e.g. for a cloud load balancer)."""
+    publish_not_ready_addresses: bool = False
+    """Publish the addresses of pods that are not ready yet (e.g. for peer discovery)."""
+
+    @model_validator(mode="after")
+    def _ports(self, info: ValidationInfo) -> RoleService:
+        if _lenient(info):
+            return self
+        if len(self.ports) > 1:
+            names = [p.name for p in self.ports]
+            if None in names or len(set(names)) != len(names):
+                raise ValueError(r.MSG_SERVICE_PORT_NAMES)
+        if len({(p.port, p.protocol) for p in self.ports}) != len(self.ports):
+            raise ValueError(r.MSG_SERVICE_PORTS_UNIQUE)
+        if self.type not in ("NodePort", "LoadBalancer") and any(p.node_port is not None for p in self.ports):
+            raise ValueError(r.MSG_SERVICE_NODE_PORT_TYPE)
+        return self
+
+
 class RoleSpec(WireModel):
     crd_markers: ClassVar[tuple[Marker, ...]] = (
         r.CEL_ROLE_NAME_DNS,
@@ -592,6 +666,11 @@ class RoleSpec(WireModel):
     scale subresource for kubectl scale, HPA or KEDA). Pooled mode (spec.replicas: 1) only."""
     scaling_band: RoleScalingBand | None = None
     """Keeps the role within a ratio of another role's instances; needs scaling: External."""
+    service: RoleService | None = None
+    """A Service selecting exactly this role's pods in every RoleSet of the StormService (labels
+    storm-service-name and role-name), named <stormservice>-<role> (shortened to fit 63
+    characters) through every rollout, owned by the StormService. Changing it restarts no pod.
+    Ignored on a RoleSet that no StormService controls."""
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> RoleSpec:

@@ -31,6 +31,7 @@ from controller.runtime.store import INDEX_CONTROLLER_UID, INDEX_NAMESPACE, Stor
 from controller.runtime.workqueue import RateLimitingQueue
 from controller.stormservice.pdb import desired_pdbs
 from controller.stormservice.rolescaler import KubeRoleScalerControl, RoleScalerSync
+from controller.stormservice.roleservice import role_service_names
 from controller.stormservice.rolesetcontrol import KubeRoleSetControl, RoleSetControl
 from controller.stormservice.sync import (
     INDEX_ORPHAN_BY_STORM_SERVICE,
@@ -150,7 +151,7 @@ class StormServiceController:
         svc_informer.add_event_handler(
             FuncHandler(
                 on_add=self._service_changed,
-                on_update=lambda _old, new: self._service_changed(new),
+                on_update=self._service_updated,
                 on_delete=lambda obj: self._service_changed(_unwrap(obj)),
             )
         )
@@ -280,6 +281,23 @@ class StormServiceController:
         key = object_key(obj)
         if self.stormservices.get(key) is not None:
             self._queue.add(key)
+        owner = self._owner_key(obj)
+        if owner is not None:
+            self._queue.add(owner)
+            return
+        # Not ours: it may hold (or have held) the name a StormService wants for a role Service.
+        meta = _meta(obj)
+        for ss in self.stormservices.by_index(INDEX_NAMESPACE, str(meta.get("namespace") or "")):
+            if meta.get("name") in role_service_names(ss):
+                self._queue.add(object_key(ss))
+
+    def _service_updated(self, old: Obj, new: Obj) -> None:
+        if _meta(old).get("resourceVersion") == _meta(new).get("resourceVersion"):
+            return  # a resync: nothing changed
+        old_key = self._owner_key(old)
+        if old_key is not None and old_key != self._owner_key(new):
+            self._queue.add(old_key)  # re-owned: the old owner recounts
+        self._service_changed(new)
 
 
 def new_stormservice_controller(manager: Manager) -> Reconciler:

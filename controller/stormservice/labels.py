@@ -83,8 +83,9 @@ def render_roleset(
     }
 
 
-#: Role fields only the StormService acts on (`rolescaler.py`); a RoleSet has no use for them.
-STORM_SERVICE_ONLY_ROLE_FIELDS = ("scaling", "scalingBand")
+#: Role fields only the StormService acts on (`rolescaler.py`, `roleservice.py`); a RoleSet has
+#: no use for them.
+STORM_SERVICE_ONLY_ROLE_FIELDS = ("scaling", "scalingBand", "service")
 
 
 def roleset_spec(template: Mapping[str, Any]) -> Obj:

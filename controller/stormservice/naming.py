@@ -46,6 +46,13 @@ def pdb_name(storm_service: str, role: str) -> str:
     return shorten_name(storm_service, f"-{role}")
 
 
+def role_service_name(storm_service: str, role: str) -> str:
+    """`<ss>-<role>`: the Service of one role across all the StormService's RoleSets. With the
+    names admission allows it keeps the StormService name's first letter whatever is cut, so it
+    stays a DNS-1035 label, as a Service name must be."""
+    return shorten_name(storm_service, f"-{role}")
+
+
 def lowest_free_indexes(used: Iterable[int | None], count: int) -> list[int]:
     """The `count` smallest non-negative integers not in `used`: each new RoleSet takes the
     lowest `roleset-index` no existing RoleSet of the StormService holds (the reference restarted

@@ -7,7 +7,8 @@ applied to existing RoleSets in place (`role_replica_patch`). For the same reaso
 `scaling` and `scalingBand` (who sets its replicas, see `rolescaler.py`) are left out too:
 opting a role in or out of external scaling restarts nothing. A role's
 `updateStrategy.partition` (how far a rollout goes) is left out as well, and set on existing
-RoleSets in place (`partition.role_partition_patch`).
+RoleSets in place (`partition.role_partition_patch`). A role's `service` (its Service, see
+`roleservice.py`) does not change what a pod runs either, and is left out as well.
 
 The data layout is the reference's: `{"spec": {"template": {..., "$patch": "replace"}}}`.
 """
@@ -33,8 +34,8 @@ from controller.stormservice.view import role_replicas
 Obj = dict[str, Any]
 
 PATCH_DIRECTIVE = "$patch"
-#: Role fields that are about scaling, not about the pods: not part of a revision.
-NOT_VERSIONED_ROLE_FIELDS = ("replicas", "scaling", "scalingBand")
+#: Role fields that are about scaling or the role's Service, not about the pods: not part of a revision.
+NOT_VERSIONED_ROLE_FIELDS = ("replicas", "scaling", "scalingBand", "service")
 #: Fields of a role's updateStrategy that say how far a rollout goes, not what the pods run:
 #: not part of a revision either (a changed partition goes on, or holds, the same rollout).
 NOT_VERSIONED_ROLE_UPDATE_STRATEGY_FIELDS = ("partition",)

@@ -7,7 +7,8 @@ Order of one pass:
    name label and match the selector are adopted; nothing is ever released, so a selector change
    cannot orphan RoleSets);
 3. find or create the update revision (rollback renumbers an old one);
-4. repair the headless Service, and the per-role PodDisruptionBudgets (`pdb.py`);
+4. repair the headless Service, the per-role PodDisruptionBudgets (`pdb.py`) and the per-role
+   Services (`roleservicesync.py`);
 5. only when the cache has seen our earlier writes (expectations, write fence): apply role
    replicas in place, then scale, or roll out (RollingUpdate / InPlaceUpdate) when not paused
    and no scaling was needed;
@@ -79,6 +80,7 @@ from controller.stormservice.revisions import (
     with_role_replicas,
 )
 from controller.stormservice.rolescaler import RoleScalerSync
+from controller.stormservice.roleservicesync import RoleServiceSync
 from controller.stormservice.rolesetcontrol import RoleSetControl
 from controller.stormservice.scale import budget_for, role_replica_patch
 from controller.stormservice.service import desired_service, plan_service
@@ -257,6 +259,7 @@ class StormServiceSync:
         self.status_gauges = StatusGauges()
         self.clock = clock
         self.scalers = scalers
+        self.role_services = RoleServiceSync(client, services, recorder, self.fence)
         self._service_conflicts: set[str] = set()
         #: StormService key -> names of PDBs in the way, reported once per appearance.
         self._pdb_conflicts: dict[str, set[str]] = {}
@@ -290,6 +293,7 @@ class StormServiceSync:
         self._template_verdicts.forget(key)
         if self.scalers is not None:
             self.scalers.forget(key)
+        self.role_services.forget(key)
         for held in [h for h in self._held_outside_cache if h[0] == key]:
             del self._held_outside_cache[held]
 
@@ -663,6 +667,11 @@ class StormServiceSync:
             pdb_conflict = None if is_namespace_terminating(f.cause) else Failure(f.reason, str(f.cause))
             error = error or (None if pdb_conflict is None else f.cause)
         failure = failure or pdb_conflict
+        # Apart from the rest too: the RoleServicesSynced condition reports it.
+        role_services = await self.role_services.sync(key, obj)
+        if role_services.recheck:
+            requeue = min(requeue or UNCACHED_CONFLICT_RECHECK_SECONDS, UNCACHED_CONFLICT_RECHECK_SECONDS)
+        error = error or role_services.error
 
         old_status = obj.get("status") or {}
         if old_status.get("updateRevision") and old_status.get("updateRevision") != update_name:
@@ -680,6 +689,7 @@ class StormServiceSync:
             failure=failure,
             rejected_template=self.rejected_template(key, update_name),
         )
+        status = role_services.apply(status, now_rfc3339())
         wait = await self._write_status(obj, status, batch_key=key)
         if wait is not None:
             requeue = wait if requeue is None else min(requeue, wait)
