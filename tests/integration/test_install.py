@@ -439,6 +439,8 @@ EXERCISED_WRITES = {
     ("update", "leases"),
     ("create", "controllerrevisions"),
     ("create", "services"),
+    ("patch", "services"),
+    ("delete", "services"),
     ("create", "poddisruptionbudgets"),
     ("patch", "poddisruptionbudgets"),
     ("create", "rolesets"),
@@ -551,6 +553,29 @@ def test_the_controller_needs_no_more_than_the_shipped_rbac(
     assert {rs["metadata"]["uid"] for rs in ss.owned("rolesets")} == rolesets, "RoleSets replaced"
     assert {p["metadata"]["uid"] for p in ss.owned("pods")} == pods, "pods recreated, not updated in place"
     assert all(c["image"] == IMAGE_V2 for p in ss.owned("pods") for c in p["spec"]["containers"])
+
+    # A role's Service: created, patched (a type change), deleted and created again (to
+    # Headless), deleted (the field removed).
+    service = f"{name}-prefill"
+
+    def role_service(check: Callable[[Obj], bool]) -> Callable[[], bool]:
+        def ready() -> bool:
+            assert controller.alive(), "the controller exited"
+            found = [s for s in ss.owned("services") if s["metadata"]["name"] == service]
+            return bool(found) and check(found[0])
+
+        return ready
+
+    ss.patch(
+        [{"op": "add", "path": "/spec/template/spec/roles/0/service", "value": {"ports": [{"port": 80}]}}]
+    )
+    wait_until(role_service(lambda s: s["spec"]["type"] == "ClusterIP"), 60, "the role's Service")
+    ss.patch([{"op": "replace", "path": "/spec/template/spec/roles/0/service/type", "value": "NodePort"}])
+    wait_until(role_service(lambda s: s["spec"]["type"] == "NodePort"), 60, "a NodePort role Service")
+    ss.patch([{"op": "replace", "path": "/spec/template/spec/roles/0/service/type", "value": "Headless"}])
+    wait_until(role_service(lambda s: s["spec"].get("clusterIP") == "None"), 60, "a headless role Service")
+    ss.patch([{"op": "remove", "path": "/spec/template/spec/roles/0/service"}])
+    wait_until(lambda: service not in {s["metadata"]["name"] for s in ss.owned("services")}, 60, "it to go")
 
     # Fewer instances of one role (pods deleted), and no disruption budget (the PDBs deleted).
     ss.patch(
