@@ -32,6 +32,7 @@ from typing import Any, Final
 from apis.v1alpha1.constants import (
     MAX_ROLE_NAME_LENGTH,
     MAX_ROLE_SET_NAME_LENGTH,
+    MAX_ROLES,
     MAX_STORM_SERVICE_NAME_LENGTH,
 )
 from apis.v1alpha1.intstr import PERCENT_PATTERN
@@ -108,6 +109,12 @@ MSG_PARTITION_NEEDS_IN_PLACE_UPDATE: Final = (
 )
 MSG_RATIO: Final = 'a ratio is a decimal string with at most 3 decimals, such as "1.5" or "3"'
 MSG_IMMUTABLE: Final = "is immutable"
+MSG_DEPENDS_ON_SELF: Final = "dependsOn must not name the role itself"
+MSG_DEPENDS_ON_UNIQUE: Final = "dependsOn must not name a role twice"
+MSG_DEPENDS_ON_KNOWN: Final = "dependsOn must name roles of the same RoleSet"
+MSG_DEPENDS_ON_CYCLE: Final = (
+    "dependsOn must not form a cycle: a role would wait, through the roles it depends on, for itself"
+)
 
 # Per-role Services (RoleSpec.service).
 MAX_SERVICE_PORTS: Final = 64
@@ -350,7 +357,45 @@ CEL_SERVICE_NODE_PORT_TYPE: Final = CelRule(
 )
 CEL_IMMUTABLE: Final = CelRule("self == oldSelf", MSG_IMMUTABLE)
 
+# On a role object.
+CEL_DEPENDS_ON_SELF: Final = CelRule(
+    "!has(self.dependsOn) || !(self.name in self.dependsOn)", MSG_DEPENDS_ON_SELF, ".dependsOn"
+)
+# On a dependsOn list (atomic, so that this message, not a generic "Duplicate value", is given).
+CEL_DEPENDS_ON_UNIQUE: Final = CelRule("self.all(d, self.exists_one(e, e == d))", MSG_DEPENDS_ON_UNIQUE)
+# On the roles array.
+CEL_DEPENDS_ON_KNOWN: Final = CelRule(
+    "self.all(r, !has(r.dependsOn) || r.dependsOn.all(d, self.exists(o, o.name == d)))",
+    MSG_DEPENDS_ON_KNOWN,
+)
+
+
+def _depends_on_acyclic_rule(rounds: int) -> str:
+    """Kahn's algorithm unrolled: each round keeps only the roles (name -> dependsOn) that still
+    depend on a kept role. A role on a cycle, or waiting for one, is never dropped; every other
+    role is dropped by round (length of its longest dependency chain + 1) <= number of roles.
+    CEL has no loops, and CRDs have no cel.bind: `[x].all(m, ...)` binds m to x. Maps make each
+    membership test O(1), which keeps the worst case (64 roles) within the CEL cost budget.
+    Guarded by unique names (the map of a list with duplicated names cannot be built; another
+    rule reports duplicates)."""
+    body = f"m{rounds}.size() == 0"
+    for k in range(rounds, 0, -1):
+        body = (
+            f"[m{k - 1}.transformMapEntry(n, ds, ds.exists(d, d in m{k - 1}), {{n: ds}})].all(m{k}, {body})"
+        )
+    start = "self.transformMapEntry(i, r, {r.name: (has(r.dependsOn) ? r.dependsOn : [])})"
+    unique = "self.all(r, self.exists_one(o, o.name == r.name))"
+    return f"!({unique}) || [{start}].all(m0, {body})"
+
+
+# On the roles array.
+CEL_DEPENDS_ON_ACYCLIC: Final = CelRule(_depends_on_acyclic_rule(MAX_ROLES), MSG_DEPENDS_ON_CYCLE)
+
 ALL_CEL_RULES: Final = (
+    CEL_DEPENDS_ON_SELF,
+    CEL_DEPENDS_ON_UNIQUE,
+    CEL_DEPENDS_ON_KNOWN,
+    CEL_DEPENDS_ON_ACYCLIC,
     CEL_EXTERNAL_SCALING_POOLED,
     CEL_PARTITION_NEEDS_IN_PLACE_UPDATE,
     CEL_SCALING_BAND_NEEDS_EXTERNAL,

@@ -24,6 +24,7 @@ Conventions:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Annotated, Any, ClassVar, Final, Literal, TypeGuard, TypeVar
 
@@ -623,6 +624,16 @@ class RoleService(WireModel):
         if self.type not in ("NodePort", "LoadBalancer") and any(p.node_port is not None for p in self.ports):
             raise ValueError(r.MSG_SERVICE_NODE_PORT_TYPE)
         return self
+def dependency_cycle(depends_on: Mapping[str, Sequence[str]]) -> list[str]:
+    """The roles on a dependency cycle or waiting for one, sorted; [] when there is none.
+    Kahn's algorithm, as CEL_DEPENDS_ON_ACYCLIC; names that are no key are no dependency."""
+    left = {name: [d for d in deps if d in depends_on] for name, deps in depends_on.items()}
+    while True:
+        free = [name for name, deps in left.items() if not any(d in left for d in deps)]
+        if not free:
+            return sorted(left)
+        for name in free:
+            del left[name]
 
 
 class RoleSpec(WireModel):
@@ -630,6 +641,7 @@ class RoleSpec(WireModel):
         r.CEL_ROLE_NAME_DNS,
         r.CEL_ROLE_NAME_LENGTH,
         r.CEL_SCALING_BAND_NEEDS_EXTERNAL,
+        r.CEL_DEPENDS_ON_SELF,
     )
 
     name: LabelValue
@@ -671,11 +683,24 @@ class RoleSpec(WireModel):
     storm-service-name and role-name), named <stormservice>-<role> (shortened to fit 63
     characters) through every rollout, owned by the StormService. Changing it restarts no pod.
     Ignored on a RoleSet that no StormService controls."""
+    depends_on: Annotated[
+        list[LabelValue],
+        Bounds(max_items=MAX_ROLES - 1),
+        ListType("atomic"),
+        r.CEL_DEPENDS_ON_UNIQUE,
+    ] = Field(default_factory=list)
+    """Roles of the same RoleSet whose instances must all be ready before this role's pods are
+    first created (e.g. a router after prefill and decode). Only the start waits: a role that
+    has pods is never stopped, held or deleted for a dependency. Changing it restarts nothing."""
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> RoleSpec:
         if _lenient(info):
             return self
+        if self.name in self.depends_on:
+            raise ValueError(f"{r.MSG_DEPENDS_ON_SELF} (role {self.name})")
+        if len(set(self.depends_on)) != len(self.depends_on):
+            raise ValueError(f"{r.MSG_DEPENDS_ON_UNIQUE} (role {self.name})")
         if self.scaling_band is not None and self.scaling != "External":
             raise ValueError(r.MSG_SCALING_BAND_NEEDS_EXTERNAL)
         if not r.DNS1123_LABEL_RE.fullmatch(self.name):
@@ -709,6 +734,8 @@ class RoleSetSpec(WireModel):
         Bounds(max_items=MAX_ROLES, message=f"at most {MAX_ROLES} roles are allowed"),
         r.CEL_ROLE_NAMES_UNIQUE,
         r.CEL_SCALING_BAND_FOLLOWS,
+        r.CEL_DEPENDS_ON_KNOWN,
+        r.CEL_DEPENDS_ON_ACYCLIC,
     ] = Field(default_factory=list)
     """The roles of the RoleSet; names are unique."""
     update_strategy: Literal["Sequential", "Parallel", "Interleave"] = d.DEFAULT_ROLE_SET_UPDATE_STRATEGY
@@ -730,6 +757,13 @@ class RoleSetSpec(WireModel):
             leader = self.role(role.scaling_band.follows)
             if leader is None or leader is role or leader.scaling_band is not None:
                 raise ValueError(f"{r.MSG_SCALING_BAND_FOLLOWS} (role {role.name})")
+        for role in self.roles:
+            unknown = [d for d in role.depends_on if self.role(d) is None]
+            if unknown:
+                raise ValueError(f"{r.MSG_DEPENDS_ON_KNOWN} (role {role.name}: {', '.join(unknown)})")
+        cyclic = dependency_cycle({role.name: role.depends_on for role in self.roles})
+        if cyclic:
+            raise ValueError(f"{r.MSG_DEPENDS_ON_CYCLE} (roles {', '.join(cyclic)})")
         return self
 
     def role(self, name: str) -> RoleSpec | None:

@@ -8,7 +8,9 @@ applied to existing RoleSets in place (`role_replica_patch`). For the same reaso
 opting a role in or out of external scaling restarts nothing. A role's
 `updateStrategy.partition` (how far a rollout goes) is left out as well, and set on existing
 RoleSets in place (`partition.role_partition_patch`). A role's `service` (its Service, see
-`roleservice.py`) does not change what a pod runs either, and is left out as well.
+`roleservice.py`) does not change what a pod runs either, and is left out as well. So is
+`dependsOn`, which only orders the first creation of a role's pods in a new RoleSet (see
+roleset/dependencies.py).
 
 The data layout is the reference's: `{"spec": {"template": {..., "$patch": "replace"}}}`.
 """
@@ -34,8 +36,9 @@ from controller.stormservice.view import role_replicas
 Obj = dict[str, Any]
 
 PATCH_DIRECTIVE = "$patch"
-#: Role fields that are about scaling or the role's Service, not about the pods: not part of a revision.
-NOT_VERSIONED_ROLE_FIELDS = ("replicas", "scaling", "scalingBand", "service")
+#: Role fields that are about scaling, the role's Service or the order of its first pods, not
+#: about what the pods run: not part of a revision.
+NOT_VERSIONED_ROLE_FIELDS = ("replicas", "scaling", "scalingBand", "service", "dependsOn")
 #: Fields of a role's updateStrategy that say how far a rollout goes, not what the pods run:
 #: not part of a revision either (a changed partition goes on, or holds, the same rollout).
 NOT_VERSIONED_ROLE_UPDATE_STRATEGY_FIELDS = ("partition",)
@@ -82,11 +85,21 @@ def with_role_replicas(
     template: Mapping[str, Any], desired: Mapping[str, Any], fallback: Mapping[str, int] | None = None
 ) -> Obj:
     """`template` (from a revision) with role replicas filled in: from the roles of `desired`
-    (the StormService's template) by name, else from `fallback`, else the default of 1."""
+    (the StormService's template) by name, else from `fallback`, else the default of 1. A role's
+    `dependsOn` (not versioned either) is taken from `desired` too, keeping the names the
+    template has (a role `desired` no longer has is no dependency there)."""
     out: Obj = copy.deepcopy(dict(template))
-    wanted = {r.get("name"): role_replicas(r) for r in ((desired.get("spec") or {}).get("roles") or ())}
-    for role in (out.get("spec") or {}).get("roles") or ():
+    desired_roles = (desired.get("spec") or {}).get("roles") or ()
+    wanted = {r.get("name"): role_replicas(r) for r in desired_roles}
+    depends_on = {r.get("name"): r.get("dependsOn") for r in desired_roles if r.get("dependsOn")}
+    roles = (out.get("spec") or {}).get("roles") or ()
+    names = {r.get("name") for r in roles}
+    for role in roles:
         name = role.get("name")
+        if name in depends_on:
+            kept = [d for d in depends_on[name] if d in names]
+            if kept:
+                role["dependsOn"] = kept
         if name in wanted:
             role["replicas"] = wanted[name]
         elif fallback and name in fallback:

@@ -317,14 +317,20 @@ def test_cel_rules_are_where_they_belong(crds: dict[str, dict[str, Any]]) -> Non
         assert rules_at(schema, roles) == [
             r.CEL_ROLE_NAMES_UNIQUE.as_schema(),
             r.CEL_SCALING_BAND_FOLLOWS.as_schema(),
+            r.CEL_DEPENDS_ON_KNOWN.as_schema(),
+            r.CEL_DEPENDS_ON_ACYCLIC.as_schema(),
         ]
         assert at(schema, roles)["maxItems"] == 64
         assert rules_at(schema, f"{roles}.[]") == [
             r.CEL_ROLE_NAME_DNS.as_schema(),
             r.CEL_ROLE_NAME_LENGTH.as_schema(),
             r.CEL_SCALING_BAND_NEEDS_EXTERNAL.as_schema(),
+            r.CEL_DEPENDS_ON_SELF.as_schema(),
         ]
         assert rules_at(schema, f"{roles}.[].scalingBand") == [r.CEL_SCALING_BAND_BOUNDS.as_schema()]
+        assert rules_at(schema, f"{roles}.[].dependsOn") == [r.CEL_DEPENDS_ON_UNIQUE.as_schema()]
+        assert at(schema, f"{roles}.[].dependsOn")["maxItems"] == 63
+        assert at(schema, f"{roles}.[].dependsOn.[]")["maxLength"] == 63
         assert rules_at(schema, f"{roles}.[].schedulingStrategy") == [
             r.CEL_ONE_SCHEDULING_STRATEGY.as_schema()
         ]
@@ -391,7 +397,7 @@ def test_every_cel_rule_has_bounded_inputs(crds: dict[str, dict[str, Any]]) -> N
 
 # The CEL grammar bits the rules use, so a typo shows up here rather than at `kubectl apply`.
 _CEL_TOKEN = re.compile(
-    r"\s+|'[^']*'|[A-Za-z_][A-Za-z0-9_]*|[0-9]+|==|!=|<=|>=|&&|\|\||[()\[\].,?:!<>+\-*/%]"
+    r"\s+|'[^']*'|[A-Za-z_][A-Za-z0-9_]*|[0-9]+|==|!=|<=|>=|&&|\|\||[()\[\]{}.,?:!<>+\-*/%]"
 )
 
 
@@ -400,6 +406,8 @@ def test_cel_rules_are_well_formed(rule: r.CelRule) -> None:
     pos = 0
     depth = 0
     tokens: list[str] = []
+    map_colons = 0  # `{key: value}` literals: their colons are not the `:` of `?:`
+    braces: list[str] = []
     while pos < len(rule.rule):
         m = _CEL_TOKEN.match(rule.rule, pos)
         assert m is not None, f"unexpected character at {pos}: {rule.rule[pos : pos + 20]!r}"
@@ -408,13 +416,17 @@ def test_cel_rules_are_well_formed(rule: r.CelRule) -> None:
         if tok.isspace():
             continue
         tokens.append(tok)
-        if tok in ("(", "["):
+        if tok in ("(", "[", "{"):
             depth += 1
-        elif tok in (")", "]"):
+            braces.append(tok)
+        elif tok in (")", "]", "}"):
             depth -= 1
+            assert braces and braces.pop() == {")": "(", "]": "[", "}": "{"}[tok], rule.rule
+        elif tok == ":" and braces and braces[-1] == "{":
+            map_colons += 1
         assert depth >= 0, rule.rule
     assert depth == 0, rule.rule
-    assert tokens.count("?") == tokens.count(":"), rule.rule
+    assert tokens.count("?") == tokens.count(":") - map_colons, rule.rule
     assert rule.message and rule.message[-1] not in ". " and "\n" not in rule.message
     for tok in tokens:
         if tok.startswith("'") and "^" in tok:

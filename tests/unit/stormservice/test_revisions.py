@@ -255,3 +255,18 @@ def test_revision_hash_is_pinned() -> None:
     scaled = copy.deepcopy(GOLDEN_TEMPLATE)
     scaled["spec"]["roles"][0]["replicas"] = 8  # role replicas are not part of a revision
     assert hash_revision_data(revision_data(scaled), 0) == "965d6f994"
+
+
+def test_depends_on_is_not_versioned_and_comes_back_from_the_storm_service() -> None:
+    plain = template(role("prefill", "a"), role("router", "a"))
+    ordered = template(role("prefill", "a"), role("router", "a", dependsOn=["prefill"]))
+    assert revision_data(plain) == revision_data(ordered)
+    assert hash_revision_data(revision_data(plain), None) == hash_revision_data(revision_data(ordered), None)
+    # A RoleSet of an older revision, created now, orders its roles as the StormService does
+    # today, without names the revision has no role for.
+    older = template_of(cr("r1", 1, template(role("router", "a"))))
+    desired = template(role("decode", "b"), role("router", "b", dependsOn=["decode", "prefill"]))
+    assert with_role_replicas(older, desired)["spec"]["roles"][0].get("dependsOn") is None
+    older = template_of(cr("r1", 1, plain))
+    got = with_role_replicas(older, desired)["spec"]["roles"]
+    assert got[1]["dependsOn"] == ["prefill"] and "dependsOn" not in got[0]
