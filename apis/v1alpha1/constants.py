@@ -124,6 +124,11 @@ REASON_PARTITION_HELD: Final = "PartitionHeld"
 # ReplicaFailure reason of a RoleSet (and its StormService) whose pod template the API server
 # rejects as a pod: nothing is replaced until the template changes.
 REASON_INVALID_POD_TEMPLATE: Final = "InvalidPodTemplate"
+# True on a RoleSet while a role's first pods wait for the roles it dependsOn (absent otherwise);
+# the StormService reports it too, naming the RoleSet.
+CONDITION_WAITING_FOR_DEPENDENCIES: Final = "WaitingForDependencies"
+REASON_DEPENDENCIES_NOT_READY: Final = "DependenciesNotReady"
+REASON_DEPENDENCY_CYCLE: Final = "DependencyCycle"
 
 # --- name-length limits (see types.py for the reasoning) -----------------------------------------
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.roleset import dependencies as deps
 from controller.roleset import labels as L
 from controller.roleset.scale import Progress
 from controller.runtime.statusbatch import condition_states
@@ -46,6 +47,7 @@ class Observations:
     acted: bool = False  # the pass created, deleted or patched something
     # role -> message, for roles whose rollout went as far as their partition lets it.
     held: dict[str, str] = field(default_factory=dict)
+    dependencies: deps.Decision = field(default_factory=deps.Decision)  # roles held for dependsOn
 
 
 def role_status(rc: RoleCounts) -> Obj:
@@ -130,6 +132,8 @@ def conditions_for(roles: Sequence[RoleCounts], obs: Observations) -> list[CondS
         reason, message = obs.failures[0]
         more = f" (and {len(obs.failures) - 1} more failures)" if len(obs.failures) > 1 else ""
         conds.append(CondSpec(L.COND_REPLICA_FAILURE, "True", reason, message + more))
+    if (waiting := deps.condition(obs.dependencies)) is not None:
+        conds.append(CondSpec(deps.COND_WAITING_FOR_DEPENDENCIES, *waiting))
     if obs.pod_group is not None:
         conds.append(obs.pod_group)
     if obs.topology_missing is not None:

@@ -22,7 +22,7 @@ import structlog
 
 from apis.v1alpha1.intstr import resolve_fenceposts
 from apis.v1alpha1.types import LENIENT, RoleSetSpec, RoleSpec
-from controller.roleset import adoption, naming, partition, templatecheck
+from controller.roleset import adoption, dependencies, naming, partition, templatecheck
 from controller.roleset import inplace as ip
 from controller.roleset import labels as L
 from controller.roleset import metrics as M
@@ -269,6 +269,7 @@ class RoleSetSync:
                     info, role, hashes[pos], pos, by_role.get(role.name, []), rs_sched, topo, infos
                 )
             )
+        obs.dependencies = dependencies.decide([_dependency_state(r) for r in roles])
         spec_roles = {r.spec.name for r in roles}
         removed = [p for name, ps in by_role.items() if name not in spec_roles for p in ps]
 
@@ -584,6 +585,8 @@ class RoleSetSync:
         creates: list[tuple[RoleCtx, CreatePod]] = []
         starts: list[tuple[RoleCtx, Instance]] = []
         for ctx in roles:
+            if obs.dependencies.holds(ctx.spec.name):
+                continue  # no pod of it until its dependencies are ready: its plan stays empty
             use_inplace = ctx.spec.update_strategy.type == "InPlaceIfPossible"
             eligible = self._eligibility(info, ctx) if use_inplace else frozenset()
             gate = dataclasses.replace(gates[ctx.spec.name], partition=_partition(ctx))
@@ -594,6 +597,13 @@ class RoleSetSync:
                 ctx.plan = templatecheck.held(ctx.plan)
             deletes.extend((ctx.spec.name, d) for d in ctx.plan.deletes)
             creates.extend((ctx, c) for c in ctx.plan.creates)
+            if ctx.plan.creates and (deps := obs.dependencies.released.get(ctx.spec.name)):
+                self.recorder.event(
+                    obj,
+                    NORMAL,
+                    dependencies.EVENT_DEPENDENCIES_READY,
+                    dependencies.released_message(ctx.spec.name, deps),
+                )
             starts.extend((ctx, inst) for inst in ctx.plan.inplace)
             if ctx.plan.blocked is not None:
                 obs.blocked.append(f"role {ctx.spec.name}: {ctx.plan.blocked}")
@@ -1318,6 +1328,12 @@ def _hold(ctx: RoleCtx) -> partition.Hold:
     """The role's outdated instances, split by its partition into kept and still to update."""
     outdated = [i for i in ctx.view.instances if classify(ctx.params, i) == "outdated"]
     return partition.hold(ctx.params, [*outdated, *ctx.view.unslotted], _partition(ctx))
+def _dependency_state(ctx: RoleCtx) -> dependencies.RoleState:
+    """Ready counted as the role's status counts it; any pod of the role means it has started."""
+    ready = ctx.progress.ready
+    return dependencies.RoleState(
+        ctx.spec.name, tuple(ctx.spec.depends_on), ctx.params.replicas, ready, bool(ctx.pods)
+    )
 
 
 def _spec_has(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:

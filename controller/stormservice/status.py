@@ -15,6 +15,7 @@ from typing import Any
 
 from apis.v1alpha1 import constants as c
 from controller.runtime.statusbatch import condition_states
+from controller.stormservice.dependencies import waiting_for_dependencies
 from controller.stormservice.labels import scaling_target_selector
 from controller.stormservice.scale import budget_for
 from controller.stormservice.view import RoleSetView, status_is_fresh
@@ -239,6 +240,11 @@ def compute_status(
         conditions = set_condition(
             conditions, c.CONDITION_REPLICA_FAILURE, "True", failure.reason, failure.message, now
         )
+    waiting = waiting_for_dependencies(rolesets)
+    if waiting is None:
+        conditions = remove_condition(conditions, c.CONDITION_WAITING_FOR_DEPENDENCIES)
+    else:
+        conditions = set_condition(conditions, c.CONDITION_WAITING_FOR_DEPENDENCIES, *waiting, now)
 
     return {
         "observedGeneration": int(meta.get("generation") or 0),
