@@ -1,0 +1,290 @@
+"""Role dependencies (`dependsOn`, issue 15), on the local control plane.
+
+- test_the_crd_refuses_bad_dependencies: admission (CEL) of unknown, self, duplicate and cyclic
+  dependencies, with the messages users see; a diamond and the sample are admitted.
+- test_router_starts_only_once_prefill_and_decode_are_ready: the dependencies' pods are held
+  not ready (a node selector no node matches, until the test labels a node); no router pod
+  exists meanwhile and both the RoleSet and the StormService say WaitingForDependencies; once
+  they are Ready the router is created after them, the condition goes, a DependenciesReady event
+  says so. Then, started, the router is neither stopped nor held by an unready dependency (its
+  scale-up goes on), and removing dependsOn makes no revision and restarts no pod.
+- test_a_manifest_without_depends_on_behaves_as_before: samples/prefill-decode.yaml unchanged:
+  no WaitingForDependencies condition anywhere, no DependenciesReady event.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster import ControllerProcess, Kubectl, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+API = "orchestration.aibrix.ai/v1alpha1"
+IMAGE = "registry.k8s.io/pause:3.10"
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+WAITING = "WaitingForDependencies"
+SETTLE = 240.0  # generous: the machine is shared and loaded
+
+Obj = dict[str, Any]
+
+
+def role(name: str, replicas: int, **extra: Any) -> Obj:
+    node_selector = extra.pop("nodeSelector", None)
+    spec: Obj = {"terminationGracePeriodSeconds": 0, "containers": [{"name": "engine", "image": IMAGE}]}
+    if node_selector:
+        spec["nodeSelector"] = node_selector
+    return {
+        "name": name,
+        "replicas": replicas,
+        "template": {"metadata": {"labels": {"component": name}}, "spec": spec},
+        **extra,
+    }
+
+
+def storm(name: str, *roles: Obj) -> Obj:
+    return {
+        "apiVersion": API,
+        "kind": "StormService",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "updateStrategy": {"type": "RollingUpdate", "maxSurge": 1, "maxUnavailable": 0},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"roles": list(roles)}},
+        },
+    }
+
+
+def condition(obj: Obj, type_: str) -> Obj | None:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or () if c["type"] == type_), None)
+
+
+def is_ready(pod: Obj) -> bool:
+    return (condition(pod, "Ready") or {}).get("status") == "True"
+
+
+class Reads:
+    def __init__(self, kubectl: Kubectl, namespace: str, name: str, controller: ControllerProcess) -> None:
+        self.kubectl, self.namespace, self.name, self.controller = kubectl, namespace, name, controller
+
+    def get(self, *args: str) -> Any:
+        return self.kubectl.get_json(*args, "-n", self.namespace)
+
+    def storm(self) -> Obj:
+        obj: Obj = self.get("stormservice", self.name)
+        return obj
+
+    def rolesets(self) -> list[Obj]:
+        items: list[Obj] = self.get("rolesets", "-l", f"storm-service-name={self.name}")["items"]
+        return [r for r in items if not r["metadata"].get("deletionTimestamp")]
+
+    def pods(self, role_name: str) -> list[Obj]:
+        items = self.get("pods", "-l", f"storm-service-name={self.name},role-name={role_name}")["items"]
+        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+    def revisions(self) -> list[str]:
+        items = self.get("controllerrevisions", "-l", f"name={self.name}")["items"]
+        return sorted(r["metadata"]["name"] for r in items)
+
+    def events(self, reason: str) -> list[Obj]:
+        items: list[Obj] = self.get("events", "--field-selector", f"reason={reason}")["items"]
+        return items
+
+    def wait(self, predicate: Callable[[], bool], what: str, timeout: float = SETTLE) -> None:
+        def check() -> bool:
+            assert self.controller.alive(), "the controller exited"
+            return predicate()
+
+        wait_until(check, timeout, what, interval=0.5)
+
+
+@pytest.fixture
+def node_label(kubectl: Kubectl, namespace: str) -> Iterator[tuple[str, str]]:
+    """A node label key of this test only (no node has it yet), removed from every node after."""
+    key = f"deps.test/{namespace}"[:63]
+    yield key, "ready"
+    kubectl("label", "nodes", "--all", f"{key}-", check=False)
+
+
+def test_the_crd_refuses_bad_dependencies(kubectl: Kubectl, namespace: str, crds: list[str]) -> None:
+    refusals = [
+        (
+            storm("unknown", role("prefill", 1), role("router", 1, dependsOn=["prefil"])),
+            "dependsOn must name roles of the same RoleSet",
+        ),
+        (
+            storm("selfish", role("router", 1, dependsOn=["router"])),
+            "dependsOn must not name the role itself",
+        ),
+        (
+            storm("twice", role("prefill", 1), role("router", 1, dependsOn=["prefill", "prefill"])),
+            "dependsOn must not name a role twice",
+        ),
+        (
+            storm("pair", role("prefill", 1, dependsOn=["decode"]), role("decode", 1, dependsOn=["prefill"])),
+            "dependsOn must not form a cycle",
+        ),
+        (
+            storm(
+                "ring",
+                role("a", 1, dependsOn=["c"]),
+                role("b", 1, dependsOn=["a"]),
+                role("c", 1, dependsOn=["b"]),
+                role("d", 1),
+            ),
+            "dependsOn must not form a cycle",
+        ),
+    ]
+    for manifest, message in refusals:
+        refused = kubectl.apply(manifest, "-n", namespace, check=False)
+        assert refused.returncode != 0, f"admitted, expected: {message}"
+        assert message in refused.stderr, refused.stderr
+    # The RoleSet kind has the same rules.
+    roleset = {
+        "apiVersion": API,
+        "kind": "RoleSet",
+        "metadata": {"name": "ring"},
+        "spec": {"roles": [role("a", 1, dependsOn=["b"]), role("b", 1, dependsOn=["a"])]},
+    }
+    refused = kubectl.apply(roleset, "-n", namespace, check=False)
+    assert refused.returncode != 0 and "dependsOn must not form a cycle" in refused.stderr
+
+    diamond = storm(
+        "diamond",
+        role("base", 1),
+        role("left", 1, dependsOn=["base"]),
+        role("right", 1, dependsOn=["base"]),
+        role("top", 1, dependsOn=["left", "right"]),
+    )
+    kubectl.apply(diamond, "-n", namespace, "--dry-run=server")
+    kubectl("apply", "-n", namespace, "--dry-run=server", "-f", str(SAMPLES / "role-dependencies.yaml"))
+
+
+def test_router_starts_only_once_prefill_and_decode_are_ready(
+    kubectl: Kubectl,
+    namespace: str,
+    crds: list[str],
+    run_controller: Callable[..., ControllerProcess],
+    node_label: tuple[str, str],
+) -> None:
+    key, value = node_label
+    held = {"nodeSelector": {key: value}}  # Pending, so not ready, until a node has the label
+    name = "routed"
+    controller = run_controller(f"--namespace={namespace}")
+    kubectl.apply(
+        storm(
+            name,
+            role("prefill", 2, **held),
+            role("decode", 1, podGroupSize=2, **held),
+            role("router", 1, dependsOn=["prefill", "decode"]),
+        ),
+        "-n",
+        namespace,
+    )
+    ss = Reads(kubectl, namespace, name, controller)
+
+    def waiting_reported() -> bool:
+        rolesets = ss.rolesets()
+        return (
+            len(rolesets) == 1
+            and (condition(rolesets[0], WAITING) or {}).get("status") == "True"
+            and (condition(ss.storm(), WAITING) or {}).get("status") == "True"
+        )
+
+    ss.wait(waiting_reported, "WaitingForDependencies on the RoleSet and the StormService")
+    ss.wait(lambda: len(ss.pods("prefill")) == 2 and len(ss.pods("decode")) == 2, "the dependencies' pods")
+    (roleset,) = ss.rolesets()
+    rs_cond = condition(roleset, WAITING) or {}
+    assert rs_cond["reason"] == "DependenciesNotReady"
+    assert rs_cond["message"] == 'role "router" waits for "prefill" (0/2 ready), "decode" (0/1 ready)'
+    ss_cond = condition(ss.storm(), WAITING) or {}
+    assert ss_cond["reason"] == "DependenciesNotReady"
+    assert ss_cond["message"] == f"RoleSet {roleset['metadata']['name']}: {rs_cond['message']}"
+    assert ss.pods("router") == []
+    assert not any(is_ready(p) for p in ss.pods("prefill") + ss.pods("decode"))
+    assert ss.events("DependenciesReady") == []
+
+    node = kubectl.get_json("nodes")["items"][0]["metadata"]["name"]
+    kubectl("label", "node", node, f"{key}={value}")
+    ss.wait(lambda: len(ss.pods("router")) == 1, "the router pod, once its dependencies are ready")
+    ready_at = [
+        (condition(p, "Ready") or {}).get("lastTransitionTime", "")
+        for p in ss.pods("prefill") + ss.pods("decode")
+    ]
+    router = ss.pods("router")[0]
+    # RFC 3339 UTC strings of one format compare as times.
+    assert all(t and t <= router["metadata"]["creationTimestamp"] for t in ready_at), (ready_at, router)
+    ss.wait(
+        lambda: condition(ss.rolesets()[0], WAITING) is None and condition(ss.storm(), WAITING) is None,
+        "WaitingForDependencies removed",
+    )
+    ss.wait(lambda: bool(ss.events("DependenciesReady")), "a DependenciesReady event")
+    assert 'role "router"' in ss.events("DependenciesReady")[0]["message"]
+    ss.wait(lambda: all(is_ready(p) for p in ss.pods("router")), "the router Ready")
+
+    # Started: a dependency going unready later neither stops nor holds the router.
+    kubectl("label", "node", node, f"{key}-")
+    victim = ss.pods("prefill")[0]["metadata"]["name"]
+    kubectl("delete", "pod", victim, "-n", namespace, "--wait=false")
+    ss.wait(
+        lambda: len(ss.pods("prefill")) == 2 and any(not is_ready(p) for p in ss.pods("prefill")),
+        "a prefill replacement that cannot be scheduled",
+    )
+    router_uid = router["metadata"]["uid"]
+    revisions = ss.revisions()
+    patch = [
+        {"op": "test", "path": "/spec/template/spec/roles/2/name", "value": "router"},
+        {"op": "replace", "path": "/spec/template/spec/roles/2/replicas", "value": 2},
+    ]
+    kubectl("patch", "stormservice", name, "-n", namespace, "--type=json", "-p", json.dumps(patch))
+    ss.wait(lambda: len(ss.pods("router")) == 2, "the router's scale-up, not held by prefill")
+    assert router_uid in {p["metadata"]["uid"] for p in ss.pods("router")}
+    assert condition(ss.rolesets()[0], WAITING) is None
+
+    # dependsOn is not part of a revision: removing it restarts nothing.
+    uids = {p["metadata"]["uid"] for r in ("prefill", "decode", "router") for p in ss.pods(r)}
+    patch = [
+        {"op": "test", "path": "/spec/template/spec/roles/2/name", "value": "router"},
+        {"op": "remove", "path": "/spec/template/spec/roles/2/dependsOn"},
+    ]
+    kubectl("patch", "stormservice", name, "-n", namespace, "--type=json", "-p", json.dumps(patch))
+    ss.wait(
+        lambda: (
+            (ss.storm().get("status") or {}).get("observedGeneration") == ss.storm()["metadata"]["generation"]
+        ),
+        "the StormService controller to see the change",
+    )
+    assert ss.revisions() == revisions
+    assert {p["metadata"]["uid"] for r in ("prefill", "decode", "router") for p in ss.pods(r)} == uids
+    assert len(ss.rolesets()) == 1
+
+
+def test_a_manifest_without_depends_on_behaves_as_before(
+    kubectl: Kubectl,
+    namespace: str,
+    crds: list[str],
+    run_controller: Callable[..., ControllerProcess],
+) -> None:
+    controller = run_controller(f"--namespace={namespace}")
+    kubectl("apply", "-n", namespace, "-f", str(SAMPLES / "prefill-decode.yaml"))
+    ss = Reads(kubectl, namespace, "llama-pd", controller)
+
+    def ready() -> bool:
+        storm = ss.storm()
+        status = storm.get("status") or {}
+        return (
+            status.get("observedGeneration") == storm["metadata"]["generation"]
+            and (condition(storm, "Ready") or {}).get("status") == "True"
+            and len(ss.rolesets()) == storm["spec"]["replicas"]
+        )
+
+    ss.wait(ready, "the sample Ready")
+    assert condition(ss.storm(), WAITING) is None
+    assert all(condition(r, WAITING) is None for r in ss.rolesets())
+    assert ss.events("DependenciesReady") == []
