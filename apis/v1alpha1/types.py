@@ -624,6 +624,8 @@ class RoleService(WireModel):
         if self.type not in ("NodePort", "LoadBalancer") and any(p.node_port is not None for p in self.ports):
             raise ValueError(r.MSG_SERVICE_NODE_PORT_TYPE)
         return self
+
+
 def dependency_cycle(depends_on: Mapping[str, Sequence[str]]) -> list[str]:
     """The roles on a dependency cycle or waiting for one, sorted; [] when there is none.
     Kahn's algorithm, as CEL_DEPENDS_ON_ACYCLIC; names that are no key are no dependency."""

@@ -1328,6 +1328,8 @@ def _hold(ctx: RoleCtx) -> partition.Hold:
     """The role's outdated instances, split by its partition into kept and still to update."""
     outdated = [i for i in ctx.view.instances if classify(ctx.params, i) == "outdated"]
     return partition.hold(ctx.params, [*outdated, *ctx.view.unslotted], _partition(ctx))
+
+
 def _dependency_state(ctx: RoleCtx) -> dependencies.RoleState:
     """Ready counted as the role's status counts it; any pod of the role means it has started."""
     ready = ctx.progress.ready
