@@ -129,6 +129,11 @@ REASON_INVALID_POD_TEMPLATE: Final = "InvalidPodTemplate"
 CONDITION_WAITING_FOR_DEPENDENCIES: Final = "WaitingForDependencies"
 REASON_DEPENDENCIES_NOT_READY: Final = "DependenciesNotReady"
 REASON_DEPENDENCY_CYCLE: Final = "DependencyCycle"
+# StormService with spec.progressDeadlineSeconds: Progressing=False when nothing moved for that
+# long; with spec.rollbackOnFailure, RolledBack=True (same reason) once the template was returned
+# to the last revision that was fully Ready.
+REASON_PROGRESS_DEADLINE_EXCEEDED: Final = "ProgressDeadlineExceeded"
+CONDITION_ROLLED_BACK: Final = "RolledBack"
 
 # --- name-length limits (see types.py for the reasoning) -----------------------------------------
 

@@ -95,6 +95,10 @@ MSG_EXTERNAL_SCALING_POOLED: Final = (
     "scaling: External is allowed only in pooled mode (spec.replicas: 1): a RoleScaler scales "
     "one role inside the one RoleSet"
 )
+MSG_ROLLBACK_NEEDS_DEADLINE: Final = (
+    "rollbackOnFailure requires progressDeadlineSeconds > 0: a rollout is rolled back when it "
+    "makes no progress for that long"
+)
 MSG_SCALING_BAND_NEEDS_EXTERNAL: Final = (
     "scalingBand requires scaling: External (the band bounds what the role's RoleScaler asks for)"
 )
@@ -318,6 +322,13 @@ CEL_PARTITION_NEEDS_IN_PLACE_UPDATE: Final = CelRule(
     MSG_PARTITION_NEEDS_IN_PLACE_UPDATE,
     ".updateStrategy.type",
 )
+# On StormService.spec.
+CEL_ROLLBACK_NEEDS_DEADLINE: Final = CelRule(
+    "!has(self.rollbackOnFailure) || !self.rollbackOnFailure"
+    " || (has(self.progressDeadlineSeconds) && self.progressDeadlineSeconds > 0)",
+    MSG_ROLLBACK_NEEDS_DEADLINE,
+    ".rollbackOnFailure",
+)
 # On a role object.
 CEL_SCALING_BAND_NEEDS_EXTERNAL: Final = CelRule(
     "!has(self.scalingBand) || (has(self.scaling) && self.scaling == 'External')",
@@ -398,6 +409,7 @@ ALL_CEL_RULES: Final = (
     CEL_DEPENDS_ON_ACYCLIC,
     CEL_EXTERNAL_SCALING_POOLED,
     CEL_PARTITION_NEEDS_IN_PLACE_UPDATE,
+    CEL_ROLLBACK_NEEDS_DEADLINE,
     CEL_SCALING_BAND_NEEDS_EXTERNAL,
     CEL_SCALING_BAND_FOLLOWS,
     CEL_SCALING_BAND_BOUNDS,

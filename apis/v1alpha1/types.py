@@ -831,6 +831,7 @@ class StormServiceSpec(WireModel):
         r.CEL_SELECTOR_MATCHES_TEMPLATE,
         r.CEL_EXTERNAL_SCALING_POOLED,
         r.CEL_PARTITION_NEEDS_IN_PLACE_UPDATE,
+        r.CEL_ROLLBACK_NEEDS_DEADLINE,
     )
 
     replicas: Annotated[int, Bounds(minimum=0, message=r.MSG_REPLICAS_MIN)] = d.DEFAULT_STORM_SERVICE_REPLICAS
@@ -857,7 +858,13 @@ class StormServiceSpec(WireModel):
     mode: Literal["Replica", "Pooled"] | None = None
     """Replica or Pooled; inferred from replicas when unset (accepted for AIBrix manifests)."""
     progress_deadline_seconds: Annotated[int, Bounds(minimum=0)] | None = None
-    """Accepted for AIBrix manifests; unused."""
+    """Seconds a rollout or scale may go without progress (no RoleSet or pod newly updated or
+    ready) before Progressing becomes False with reason ProgressDeadlineExceeded. Absent or 0:
+    no deadline. A paused StormService never times out."""
+    rollback_on_failure: bool = False
+    """When the progress deadline is exceeded, write the template of the last revision that was
+    fully Ready back into spec.template (as kubectl rollout undo), once. Requires
+    progressDeadlineSeconds."""
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> StormServiceSpec:
@@ -873,6 +880,8 @@ class StormServiceSpec(WireModel):
             role.update_strategy.partition for role in self.template.spec.roles
         ):
             raise ValueError(r.MSG_PARTITION_NEEDS_IN_PLACE_UPDATE)
+        if self.rollback_on_failure and not self.progress_deadline_seconds:
+            raise ValueError(r.MSG_ROLLBACK_NEEDS_DEADLINE)
         return self
 
     @property
@@ -899,6 +908,9 @@ class StormServiceStatus(WireModel):
     collision_count: int | None = None
     scaling_target_selector: str | None = None
     """Label selector of the RoleSets, for the scale subresource."""
+    last_ready_revision: str | None = None
+    """With progressDeadlineSeconds: the last revision that was fully Ready, the one
+    rollbackOnFailure returns to."""
     conditions: list[Condition] = Field(default_factory=list)
     role_statuses: list[RoleStatus] = Field(default_factory=list)
     """Per role, pods summed over all RoleSets."""

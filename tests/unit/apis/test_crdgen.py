@@ -301,6 +301,7 @@ def test_cel_rules_are_where_they_belong(crds: dict[str, dict[str, Any]]) -> Non
         r.CEL_SELECTOR_MATCHES_TEMPLATE.as_schema(),
         r.CEL_EXTERNAL_SCALING_POOLED.as_schema(),
         r.CEL_PARTITION_NEEDS_IN_PLACE_UPDATE.as_schema(),
+        r.CEL_ROLLBACK_NEEDS_DEADLINE.as_schema(),
     ]
     assert rules_at(ss, "spec.selector") == [r.CEL_SELECTOR_NOT_EMPTY.as_schema()]
     assert rules_at(ss, "spec.selector.matchExpressions.[]") == [
