@@ -61,6 +61,7 @@ from controller.runtime.resources import (
 from controller.runtime.revision import RevisionHistory, new_revision, sort_revisions
 from controller.runtime.statusbatch import StatusBatcher
 from controller.runtime.store import INDEX_CONTROLLER_UID, Store
+from controller.stormservice import progress
 from controller.stormservice.inplace import rewrite_patch
 from controller.stormservice.labels import render_roleset
 from controller.stormservice.metrics import RoleSetGauge, RolloutTimer, StatusGauges
@@ -82,6 +83,7 @@ from controller.stormservice.revisions import (
 from controller.stormservice.rolescaler import RoleScalerSync
 from controller.stormservice.roleservicesync import RoleServiceSync
 from controller.stormservice.rolesetcontrol import RoleSetControl
+from controller.stormservice.rollback import KubeRollbackControl, RollbackControl, roll_back
 from controller.stormservice.scale import budget_for, role_replica_patch
 from controller.stormservice.service import desired_service, plan_service
 from controller.stormservice.status import (
@@ -205,6 +207,14 @@ def legacy_finalizer_patch(obj: Mapping[str, Any]) -> Obj | None:
     return {"metadata": {"finalizers": keep or None, "resourceVersion": meta.get("resourceVersion")}}
 
 
+def history_names(revisions: Iterable[Obj]) -> set[str]:
+    return {revision_name(r) for r in revisions}
+
+
+def min_wait(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
 def _raise_first(errors: list[BaseException], reason: str) -> None:
     """Raise for a failed slow-start batch: an error that is not the API server's (a bug) goes
     first, unwrapped; otherwise the first API error, as a ReconcileFailure with `reason`."""
@@ -241,8 +251,10 @@ class StormServiceSync:
         clock: Callable[[], float] = time.time,
         scalers: RoleScalerSync | None = None,
         status_batch: StatusBatcher | None = None,
+        rollbacks: RollbackControl | None = None,
     ) -> None:
         self.client = client
+        self.rollbacks = rollbacks or KubeRollbackControl(client)
         # Off unless given: counts-only status writes at once.
         self.status_batch = status_batch or StatusBatcher(0.0)
         self.stormservices = stormservices
@@ -421,6 +433,8 @@ class StormServiceSync:
     async def _truncate_history(self, obj: Obj, revs: Revisions, views: list[RoleSetView]) -> None:
         limit = (obj.get("spec") or {}).get("revisionHistoryLimit")
         live = {revision_name(revs.current), revision_name(revs.update)} | {v.revision for v in views}
+        # The revision an automatic rollback would return to.
+        live |= {str((obj.get("status") or {}).get("lastReadyRevision") or revision_name(revs.current))}
         for rev in history_to_delete(
             revs.all, live, DEFAULT_REVISION_HISTORY_LIMIT if limit is None else int(limit)
         ):
@@ -690,7 +704,16 @@ class StormServiceSync:
             rejected_template=self.rejected_template(key, update_name),
         )
         status = role_services.apply(status, now_rfc3339())
-        wait = await self._write_status(obj, status, batch_key=key)
+        deadline = progress.apply(
+            obj, status, now=self.clock(), revisions=history_names(revs.all), want=budget_for(spec).replicas
+        )
+        status, wait = deadline.status, deadline.requeue_after
+        if deadline.rollback_to is None:
+            wait = min_wait(wait, await self._write_status(obj, status, batch_key=key))
+        else:
+            target = next(r for r in revs.all if revision_name(r) == deadline.rollback_to)
+            of_target = [v.obj for v in views if v.revision == deadline.rollback_to]
+            await roll_back(self.rollbacks, self.recorder, obj, status, target, of_target)
         if wait is not None:
             requeue = wait if requeue is None else min(requeue, wait)
         self.gauge.observe(key, views)
