@@ -3,10 +3,10 @@ server in production, a recorder in unit tests.
 
 The StormService's spec is its user's; the controller writes `spec.template` here only, and
 only conditionally: the status (Progressing=False ProgressDeadlineExceeded, RolledBack=True) is
-written first, then the template with a precondition on the resourceVersion that status write
-returned. A user's edit in between wins (the API server answers 409 and nothing is written); a
-pass that reads a StormService older than our own writes sees the RolledBack condition or
-fails the same precondition, so one timed-out rollout is rolled back once.
+written first, on the resourceVersion the pass read, then the template on the resourceVersion
+that status write returned. A user's edit made meanwhile wins (the API server answers 409 and
+the template is not written); a pass that read a StormService older than our own writes fails
+the first precondition, so one timed-out rollout is rolled back once, with one event.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ EVENT_ROLLED_BACK = "RolledBack"
 
 class RollbackControl(Protocol):
     async def patch_status(self, storm_service: Mapping[str, Any], patch: Obj) -> Obj:
-        """Merge-patch the status subresource; returns the StormService as written."""
+        """Merge-patch the status subresource (with metadata.resourceVersion in `patch`: only if
+        the StormService is still at that version, Conflict otherwise); returns the StormService
+        as written."""
         ...
 
     async def replace_template(
@@ -94,12 +96,13 @@ async def roll_back(
     brings the next pass)."""
     meta = storm_service["metadata"]
     spec = storm_service.get("spec") or {}
-    resource_version = str(meta.get("resourceVersion") or "")
-    patch = status_patch(storm_service.get("status") or {}, status)
+    # Conditional on the version read: a pass reading a StormService older than our last writes
+    # (or than a user's edit) changes nothing.
+    patch = status_patch(storm_service.get("status") or {}, status) or {"status": {}}
+    patch["metadata"] = {"resourceVersion": meta.get("resourceVersion")}
     try:
-        if patch is not None:
-            written = await control.patch_status(storm_service, patch)
-            resource_version = str((written.get("metadata") or {}).get("resourceVersion") or "")
+        written = await control.patch_status(storm_service, patch)
+        resource_version = str((written.get("metadata") or {}).get("resourceVersion") or "")
         template = rollback_template(target, spec.get("template") or {}, replicas_by_role(target_rolesets))
         patched = await control.replace_template(storm_service, resource_version, template)
     except (Conflict, NotFound) as err:

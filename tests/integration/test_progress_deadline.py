@@ -14,9 +14,9 @@ included, so a readiness gate nobody sets would not stall anything.
   Ready again on the old revision, and the controller never writes the template again.
 - test_a_progressing_rollout_never_times_out: a rollout longer than the deadline whose steps
   are shorter keeps Progressing=True, the clock reset on each step.
-- test_the_template_write_is_conditional: the rollback's write of spec.template, against the
-  real API server: refused (409) once the StormService changed after it was read; otherwise it
-  replaces the whole template (no key of the failed one left behind).
+- test_the_template_write_is_conditional: the rollback's writes (status, then spec.template),
+  against the real API server: refused (409) once the StormService changed after it was read;
+  otherwise the whole template is replaced (no key of the failed one left behind).
 - test_an_aibrix_manifest_behaves_as_before: samples/prefill-decode.yaml (no deadline) is
   created and rolled: no lastUpdateTime, no lastReadyRevision, no RolledBack, no spec write.
 """
@@ -360,10 +360,14 @@ async def test_the_template_write_is_conditional(
     good = storm(name)["spec"]["template"]
     kubectl("label", "stormservice", name, "-n", namespace, "edited=by-the-user")
     control = KubeRollbackControl(kube)
+    stale = {"metadata": {"resourceVersion": read["metadata"]["resourceVersion"]}, "status": {"replicas": 7}}
+    with pytest.raises(Conflict):
+        await control.patch_status(read, stale)
     with pytest.raises(Conflict):
         await control.replace_template(read, read["metadata"]["resourceVersion"], good)
     after = await kube.get(STORMSERVICES, namespace, name)
     assert after["spec"]["template"] == read["spec"]["template"], "written over the user's edit"
+    assert (after.get("status") or {}).get("replicas") != 7
 
     written = await control.replace_template(after, after["metadata"]["resourceVersion"], good)
     role = written["spec"]["template"]["spec"]["roles"][0]

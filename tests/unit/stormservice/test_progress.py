@@ -340,6 +340,7 @@ def test_roll_back_writes_status_then_the_template_on_that_version(conflict: boo
     control, recorder = FakeControl(conflict), FakeRecorder()
     result = asyncio.run(roll_back(control, recorder, obj, status, revision, []))
     assert [kind for kind, _ in control.calls] == ["status", "template"]
+    assert control.calls[0][1] == {"metadata": {"resourceVersion": "7"}, "status": status}
     assert control.calls[1][1] == ("8", {"spec": {"roles": [{"name": "p", "replicas": 2}]}})
     if conflict:
         assert result is None and recorder.events == []
