@@ -72,3 +72,29 @@ async def test_a_stalled_rollout_times_out_at_the_deadline_and_is_rolled_back_on
         assert env.condition("Ready")["status"] == "True"  # type: ignore[index]
         assert env.condition("RolledBack")["status"] == "True"  # type: ignore[index]
         assert env.recorder.reasons().count("RolledBack") == 1
+
+
+async def test_the_last_ready_revision_stays_in_a_history_of_none() -> None:
+    obj = storm(
+        replicas=1, history_limit=0, strategy={"type": "RollingUpdate", "maxSurge": 0, "maxUnavailable": 1}
+    )
+    obj["spec"] |= {"progressDeadlineSeconds": 60, "rollbackOnFailure": True}
+    async with Env() as env:
+        env.seed(STORMSERVICES, obj)
+        await env.sync()
+        env.all_ready()
+        await env.sync()
+        good = env.status()["lastReadyRevision"]
+
+        def v2(spec: dict[str, Any]) -> None:
+            spec["template"]["spec"]["roles"][0]["template"]["spec"]["containers"][0]["image"] = "prefill:v2"
+
+        await env.edit(v2)
+        for _ in range(4):  # the old RoleSet goes, the new one comes (never Ready)
+            await env.sync()
+            for rs in env.rolesets(live_only=True):
+                env.report(rs, ready=False)
+        status = env.status()
+        assert status["currentRevision"] == status["updateRevision"] != good
+        assert {revision_of(rs) for rs in env.rolesets()} == {status["updateRevision"]}
+        assert good in {r["metadata"]["name"] for r in env.revisions()}
