@@ -7,9 +7,9 @@ With `spec.progressDeadlineSeconds` (> 0) the Progressing condition carries a
 RoleSet or pod newly updated or ready, an old RoleSet gone, the RoleSet count nearer to
 `replicas`). While it is not Ready and nothing moved for the deadline, Progressing becomes
 False with reason ProgressDeadlineExceeded, until it moves again. The clock only runs while
-Progressing is True and not complete: a paused StormService (Unknown), a stalled or blocked one
-(False, a more precise reason) or a complete one never times out; resuming starts the clock
-afresh. The sync is requeued at the deadline, never polled.
+Progressing is True and not complete: a paused StormService (Unknown), one held by a role's
+partition (PartitionHeld), a stalled or blocked one (False, a more precise reason) or a
+complete one never times out; resuming starts the clock afresh. The sync is requeued at the deadline, never polled.
 
 With `spec.rollbackOnFailure`, a timed-out rollout is rolled back to `status.lastReadyRevision`
 (the last revision that was fully Ready): never to the revision that timed out (a rollback that
@@ -37,6 +37,8 @@ Obj = dict[str, Any]
 REASON_DEADLINE_EXCEEDED = c.REASON_PROGRESS_DEADLINE_EXCEEDED
 CONDITION_ROLLED_BACK = c.CONDITION_ROLLED_BACK
 
+#: Progressing=True reasons that wait for nothing: done, or held by request (a role's partition).
+_NO_CLOCK = (c.REASON_ROLLOUT_COMPLETE, c.REASON_PARTITION_HELD)
 #: Status counts that only grow while a rollout or scale-up goes on.
 _RISING = ("updatedReplicas", "updatedReadyReplicas", "readyReplicas")
 
@@ -112,12 +114,13 @@ def decide(
         return Progress(status, reason, message)
     old = old or {}
     since = parse_timestamp(old.get("lastUpdateTime")) or None
-    if status != "True" or reason == c.REASON_ROLLOUT_COMPLETE:
-        # Paused, stalled, blocked or complete: no clock runs. Its time is when this state began.
+    if status != "True" or reason in _NO_CLOCK:
+        # Paused, stalled, blocked, held by a partition or complete: no clock runs. Its time is
+        # when this state began.
         same = (old.get("status"), old.get("reason")) == (status, reason)
         return Progress(status, reason, message, rfc3339(since if same and since else now))
     timed_out = old.get("status") == "False" and old.get("reason") == REASON_DEADLINE_EXCEEDED
-    running = old.get("status") == "True" and old.get("reason") != c.REASON_ROLLOUT_COMPLETE
+    running = old.get("status") == "True" and old.get("reason") not in _NO_CLOCK
     if progressed or since is None or not (running or timed_out):
         return Progress(status, reason, message, rfc3339(now), float(deadline))
     left = since + deadline - now

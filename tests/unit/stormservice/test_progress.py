@@ -36,6 +36,7 @@ ROLLING = ("True", "RolloutInProgress", "0 of 1 RoleSets updated to revision b")
 COMPLETE = ("True", "RolloutComplete", "1 of 1 RoleSets ready")
 PAUSED = ("Unknown", "Paused", "paused: 0 of 1 RoleSets updated")
 STALLED = ("False", "RoleSetRolloutStalled", "RoleSet x: RolloutBlocked")
+HELD = ("True", "PartitionHeld", "RoleSet x: role decode: 4 of 6 instances kept on the old revision")
 
 
 @pytest.mark.parametrize(
@@ -124,6 +125,14 @@ STALLED = ("False", "RoleSetRolloutStalled", "RoleSet x: RolloutBlocked")
         pytest.param(
             DEADLINE, ROLLING, condition("Unknown", "Paused"), False, T0 + 999, True, "a",
             Progress(*ROLLING, rfc3339(T0 + 999), 60.0), id="resumed-starts-the-clock-afresh",
+        ),
+        pytest.param(
+            DEADLINE, HELD, condition("True", "PartitionHeld"), False, T0 + 999, True, "a",
+            Progress(*HELD, STAMP), id="held-by-a-partition-never-times-out",
+        ),
+        pytest.param(
+            DEADLINE, ROLLING, condition("True", "PartitionHeld"), False, T0 + 999, True, "a",
+            Progress(*ROLLING, rfc3339(T0 + 999), 60.0), id="partition-lowered-starts-the-clock-afresh",
         ),
         pytest.param(
             DEADLINE, STALLED, condition("True", "RolloutInProgress"), False, T0 + 999, True, "a",
