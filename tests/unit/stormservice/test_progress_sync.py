@@ -98,3 +98,34 @@ async def test_the_last_ready_revision_stays_in_a_history_of_none() -> None:
         assert status["currentRevision"] == status["updateRevision"] != good
         assert {revision_of(rs) for rs in env.rolesets()} == {status["updateRevision"]}
         assert good in {r["metadata"]["name"] for r in env.revisions()}
+
+
+async def test_a_rollout_longer_than_the_deadline_whose_steps_are_shorter_never_times_out() -> None:
+    now = [T0]
+    obj = storm(replicas=3, strategy={"type": "RollingUpdate", "maxSurge": 1, "maxUnavailable": 0})
+    obj["spec"] |= {"progressDeadlineSeconds": 60, "rollbackOnFailure": True}
+    async with Env() as env:
+        env.ctrl.syncer.clock = lambda: now[0]
+        env.seed(STORMSERVICES, obj)
+        for _ in range(3):
+            await env.sync()
+            env.all_ready()
+        assert env.condition("Ready")["status"] == "True"  # type: ignore[index]
+
+        def v2(spec: dict[str, Any]) -> None:
+            spec["template"]["spec"]["roles"][0]["template"]["spec"]["containers"][0]["image"] = "prefill:v2"
+
+        await env.edit(v2)
+        started = now[0]
+        for _ in range(20):
+            now[0] += 50  # each step within the deadline
+            await env.sync()
+            progressing = env.condition("Progressing")
+            assert progressing is not None and progressing["status"] == "True", progressing
+            if env.condition("Ready")["status"] == "True":  # type: ignore[index]
+                break
+            env.all_ready()
+        assert env.condition("Ready")["status"] == "True"  # type: ignore[index]
+        assert now[0] - started > 60 * 2
+        assert "RolledBack" not in {c["type"] for c in env.status()["conditions"]}
+        assert env.recorder.reasons().count("RolledBack") == 0
