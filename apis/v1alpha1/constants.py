@@ -48,6 +48,9 @@ LABEL_ROLE_REVISION_NAME: Final = PREFIX + "role-revision-name"
 LABEL_ROLE_REPLICA_INDEX: Final = PREFIX + "role-replica-index"
 LABEL_POD_GROUP_INDEX: Final = PREFIX + "pod-group-index"
 LABEL_PODSET_NAME: Final = PREFIX + "podset-name"
+#: On the entry pod (member 0) of a group of a role with an entryTemplate (Kthena's
+#: `modelserving.volcano.sh/entry`), so that a Service can select the entries.
+LABEL_ENTRY: Final = PREFIX + "entry"
 
 # Annotations.
 ANNOTATION_REVISION: Final = PREFIX + "revision"  # on RoleSets: the StormService revision name
@@ -105,6 +108,10 @@ ENV_PODSET_NAME: Final = "PODSET_NAME"
 ENV_POD_GROUP_INDEX: Final = "POD_GROUP_INDEX"
 ENV_POD_GROUP_SIZE: Final = "POD_GROUP_SIZE"
 ENV_LEADER_ADDRESS: Final = "LEADER_ADDRESS"  # Beyond AIBrix
+# Kthena's names, in every pod of a role with an entryTemplate (beyond AIBrix).
+ENV_GROUP_SIZE: Final = "GROUP_SIZE"
+ENV_ENTRY_ADDRESS: Final = "ENTRY_ADDRESS"
+ENV_WORKER_INDEX: Final = "WORKER_INDEX"
 
 # --- condition types and reasons -----------------------------------------------------------------
 

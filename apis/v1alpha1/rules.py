@@ -136,6 +136,12 @@ MSG_SERVICE_PORT_NAME: Final = (
     "service port name must be a DNS-1123 label: at most 63 lowercase letters, digits and '-'"
 )
 
+# Entry and worker templates (RoleSpec.entryTemplate).
+MSG_ENTRY_TEMPLATE_NEEDS_GROUP: Final = (
+    "entryTemplate requires podGroupSize > 1: it is the template of member 0 of each pod group, "
+    "the other members are made from template"
+)
+
 #: A ratio of instance counts: a decimal string, so that the API holds no float (exact "1.5").
 RATIO_PATTERN: Final = r"^(0|[1-9][0-9]{0,3})(\.[0-9]{1,3})?$"
 RATIO_RE: Final = re.compile(RATIO_PATTERN)
@@ -147,6 +153,7 @@ MSG_UPGRADE_ORDER_MIN: Final = "upgradeOrder must be greater than or equal to 1"
 MSG_REVISION_HISTORY_LIMIT_MIN: Final = "revisionHistoryLimit must be greater than or equal to 0"
 MSG_TOPOLOGY_KEY: Final = "topologyPolicy.key must be a label key such as kubernetes.io/hostname"
 MSG_ROLE_TEMPLATE_CONTAINERS: Final = "role template must have spec.containers with at least one container"
+MSG_ENTRY_TEMPLATE_CONTAINERS: Final = "entryTemplate must have spec.containers with at least one container"
 
 # Checks the API server makes on every pod, made on role templates at admission so that a
 # template no pod can be made of is refused before a rollout starts. Plain OpenAPI keywords on
@@ -367,6 +374,13 @@ CEL_SERVICE_NODE_PORT_TYPE: Final = CelRule(
     ".ports",
 )
 CEL_IMMUTABLE: Final = CelRule("self == oldSelf", MSG_IMMUTABLE)
+# On a role object. podGroupSize is defaulted (1) before rules run; has() for objects stored
+# before that default existed.
+CEL_ENTRY_TEMPLATE_NEEDS_GROUP: Final = CelRule(
+    "!has(self.entryTemplate) || (has(self.podGroupSize) && self.podGroupSize > 1)",
+    MSG_ENTRY_TEMPLATE_NEEDS_GROUP,
+    ".entryTemplate",
+)
 
 # On a role object.
 CEL_DEPENDS_ON_SELF: Final = CelRule(
@@ -407,6 +421,7 @@ ALL_CEL_RULES: Final = (
     CEL_DEPENDS_ON_UNIQUE,
     CEL_DEPENDS_ON_KNOWN,
     CEL_DEPENDS_ON_ACYCLIC,
+    CEL_ENTRY_TEMPLATE_NEEDS_GROUP,
     CEL_EXTERNAL_SCALING_POOLED,
     CEL_PARTITION_NEEDS_IN_PLACE_UPDATE,
     CEL_ROLLBACK_NEEDS_DEADLINE,

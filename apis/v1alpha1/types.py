@@ -644,6 +644,7 @@ class RoleSpec(WireModel):
         r.CEL_ROLE_NAME_LENGTH,
         r.CEL_SCALING_BAND_NEEDS_EXTERNAL,
         r.CEL_DEPENDS_ON_SELF,
+        r.CEL_ENTRY_TEMPLATE_NEEDS_GROUP,
     )
 
     name: LabelValue
@@ -694,6 +695,11 @@ class RoleSpec(WireModel):
     """Roles of the same RoleSet whose instances must all be ready before this role's pods are
     first created (e.g. a router after prefill and decode). Only the start waits: a role that
     has pods is never stopped, held or deleted for a dependency. Changing it restarts nothing."""
+    entry_template: RoleTemplate | None = None
+    """The pod template of member 0 of each pod group (the entry, or leader), when it differs
+    from the workers' (core/v1 PodTemplateSpec); needs podGroupSize > 1. Its pods get the label
+    stormservice.orchestration.aibrix.ai/entry: "true", and every pod of the role the env vars
+    GROUP_SIZE, ENTRY_ADDRESS and WORKER_INDEX."""
 
     @model_validator(mode="after")
     def _rules(self, info: ValidationInfo) -> RoleSpec:
@@ -703,6 +709,17 @@ class RoleSpec(WireModel):
             raise ValueError(f"{r.MSG_DEPENDS_ON_SELF} (role {self.name})")
         if len(set(self.depends_on)) != len(self.depends_on):
             raise ValueError(f"{r.MSG_DEPENDS_ON_UNIQUE} (role {self.name})")
+        if self.entry_template is not None:
+            if self.pod_group_size <= 1:
+                raise ValueError(r.MSG_ENTRY_TEMPLATE_NEEDS_GROUP)
+            entry_spec = self.entry_template.get("spec")
+            if (
+                not isinstance(entry_spec, dict)
+                or not isinstance(entry_spec.get("containers"), list)
+                or not entry_spec["containers"]
+            ):
+                raise ValueError(r.MSG_ENTRY_TEMPLATE_CONTAINERS)
+            _check_pod_spec(entry_spec)
         if self.scaling_band is not None and self.scaling != "External":
             raise ValueError(r.MSG_SCALING_BAND_NEEDS_EXTERNAL)
         if not r.DNS1123_LABEL_RE.fullmatch(self.name):

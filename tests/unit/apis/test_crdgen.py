@@ -327,6 +327,7 @@ def test_cel_rules_are_where_they_belong(crds: dict[str, dict[str, Any]]) -> Non
             r.CEL_ROLE_NAME_LENGTH.as_schema(),
             r.CEL_SCALING_BAND_NEEDS_EXTERNAL.as_schema(),
             r.CEL_DEPENDS_ON_SELF.as_schema(),
+            r.CEL_ENTRY_TEMPLATE_NEEDS_GROUP.as_schema(),
         ]
         assert rules_at(schema, f"{roles}.[].scalingBand") == [r.CEL_SCALING_BAND_BOUNDS.as_schema()]
         assert rules_at(schema, f"{roles}.[].dependsOn") == [r.CEL_DEPENDS_ON_UNIQUE.as_schema()]
@@ -345,18 +346,27 @@ def test_cel_rules_are_where_they_belong(crds: dict[str, dict[str, Any]]) -> Non
         ):
             assert rules_at(schema, f"{roles}.[].{p}") == intstr
         assert rules_at(schema, f"{roles}.[].template.spec") == [r.CEL_NO_EPHEMERAL_CONTAINERS.as_schema()]
+        assert rules_at(schema, f"{roles}.[].entryTemplate.spec") == [
+            r.CEL_NO_EPHEMERAL_CONTAINERS.as_schema()
+        ]
     # Nowhere else in a pod template: a rule under a list there (containers, volumes, ...) is
     # charged for the longest list a 3 MB request can hold, and those lists have no bound.
     for schema, role in ((ss, SS_ROLE), (rs, RS_ROLE)):
-        template = at(schema, f"{role}.template")
-        assert [p for p, n in _walk(template) if "x-kubernetes-validations" in n] == [".spec"]
+        for field in ("template", "entryTemplate"):
+            template = at(schema, f"{role}.{field}")
+            assert [p for p, n in _walk(template) if "x-kubernetes-validations" in n] == [".spec"]
 
 
 def test_pod_template_checks_what_pod_validation_checks(crds: dict[str, dict[str, Any]]) -> None:
     """Plain OpenAPI keywords (no CEL cost), in both CRDs, on containers and init containers."""
     port_range = {"minimum": r.MIN_PORT, "maximum": r.MAX_PORT}
-    for schema, role in ((ss_schema(crds), SS_ROLE), (rs_schema(crds), RS_ROLE)):
-        spec = at(schema, f"{role}.template.spec")
+    for schema, role, field in (
+        (ss_schema(crds), SS_ROLE, "template"),
+        (rs_schema(crds), RS_ROLE, "template"),
+        (ss_schema(crds), SS_ROLE, "entryTemplate"),
+        (rs_schema(crds), RS_ROLE, "entryTemplate"),
+    ):
+        spec = at(schema, f"{role}.{field}.spec")
         assert at(spec, "restartPolicy") == {"type": "string", "enum": ["Always", "OnFailure", "Never", ""]}
         for containers in ("containers", "initContainers"):
             container = at(spec, f"{containers}.[]")
