@@ -50,7 +50,8 @@ _OWN_ANNOTATIONS = frozenset(
         L.VOLCANO_POD_GROUP_ANNOTATION,
     }
 )
-_OWN_ENV = frozenset({L.ENV_ROLE_TEMPLATE_HASH, L.ENV_PODSET_NAME, L.ENV_LEADER_ADDRESS})
+# ENTRY_ADDRESS names the entry pod, whose name carries the hash, as LEADER_ADDRESS does.
+_OWN_ENV = frozenset({L.ENV_ROLE_TEMPLATE_HASH, L.ENV_PODSET_NAME, L.ENV_LEADER_ADDRESS, L.ENV_ENTRY_ADDRESS})
 _INJECTED_ENV = frozenset(
     {
         L.ENV_STORM_SERVICE_NAME,
@@ -63,6 +64,9 @@ _INJECTED_ENV = frozenset(
         L.ENV_POD_GROUP_INDEX,
         L.ENV_POD_GROUP_SIZE,
         L.ENV_LEADER_ADDRESS,
+        L.ENV_GROUP_SIZE,
+        L.ENV_ENTRY_ADDRESS,
+        L.ENV_WORKER_INDEX,
     }
 )
 

@@ -62,6 +62,8 @@ class PodSpecInputs:
     # The hash pod and group names carry, when it is not `template_hash`: a member replaced in a
     # group that was updated in place keeps the group's names.
     name_hash: str | None = None
+    # The role's entryTemplate: member 0 of each group is made from it (see template_for).
+    entry_template: Mapping[str, Any] | None = None
 
     @property
     def names_hash(self) -> str:
@@ -75,6 +77,19 @@ def pod_name(rs: RoleSetInfo, spec: PodSpecInputs, index: int | None, member: in
     if index is not None:
         return naming.stateful_pod_name(rs.name, spec.role, spec.names_hash, index)
     return None
+
+
+def is_entry(spec: PodSpecInputs, index: int | None, member: int | None) -> bool:
+    """Whether the pod in this slot is the entry pod of a role with an entryTemplate."""
+    return spec.entry_template is not None and index is not None and member == 0
+
+
+def template_for(spec: PodSpecInputs, index: int | None, member: int | None) -> Mapping[str, Any]:
+    """The template the pod in this slot is made from: the entryTemplate for member 0 of a group
+    when the role has one, else the role's template."""
+    if spec.entry_template is not None and index is not None and member == 0:
+        return spec.entry_template
+    return spec.template
 
 
 def leader_address(rs: RoleSetInfo, leader: str) -> str:
@@ -104,6 +119,14 @@ def builtin_env(rs: RoleSetInfo, spec: PodSpecInputs, index: int | None, member:
             {"name": L.ENV_POD_GROUP_SIZE, "value": str(spec.group_size)},
             {"name": L.ENV_LEADER_ADDRESS, "value": leader_address(rs, leader)},
         ]
+        if spec.entry_template is not None:
+            # Kthena's names for the same facts, for engines written against Kthena; only with an
+            # entryTemplate, so that AIBrix's pods stay exactly as they were.
+            env += [
+                {"name": L.ENV_GROUP_SIZE, "value": str(spec.group_size)},
+                {"name": L.ENV_ENTRY_ADDRESS, "value": leader_address(rs, leader)},
+                {"name": L.ENV_WORKER_INDEX, "value": str(member)},
+            ]
     return env
 
 
@@ -127,7 +150,7 @@ def render_pod(
     """The pod the controller creates for slot `index` (member `member` of a group), or a
     stateless pod when index is None, named `<rs>-<role>-<name_suffix>` (generateName without a
     suffix)."""
-    template = copy.deepcopy(dict(spec.template))
+    template = copy.deepcopy(dict(template_for(spec, index, member)))
     tmeta = template.get("metadata") or {}
     pod_spec: Obj = template.get("spec") or {}
     lbls: dict[str, str] = dict(tmeta.get("labels") or {})
@@ -151,6 +174,8 @@ def render_pod(
         lbls[L.POD_GROUP_INDEX_LABEL] = str(member)
         lbls[L.PODSET_NAME_LABEL] = naming.group_name(rs.name, spec.role, spec.names_hash, index)
         anns[L.POD_GROUP_SIZE_ANNOTATION] = str(spec.group_size)
+        if is_entry(spec, index, member):
+            lbls[L.ENTRY_LABEL] = "true"
     lbls.update(spec.scheduler_labels)
     anns.update(spec.scheduler_annotations)
 

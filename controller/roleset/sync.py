@@ -128,9 +128,13 @@ def _rfc3339(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def template_hash(template: Mapping[str, Any]) -> str:
-    """The role template hash: the runtime's pinned revision hash of the raw template."""
-    return hash_revision_data(template, None)
+def template_hash(template: Mapping[str, Any], entry_template: Mapping[str, Any] | None = None) -> str:
+    """The role template hash: the runtime's pinned revision hash of the raw template. With an
+    entryTemplate, of both: the two are one instance revision (a change of either rolls the
+    role); without one, the hash is the one it always was."""
+    if entry_template is None:
+        return hash_revision_data(template, None)
+    return hash_revision_data({"template": template, "entryTemplate": entry_template}, None)
 
 
 @dataclass(slots=True)
@@ -343,7 +347,7 @@ class RoleSetSync:
         if cached is not None and cached[0] == version and version[1]:
             return cached[1], cached[2]
         spec = RoleSetSpec.model_validate(obj.get("spec") or {}, context={LENIENT: True})
-        hashes = [template_hash(role.template) for role in spec.roles]
+        hashes = [template_hash(role.template, role.entry_template) for role in spec.roles]
         self._models[key] = (version, spec, hashes)
         return spec, hashes
 
@@ -449,6 +453,7 @@ class RoleSetSync:
             scheduler_labels=sched_labels,
             scheduler_annotations=sched_anns,
             affinity=affinity,
+            entry_template=role.entry_template,
         )
         view = build_view(params, [infos.get(p["metadata"].get("uid") or "") or pod_info(p) for p in pods])
         return RoleCtx(
@@ -638,7 +643,8 @@ class RoleSetSync:
         a dry-run create of the first pod the plan would create (see templatecheck)."""
         role, h = ctx.spec.name, ctx.params.target_hash
         verdict = self.template_checks.get(key, role, h)
-        if verdict is None and templatecheck.probed_by_create(ctx.plan):
+        two_templates = ctx.inputs.entry_template is not None
+        if verdict is None and templatecheck.probed_by_create(ctx.plan) and not two_templates:
             return True  # _create_pods records the answer of the first create
         if verdict is None:
             first = ctx.plan.creates[0] if ctx.plan.creates else None
@@ -646,13 +652,13 @@ class RoleSetSync:
             if first is None and ctx.params.slotted:
                 index = next((d.pod.index for d in ctx.plan.deletes if d.pod.index is not None), 0)
             member = (first.member if first else 0) if ctx.params.group_size > 1 else None
-            pod = render_pod(
-                info, self._inputs_for(info, ctx, index, first.group if first else None), index, member
-            )
+            # One pod of each template: the entry's and a worker's.
+            members = templatecheck.ENTRY_AND_WORKER if two_templates else (member,)
+            inputs = self._inputs_for(info, ctx, index, first.group if first else None)
             try:
-                await self.control.create(
-                    PODS, info.namespace, templatecheck.dry_run_body(pod, info.name, role), dry_run=True
-                )
+                for m in members:
+                    pod = templatecheck.dry_run_body(render_pod(info, inputs, index, m), info.name, role)
+                    await self.control.create(PODS, info.namespace, pod, dry_run=True)
                 verdict = dryrun.Verdict(h, None)
             except ApiError as err:
                 refused = dryrun.rejection(err)

@@ -23,6 +23,10 @@ from controller.roleset import naming
 from controller.roleset.scale import RolePlan
 from controller.runtime.client import Obj
 
+#: The members dry-run for a role with an entryTemplate: the entry (0) and a worker (1), one pod
+#: of each of its two templates. Its first create would check only one of them.
+ENTRY_AND_WORKER: tuple[int, ...] = (0, 1)
+
 # Deletions that make room for pods of the template: held while it is rejected.
 REPLACING_REASONS = frozenset({"rollout", "group-recreate"})
 

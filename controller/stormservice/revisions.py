@@ -163,9 +163,10 @@ def revision_content(data: Mapping[str, Any]) -> bytes:
             role["updateStrategy"] = {"type": DEFAULT_ROLE_UPDATE_STRATEGY}
         elif isinstance(strategy, dict):
             strategy.setdefault("type", DEFAULT_ROLE_UPDATE_STRATEGY)
-        pod_template = role.get("template")
-        if isinstance(pod_template, dict) and isinstance(pod_template.get("spec"), dict):
-            pod_template["spec"] = podfields.normalize(pod_template["spec"], "PodSpec")
+        for field in ("template", "entryTemplate"):
+            pod_template = role.get(field)
+            if isinstance(pod_template, dict) and isinstance(pod_template.get("spec"), dict):
+                pod_template["spec"] = podfields.normalize(pod_template["spec"], "PodSpec")
     return canonical_json(_comparable(_meaningful(template)))
 
 

@@ -855,8 +855,14 @@ class StormServiceSync:
             return known.rejection is None
         meta = obj["metadata"]
         rejection: str | None = None
-        for role in (template.get("spec") or {}).get("roles") or ():
-            tmeta = (role.get("template") or {}).get("metadata") or {}
+        pod_templates = [
+            (role, field)
+            for role in (template.get("spec") or {}).get("roles") or ()
+            for field in ("template", "entryTemplate")
+            if field == "template" or role.get(field) is not None
+        ]
+        for role, field in pod_templates:
+            tmeta = (role.get(field) or {}).get("metadata") or {}
             pod = {
                 "apiVersion": "v1",
                 "kind": "Pod",
@@ -866,7 +872,7 @@ class StormServiceSync:
                     "labels": dict(tmeta.get("labels") or {}),
                     "annotations": dict(tmeta.get("annotations") or {}),
                 },
-                "spec": (role.get("template") or {}).get("spec") or {},
+                "spec": (role.get(field) or {}).get("spec") or {},
             }
             try:
                 await self.control.dry_run_pod(meta["namespace"], pod)
@@ -875,7 +881,8 @@ class StormServiceSync:
                 if refused is None:
                     # Not an answer about the template: ask again on the retry, change nothing now.
                     raise ReconcileFailure(EVENT_FAILED_CREATE, err) from err
-                rejection = f"role {role.get('name')}: {refused}"
+                where = "" if field == "template" else f" {field}"
+                rejection = f"role {role.get('name')}{where}: {refused}"
                 break
         self._template_verdicts.record(key, "", dryrun.Verdict(revision, rejection))
         if rejection is not None:
