@@ -123,14 +123,18 @@ def restart_patch(storm_service: Mapping[str, Any], restarted_at: str) -> JsonPa
         raise CliError(f'error: stormservice "{name}" has no roles to restart')
     ops: JsonPatch = [_resource_version_test(storm_service)]
     for i, role in enumerate(roles):
-        metadata = copy.deepcopy(dict((role.get("template") or {}).get("metadata") or {}))
-        metadata["annotations"] = {
-            **(metadata.get("annotations") or {}),
-            RESTARTED_AT_ANNOTATION: restarted_at,
-        }
         base = f"/spec/template/spec/roles/{i}"
         ops.append({"op": "test", "path": f"{base}/name", "value": role.get("name")})
-        ops.append({"op": "add", "path": f"{base}/template/metadata", "value": metadata})
+        # The entry pods of a role with an entryTemplate are made from it: annotated too.
+        for field in ("template", "entryTemplate"):
+            if field != "template" and role.get(field) is None:
+                continue
+            metadata = copy.deepcopy(dict((role.get(field) or {}).get("metadata") or {}))
+            metadata["annotations"] = {
+                **(metadata.get("annotations") or {}),
+                RESTARTED_AT_ANNOTATION: restarted_at,
+            }
+            ops.append({"op": "add", "path": f"{base}/{field}/metadata", "value": metadata})
     return ops
 
 

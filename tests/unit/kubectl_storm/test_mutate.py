@@ -114,6 +114,19 @@ def test_restart_annotates_every_role_template_and_tests_what_it_read() -> None:
     assert ss == original
 
 
+def test_restart_annotates_the_entry_template_too() -> None:
+    tmpl = template()
+    tmpl["spec"]["roles"][1]["entryTemplate"] = {"spec": {"containers": [{"name": "c", "image": "e"}]}}
+    at = "2026-12-01T08:00:00Z"
+    ops = restart_patch(storm_service(tmpl=tmpl), at)
+    assert [op["path"] for op in ops if op["op"] == "add"] == [
+        "/spec/template/spec/roles/0/template/metadata",
+        "/spec/template/spec/roles/1/template/metadata",
+        "/spec/template/spec/roles/1/entryTemplate/metadata",
+    ]
+    assert ops[-1]["value"] == {"annotations": {RESTARTED_AT_ANNOTATION: at}}
+
+
 def test_restart_of_a_paused_stormservice_is_refused() -> None:
     with pytest.raises(CliError, match="cannot restart paused stormservice"):
         restart_patch(storm_service(paused=True), "2026-12-01T08:00:00Z")
