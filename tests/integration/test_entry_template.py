@@ -6,6 +6,9 @@
   label has exactly one endpoint per group, the entry pod. A new entryTemplate image under
   InPlaceIfPossible keeps every pod (same UIDs): the kwok stage restarts the entries' container
   on the new image, the workers keep theirs, unrestarted.
+- test_an_entry_template_the_api_server_refuses_replaces_nothing: an entryTemplate the CRD
+  admits but no pod can be made of (a mount of a volume that does not exist) is caught by the
+  dry run: ReplicaFailure InvalidPodTemplate naming the entryTemplate, no pod touched.
 - test_the_crd_refuses_an_entry_template_without_groups: CEL refusals, with the message.
 - test_an_aibrix_grouped_role_is_as_before: samples/prefill-decode.yaml (a grouped decode role,
   no entryTemplate) applied unchanged: no entry label, none of the new env, and the role
@@ -236,6 +239,41 @@ def test_entry_and_workers_run_their_templates(
             assert pod["spec"]["containers"][0]["image"] == WORKER_IMAGE
             assert status["restartCount"] == 0, status
     assert endpoint_pods() == sorted(entries)
+
+
+def test_an_entry_template_the_api_server_refuses_replaces_nothing(
+    kubectl: Kubectl,
+    namespace: str,
+    crds: list[str],
+    run_controller: Callable[..., ControllerProcess],
+) -> None:
+    controller = run_controller(f"--namespace={namespace}")
+    name = "badentry"
+    kubectl.apply(storm(name, grouped_role(replicas=1)), "-n", namespace)
+    ss = Service(kubectl, namespace, name, controller)
+    uids = {p["metadata"]["uid"] for p in ss.wait_ready(3)}
+    kubectl(
+        "patch", "stormservice", name, "-n", namespace, "--type=json", "-p",
+        json.dumps([
+            {"op": "replace", "path": "/spec/template/spec/roles/0/entryTemplate/spec/containers/0/image",
+             "value": ENTRY_IMAGE_V2},
+            {"op": "add", "path": "/spec/template/spec/roles/0/entryTemplate/spec/containers/0/volumeMounts",
+             "value": [{"name": "missing", "mountPath": "/data"}]},
+        ]),
+    )  # fmt: skip
+
+    def refused() -> dict[str, Any] | None:
+        conditions = (ss.get("stormservice", name).get("status") or {}).get("conditions") or ()
+        failure = next((c for c in conditions if c["type"] == "ReplicaFailure"), None)
+        return failure if failure is not None and failure["reason"] == "InvalidPodTemplate" else None
+
+    ss.wait(lambda: refused() is not None, "ReplicaFailure InvalidPodTemplate on the StormService")
+    failure = refused()
+    assert failure is not None and "role decode entryTemplate" in failure["message"], failure
+    assert "missing" in failure["message"], failure
+    current = ss.pods()
+    assert {p["metadata"]["uid"] for p in current} == uids
+    assert all(p["spec"]["containers"][0]["image"] != ENTRY_IMAGE_V2 for p in current)
 
 
 def test_the_crd_refuses_an_entry_template_without_groups(

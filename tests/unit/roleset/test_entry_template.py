@@ -17,6 +17,7 @@ from controller.roleset import inplace as ip
 from controller.roleset import labels as L
 from controller.roleset.pods import PodSpecInputs, RoleSetInfo, render_pod
 from controller.roleset.sync import template_hash
+from controller.runtime.errors import Invalid
 from controller.runtime.resources import PODS
 from tests.unit.roleset.harness import NS, Harness, role, roleset
 
@@ -250,3 +251,45 @@ async def test_a_new_entry_template_with_recreate_replaces_the_groups(h: Harness
     entries = [p for p in after if p["metadata"]["labels"].get(L.ENTRY_LABEL) == "true"]
     assert {p["spec"]["containers"][0]["image"] for p in entries} == {"entry:2"}
     assert len(entries) == 2
+
+
+INVALID = Invalid(
+    422, "Invalid", 'Pod "rs-decode-x" is invalid: spec.containers[0].image: Invalid value: "worker:bad"'
+)
+
+
+def dry_runs(h: Harness) -> int:
+    return sum(1 for a in h.client.actions if a.verb == "create-dry-run" and a.resource == "pods")
+
+
+async def test_both_templates_are_dry_run_before_any_pod_and_a_refused_worker_template_creates_nothing(
+    h: Harness,
+) -> None:
+    """A role's first create would stand for a dry run of one template only: a role with an
+    entryTemplate asks about the entry's and a worker's pod before creating any."""
+    real_create = h.client.create
+
+    async def refuse_bad_worker(resource: Any, namespace: str | None, body: Any, **kw: Any) -> Any:
+        if resource == PODS and body["spec"]["containers"][0].get("image") == "worker:bad":
+            await real_create(resource, namespace, body, dry_run=True)  # recorded as an attempt
+            raise INVALID
+        return await real_create(resource, namespace, body, **kw)
+
+    h.client.create = refuse_bad_worker  # type: ignore[method-assign]
+    bad = grouped()
+    bad["template"]["spec"]["containers"][0]["image"] = "worker:bad"
+    h.create(roleset(roles=[bad]))
+    await h.converge()
+    assert h.pods() == [], "pods were made of a template the API server refuses"
+    assert dry_runs(h) == 2  # the entry's (accepted), then a worker's (refused)
+    failure = h.condition("ReplicaFailure")
+    assert failure is not None and (failure["status"], failure["reason"]) == ("True", "InvalidPodTemplate")
+    assert "worker:bad" in failure["message"]
+    # Fixed: both asked about again, then the groups are made.
+    h.client.create = real_create  # type: ignore[method-assign]
+    h.update_spec(
+        lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("image", "worker:1")
+    )
+    await h.converge()
+    assert len(h.pods()) == 6
+    assert dry_runs(h) == 4
