@@ -135,6 +135,12 @@ MSG_SERVICE_TARGET_PORT: Final = (
 MSG_SERVICE_PORT_NAME: Final = (
     "service port name must be a DNS-1123 label: at most 63 lowercase letters, digits and '-'"
 )
+MSG_GROUP_RECOVERY_NEEDS_GROUPS: Final = (
+    "recoveryGracePeriodSeconds and restartBudget apply to pod groups: they need podGroupSize > 1"
+)
+MSG_RECOVERY_GRACE_MIN: Final = "recoveryGracePeriodSeconds must be 0 or more"
+MSG_RESTART_BUDGET_MAX_RESTARTS_MIN: Final = "restartBudget.maxRestarts must be 1 or more"
+MSG_RESTART_BUDGET_WINDOW_MIN: Final = "restartBudget.windowSeconds must be 1 or more"
 
 # Entry and worker templates (RoleSpec.entryTemplate).
 MSG_ENTRY_TEMPLATE_NEEDS_GROUP: Final = (
@@ -373,6 +379,13 @@ CEL_SERVICE_NODE_PORT_TYPE: Final = CelRule(
     MSG_SERVICE_NODE_PORT_TYPE,
     ".ports",
 )
+# On a role object: the grace and the budget are about recovering a group's members.
+CEL_GROUP_RECOVERY_NEEDS_GROUPS: Final = CelRule(
+    "(!has(self.recoveryGracePeriodSeconds) && !has(self.restartBudget))"
+    " || (has(self.podGroupSize) && self.podGroupSize > 1)",
+    MSG_GROUP_RECOVERY_NEEDS_GROUPS,
+    ".podGroupSize",
+)
 CEL_IMMUTABLE: Final = CelRule("self == oldSelf", MSG_IMMUTABLE)
 # On a role object. podGroupSize is defaulted (1) before rules run; has() for objects stored
 # before that default existed.
@@ -431,6 +444,7 @@ ALL_CEL_RULES: Final = (
     CEL_SERVICE_PORT_NAMES,
     CEL_SERVICE_PORTS_UNIQUE,
     CEL_SERVICE_NODE_PORT_TYPE,
+    CEL_GROUP_RECOVERY_NEEDS_GROUPS,
     CEL_IMMUTABLE,
     CEL_INT_OR_PERCENT,
     CEL_STORM_SERVICE_NAME_LENGTH,

@@ -638,6 +638,16 @@ def dependency_cycle(depends_on: Mapping[str, Sequence[str]]) -> list[str]:
             del left[name]
 
 
+class RestartBudget(WireModel):
+    """How often one pod group may be recovered (recreated, or a member replaced) within a
+    sliding window; beyond that the group is reported and left as it is."""
+
+    max_restarts: Annotated[int, Bounds(minimum=1, message=r.MSG_RESTART_BUDGET_MAX_RESTARTS_MIN)]
+    """Recoveries of one group allowed within windowSeconds."""
+    window_seconds: Annotated[int, Bounds(minimum=1, message=r.MSG_RESTART_BUDGET_WINDOW_MIN)]
+    """The sliding window, in seconds, over which recoveries are counted."""
+
+
 class RoleSpec(WireModel):
     crd_markers: ClassVar[tuple[Marker, ...]] = (
         r.CEL_ROLE_NAME_DNS,
@@ -645,6 +655,7 @@ class RoleSpec(WireModel):
         r.CEL_SCALING_BAND_NEEDS_EXTERNAL,
         r.CEL_DEPENDS_ON_SELF,
         r.CEL_ENTRY_TEMPLATE_NEEDS_GROUP,
+        r.CEL_GROUP_RECOVERY_NEEDS_GROUPS,
     )
 
     name: LabelValue
@@ -676,6 +687,17 @@ class RoleSpec(WireModel):
     # has no such field).
     recovery_policy: Literal["ReplaceUnhealthy", "Recreate"] = d.DEFAULT_RECOVERY_POLICY
     """ReplaceUnhealthy replaces a failed pod of a group; Recreate recreates the whole group."""
+    recovery_grace_period_seconds: (
+        Annotated[int, Bounds(minimum=0, message=r.MSG_RECOVERY_GRACE_MIN)] | None
+    ) = None
+    """Pod groups only: how long a member whose container restarted may stay not Ready before
+    the group is recovered by recoveryPolicy (Kthena's restartGracePeriodSeconds). A deleted or
+    Failed member cannot come back and is recovered at once. Unset: not-Ready members are left
+    to the kubelet, as without this field."""
+    restart_budget: RestartBudget | None = None
+    """Pod groups only: at most maxRestarts recoveries of one group within windowSeconds; then
+    the group is left as it is and reported (ReplicaFailure GroupRestartBudgetExhausted) until
+    the window frees a recovery or the spec changes."""
     scaling: Literal["External"] | None = None
     """External: replicas are set through the role's RoleScaler (<stormservice>-<role>, with a
     scale subresource for kubectl scale, HPA or KEDA). Pooled mode (spec.replicas: 1) only."""
@@ -722,6 +744,10 @@ class RoleSpec(WireModel):
             _check_pod_spec(entry_spec)
         if self.scaling_band is not None and self.scaling != "External":
             raise ValueError(r.MSG_SCALING_BAND_NEEDS_EXTERNAL)
+        if self.pod_group_size <= 1 and (
+            self.recovery_grace_period_seconds is not None or self.restart_budget is not None
+        ):
+            raise ValueError(r.MSG_GROUP_RECOVERY_NEEDS_GROUPS)
         if not r.DNS1123_LABEL_RE.fullmatch(self.name):
             raise ValueError(f"{r.MSG_ROLE_NAME_DNS} (got {self.name!r})")
         if len(self.name) > MAX_ROLE_NAME_LENGTH:
@@ -792,12 +818,26 @@ class RoleSetSpec(WireModel):
         return None
 
 
+class GroupRecoveries(WireModel):
+    """When one pod group was recovered, for its role's restartBudget."""
+
+    group: str
+    """The group (its podset-name label value)."""
+    role: str = ""
+    """The role of the group."""
+    times: Annotated[list[Time], ListType("atomic")] = Field(default_factory=list)
+    """When each recovery within the budget's window started, oldest first."""
+
+
 class RoleSetStatus(WireModel):
     # Beyond AIBrix: lets the StormService ignore a RoleSet status that is older than its spec.
     observed_generation: Annotated[int, INT64] = 0
     """The generation this status was computed for."""
     roles: list[RoleStatus] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list)
+    # Beyond AIBrix: kept in the status so that a restarted controller still knows them.
+    group_recoveries: Annotated[list[GroupRecoveries], ListType("map", ("group",))] | None = None
+    """Recent recoveries of pod groups whose role has a restartBudget."""
 
 
 class RoleSet(WireModel):

@@ -228,10 +228,21 @@ def _derive_group(role: RoleParams, key: str, members: Sequence[PodInfo]) -> lis
     return [p if p.group_size >= 1 else replace(p, group_size=size) for p in out]
 
 
-def build_view(role: RoleParams, pods: Iterable[PodInfo]) -> RoleView:
+@dataclass(frozen=True, slots=True)
+class GroupHolds:
+    """What `recovery.plan_recovery` decided for a role's groups: groups left as they are
+    (`hold`: no member deleted or created), and members whose grace ended (`fail`: pod uids,
+    handled as Failed pods are)."""
+
+    hold: frozenset[str] = frozenset()
+    fail: frozenset[str] = frozenset()
+
+
+def build_view(role: RoleParams, pods: Iterable[PodInfo], holds: GroupHolds | None = None) -> RoleView:
     """Group a role's pods into instances; collect pods that must be deleted regardless of the
     rollout (terminated pods, broken groups), instances beyond the slots (`surplus`) and those
     whose slot cannot be told (`unslotted`)."""
+    holds = holds or GroupHolds()
     view = RoleView()
     groups: dict[str, list[PodInfo]] = {}
     group_terminating: dict[str, list[PodInfo]] = {}
@@ -253,10 +264,14 @@ def build_view(role: RoleParams, pods: Iterable[PodInfo]) -> RoleView:
             if p.group:
                 group_terminating.setdefault(p.group, []).append(p)
             continue
-        if p.terminated:
+        if p.group and p.group in holds.hold and p.terminated:
+            if p.index is not None:
+                view.taken.add((p.index, p.member))  # kept: its name is not free
+            continue
+        if p.terminated or p.uid in holds.fail:
             if p.group:
                 group_failed.setdefault(p.group, []).append(p)
-            view.cleanup.append((p, "terminated"))
+            view.cleanup.append((p, "terminated" if p.terminated else "not-recovered"))
             continue
         if p.group:
             groups.setdefault(p.group, []).append(p)
@@ -306,6 +321,9 @@ def build_view(role: RoleParams, pods: Iterable[PodInfo]) -> RoleView:
             continue
         if role.slotted and index is not None and index >= role.replicas:
             view.surplus.append(inst)
+            continue
+        if incomplete and key in holds.hold:
+            view.instances.append(inst)
             continue
         if incomplete:
             reason = "group-recreate"

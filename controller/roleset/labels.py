@@ -89,6 +89,8 @@ REASON_INVALID_POD_TEMPLATE = C.REASON_INVALID_POD_TEMPLATE  # ReplicaFailure, a
 COND_REPLICA_FAILURE = C.CONDITION_REPLICA_FAILURE
 COND_POD_GROUP_SYNCED = "PodGroupSynced"
 COND_TOPOLOGY_POLICY_APPLIED = "TopologyPolicyApplied"
+# ReplicaFailure, and its Warning event: a group used up its role's restartBudget.
+REASON_GROUP_RESTART_BUDGET_EXHAUSTED = "GroupRestartBudgetExhausted"
 
 
 role_revision_annotation = C.role_revision_annotation

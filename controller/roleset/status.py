@@ -48,6 +48,8 @@ class Observations:
     # role -> message, for roles whose rollout went as far as their partition lets it.
     held: dict[str, str] = field(default_factory=dict)
     dependencies: deps.Decision = field(default_factory=deps.Decision)  # roles held for dependsOn
+    # "role R: group G ..." for groups held by their role's restartBudget (recovery.py).
+    exhausted: list[str] = field(default_factory=list)
 
 
 def role_status(rc: RoleCounts) -> Obj:
@@ -132,6 +134,15 @@ def conditions_for(roles: Sequence[RoleCounts], obs: Observations) -> list[CondS
         reason, message = obs.failures[0]
         more = f" (and {len(obs.failures) - 1} more failures)" if len(obs.failures) > 1 else ""
         conds.append(CondSpec(L.COND_REPLICA_FAILURE, "True", reason, message + more))
+    elif obs.exhausted:
+        conds.append(
+            CondSpec(
+                L.COND_REPLICA_FAILURE,
+                "True",
+                L.REASON_GROUP_RESTART_BUDGET_EXHAUSTED,
+                "; ".join(obs.exhausted),
+            )
+        )
     if (waiting := deps.condition(obs.dependencies)) is not None:
         conds.append(CondSpec(deps.COND_WAITING_FOR_DEPENDENCIES, *waiting))
     if obs.pod_group is not None:

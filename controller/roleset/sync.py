@@ -27,7 +27,9 @@ from controller.roleset import inplace as ip
 from controller.roleset import labels as L
 from controller.roleset import metrics as M
 from controller.roleset import podsets as podsets_
+from controller.roleset import recovery as rec
 from controller.roleset.instances import (
+    GroupHolds,
     Instance,
     PodInfo,
     PodInfoCache,
@@ -150,6 +152,7 @@ class RoleCtx:
     role_sched: tuple[Scheduler, Mapping[str, Any]] | None = None
     plan: RolePlan = field(default_factory=RolePlan)
     ineligible: dict[str, str] = field(default_factory=dict)  # instance key -> why not in place
+    recovery: rec.RoleRecovery | None = None  # with a recovery grace or restart budget
 
 
 class RoleSetSync:
@@ -198,6 +201,9 @@ class RoleSetSync:
         self._models: dict[str, tuple[tuple[str, str], RoleSetSpec, list[str]]] = {}
         self._pod_infos = PodInfoCache()
         self.status_batch = StatusBatcher(self.config.status_batch_seconds)
+        # RoleSet key -> (uid, the groupRecoveries this process last wrote): a pass on a cache
+        # that has not shown that write yet must not write the older history back.
+        self._recoveries_written: dict[str, tuple[str, dict[str, dict[str, list[datetime]]]]] = {}
 
     # --- entry point ------------------------------------------------------------------------
 
@@ -213,6 +219,7 @@ class RoleSetSync:
         if obj is None:
             self._models.pop(key, None)
             self._pod_infos.forget(key)
+            self._recoveries_written.pop(key, None)
             self.status_batch.forget(key)
             self.expectations.delete_expectations(key)
             self._departed.pop(key, None)
@@ -267,12 +274,18 @@ class RoleSetSync:
         topo = self._dump(spec.topology_policy)
         roles: list[RoleCtx] = []
         infos = self._pod_infos.refresh(key, owned)
+        recoveries = rec.read_history(obj.get("status"))
+        written = self._recoveries_written.get(key)
+        if written is not None and written[0] == info.uid:
+            recoveries = rec.merge_history(recoveries, written[1])
+        now = self.clock()
         for pos, role in enumerate(spec.roles):
             roles.append(
                 self._role_ctx(
                     info, role, hashes[pos], pos, by_role.get(role.name, []), rs_sched, topo, infos
                 )
             )
+            roles[-1].recovery = self._plan_recovery(roles[-1], recoveries.get(role.name, {}), now)
         obs.dependencies = dependencies.decide([_dependency_state(r) for r in roles])
         spec_roles = {r.spec.name for r in roles}
         removed = [p for name, ps in by_role.items() if name not in spec_roles for p in ps]
@@ -281,7 +294,8 @@ class RoleSetSync:
             obs.topology_missing = self._topology_missing(roles)
         self.template_checks.keep(key, spec_roles)
         requeue: float | None = None
-        if satisfied and not self._stale(owned):
+        acting = satisfied and not self._stale(owned)
+        if acting:
             requeue = await self._act(key, obj, info, spec, roles, removed, rs_sched, obs)
         else:
             log.debug("waiting for the cache", pending=self.expectations.pending(key))
@@ -300,6 +314,13 @@ class RoleSetSync:
             h = _hold(ctx)
             if partition.held(h, rc.replicas, rc.progress.live, rc.progress.updated_ready):
                 obs.held[ctx.spec.name] = partition.held_message(ctx.spec.name, h, rc.replicas)
+        recovery_status, recovery_wait = self._recovery_outcome(obj, roles, recoveries, now, obs, acting)
+        if recovery_status:
+            self._recoveries_written[key] = (info.uid, rec.read_history({"groupRecoveries": recovery_status}))
+        else:
+            self._recoveries_written.pop(key, None)
+        if recovery_wait is not None:
+            requeue = recovery_wait if requeue is None else min(requeue, recovery_wait)
         new_status = compute_status(
             counts,
             obs,
@@ -307,6 +328,8 @@ class RoleSetSync:
             old_status=obj.get("status"),
             now=_rfc3339(self.clock()),
         )
+        if recovery_status:
+            new_status["groupRecoveries"] = recovery_status
         self.gauges.observe(
             key,
             f"{info.namespace}/{info.storm_service}" if info.storm_service else "",
@@ -315,13 +338,22 @@ class RoleSetSync:
         )
         self._record_partition_held(obj, new_status)
         if status_changed(obj.get("status"), new_status):
-            wait = self.status_batch.hold(key, counts_only=counts_only(obj.get("status"), new_status))
+            # A recovery's record is never held back: a restart must not forget it.
+            same_recoveries = (obj.get("status") or {}).get("groupRecoveries") == new_status.get(
+                "groupRecoveries"
+            )
+            wait = self.status_batch.hold(
+                key, counts_only=same_recoveries and counts_only(obj.get("status"), new_status)
+            )
             if wait is not None:
                 requeue = wait if requeue is None else min(requeue, wait)
             else:
+                body = dict(new_status)
+                if "groupRecoveries" not in body and (obj.get("status") or {}).get("groupRecoveries"):
+                    body["groupRecoveries"] = None  # a merge patch removes only what it nulls
                 try:
                     await self.control.patch(
-                        ROLESETS, info.namespace, info.name, {"status": new_status}, subresource="status"
+                        ROLESETS, info.namespace, info.name, {"status": body}, subresource="status"
                     )
                 except NotFound:
                     return None
@@ -466,6 +498,71 @@ class RoleSetSync:
             progress=progress(params, view),
             role_sched=role_sched,
         )
+
+    @staticmethod
+    def _plan_recovery(
+        ctx: RoleCtx, history: Mapping[str, Sequence[datetime]], now: datetime
+    ) -> rec.RoleRecovery | None:
+        """A grouped role with a recovery grace or restart budget: decide per group (recovery.py)
+        and rebuild the view with the groups held and the members failed by it."""
+        role = ctx.spec
+        budget = role.restart_budget
+        policy = rec.policy_of(
+            role.recovery_policy == "Recreate",
+            role.recovery_grace_period_seconds,
+            budget.max_restarts if budget else None,
+            budget.window_seconds if budget else None,
+        )
+        if policy is None or role.pod_group_size <= 1:
+            return None
+        pods = list(ctx.pods.values())
+        states = [(pod_info(p), *rec.member_state(p)) for p in pods]
+        outcome = rec.plan_recovery(
+            role.name,
+            role.pod_group_size,
+            role.replicas,
+            ctx.params.target_hash,
+            states,
+            policy,
+            history,
+            now,
+        )
+        if outcome.hold or outcome.fail:
+            holds = GroupHolds(frozenset(outcome.hold), frozenset(outcome.fail))
+            ctx.view = build_view(ctx.params, [s[0] for s in states], holds)
+            ctx.progress = progress(ctx.params, ctx.view)
+        return outcome
+
+    def _recovery_outcome(
+        self,
+        obj: Obj,
+        roles: Sequence[RoleCtx],
+        history: Mapping[str, Mapping[str, Sequence[datetime]]],
+        now: datetime,
+        obs: Observations,
+        acted: bool,
+    ) -> tuple[list[dict[str, Any]], float | None]:
+        """`status.groupRecoveries` after this pass (its recoveries count only if it acted),
+        exhausted budgets reported (ReplicaFailure, and a Warning event when new), and how soon
+        to look again (a grace or a budget window ending)."""
+        kept: dict[str, Mapping[str, Sequence[datetime]]] = {}
+        wake: datetime | None = None
+        stored = condition(obj.get("status"), L.COND_REPLICA_FAILURE) or {}
+        for ctx in roles:
+            outcome = ctx.recovery
+            if outcome is None:
+                continue
+            if ctx.spec.restart_budget is not None:
+                carried_out = acted and bool(ctx.plan.creates or ctx.plan.deletes)
+                kept[ctx.spec.name] = outcome.history if carried_out else outcome.unrecorded()
+            obs.exhausted.extend(outcome.exhausted)
+            for message in outcome.exhausted:
+                if message not in str(stored.get("message") or ""):
+                    self.recorder.event(obj, WARNING, L.REASON_GROUP_RESTART_BUDGET_EXHAUSTED, message)
+            if outcome.wake_at is not None and (wake is None or outcome.wake_at < wake):
+                wake = outcome.wake_at
+        wait = None if wake is None else max(0.0, (wake - now).total_seconds()) + 1.0
+        return rec.history_status(kept), wait
 
     def _inputs_for(
         self, info: RoleSetInfo, ctx: RoleCtx, index: int | None, group: str | None = None

@@ -209,7 +209,8 @@ class Interner:
 
 
 # Pod status fields some code reads (grep controller/ apis/): phase (instances.pod_info),
-# conditions' type and status (instances.is_pod_ready, inplace.pod_condition), and per container
+# conditions' type and status (instances.is_pod_ready, inplace.pod_condition), the Ready
+# condition's lastTransitionTime while it is not True (recovery.member_state), and per container
 # its name, ready, image, imageID, containerID, restartCount and state.running.startedAt (the
 # in-place update's start_patch and check_completion). Everything else the kubelet reports (IPs,
 # start time, QoS class, lastState, resources, volumeMounts, user, init and ephemeral container
@@ -234,6 +235,17 @@ def _container_status(status: Any) -> Any:
     return out
 
 
+def _pod_condition(cond: Any) -> Any:
+    if not isinstance(cond, dict):
+        return cond
+    out = {k: cond[k] for k in POD_CONDITION_FIELDS if k in cond}
+    # Since when a pod is not Ready: roleset/recovery.py waits a grace from then. Only while
+    # not Ready, so the cache of a healthy workload holds no time per pod.
+    if cond.get("type") == "Ready" and cond.get("status") != "True" and "lastTransitionTime" in cond:
+        out["lastTransitionTime"] = cond["lastTransitionTime"]
+    return out
+
+
 def slim_pod_status(status: Any) -> Any:
     """The pod status with only the fields in POD_STATUS_FIELDS (and their kept sub-fields)."""
     if not isinstance(status, dict):
@@ -241,10 +253,7 @@ def slim_pod_status(status: Any) -> Any:
     out = {k: status[k] for k in POD_STATUS_FIELDS if k in status}
     conditions = out.get("conditions")
     if isinstance(conditions, list):
-        out["conditions"] = [
-            {k: c[k] for k in POD_CONDITION_FIELDS if k in c} if isinstance(c, dict) else c
-            for c in conditions
-        ]
+        out["conditions"] = [_pod_condition(c) for c in conditions]
     statuses = out.get("containerStatuses")
     if isinstance(statuses, list):
         out["containerStatuses"] = [_container_status(c) for c in statuses]

@@ -328,6 +328,7 @@ def test_cel_rules_are_where_they_belong(crds: dict[str, dict[str, Any]]) -> Non
             r.CEL_SCALING_BAND_NEEDS_EXTERNAL.as_schema(),
             r.CEL_DEPENDS_ON_SELF.as_schema(),
             r.CEL_ENTRY_TEMPLATE_NEEDS_GROUP.as_schema(),
+            r.CEL_GROUP_RECOVERY_NEEDS_GROUPS.as_schema(),
         ]
         assert rules_at(schema, f"{roles}.[].scalingBand") == [r.CEL_SCALING_BAND_BOUNDS.as_schema()]
         assert rules_at(schema, f"{roles}.[].dependsOn") == [r.CEL_DEPENDS_ON_UNIQUE.as_schema()]

@@ -76,6 +76,7 @@ def test_a_new_field_is_in_the_schema_with_everything_said_about_it() -> None:
         r.CEL_SCALING_BAND_NEEDS_EXTERNAL.as_schema(),
         r.CEL_DEPENDS_ON_SELF.as_schema(),
         r.CEL_ENTRY_TEMPLATE_NEEDS_GROUP.as_schema(),
+        r.CEL_GROUP_RECOVERY_NEEDS_GROUPS.as_schema(),
         {
             "rule": "self.warmupSeconds == 0 || self.replicas > 0",
             "message": "a warm-up needs replicas",
