@@ -26,6 +26,7 @@ from controller.stormservice.revisions import (
     template_of,
     with_role_replicas,
 )
+from controller.stormservice.rolepolicy import with_role_policies
 
 Obj = dict[str, Any]
 JsonPatch = list[Obj]
@@ -80,7 +81,7 @@ def undo_plan(
             )
         target = below[-1]
     number = revision_number(target)
-    restored = with_role_replicas(template_of(target), template)
+    restored = with_role_policies(with_role_replicas(template_of(target), template), template)
     if revision_content(revision_data(restored)) == revision_content(revision_data(template)):
         return UndoPlan(number, None)
     return UndoPlan(

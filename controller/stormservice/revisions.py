@@ -36,9 +36,17 @@ from controller.stormservice.view import role_replicas
 Obj = dict[str, Any]
 
 PATCH_DIRECTIVE = "$patch"
-#: Role fields that are about scaling, the role's Service or the order of its first pods, not
-#: about what the pods run: not part of a revision.
-NOT_VERSIONED_ROLE_FIELDS = ("replicas", "scaling", "scalingBand", "service", "dependsOn")
+#: Role fields that are about scaling, the role's Service, the order of its first pods or the
+#: recovery of its pod groups (rolepolicy.py), not about what the pods run: not part of a revision.
+NOT_VERSIONED_ROLE_FIELDS = (
+    "replicas",
+    "scaling",
+    "scalingBand",
+    "service",
+    "dependsOn",
+    "recoveryGracePeriodSeconds",
+    "restartBudget",
+)
 #: Fields of a role's updateStrategy that say how far a rollout goes, not what the pods run:
 #: not part of a revision either (a changed partition goes on, or holds, the same rollout).
 NOT_VERSIONED_ROLE_UPDATE_STRATEGY_FIELDS = ("partition",)

@@ -80,6 +80,7 @@ from controller.stormservice.revisions import (
     template_of,
     with_role_replicas,
 )
+from controller.stormservice.rolepolicy import role_policy_patch, with_role_policies
 from controller.stormservice.rolescaler import RoleScalerSync
 from controller.stormservice.roleservicesync import RoleServiceSync
 from controller.stormservice.rolesetcontrol import RoleSetControl
@@ -800,7 +801,11 @@ class StormServiceSync:
         template = spec.get("template") or {}
         update_name = revision_name(revs.update)
 
-        if await self._scale_roles(obj, views, template) or await self._set_partitions(obj, views, template):
+        if (
+            await self._scale_roles(obj, views, template)
+            or await self._set_partitions(obj, views, template)
+            or await self._set_role_policies(obj, views, template)
+        ):
             # The patched RoleSets have new versions the cache has not shown: decide the rest
             # (which may rewrite or delete them) once it has.
             return
@@ -908,7 +913,7 @@ class StormServiceSync:
                 for role in (v.obj.get("spec") or {}).get("roles") or ():
                     if role.get("name") and role.get("replicas") is not None:
                         fallback.setdefault(role["name"], int(role["replicas"]))
-        return with_role_replicas(template_of(current), desired, fallback)
+        return with_role_policies(with_role_replicas(template_of(current), desired, fallback), desired)
 
     # --- writes -------------------------------------------------------------------------------------
 
@@ -941,6 +946,18 @@ class StormServiceSync:
         for v in views:
             ops = [] if v.terminating else role_partition_patch(v.obj, template)
             if ops and await self._patch_roleset(obj, v, ops, "json", "setting the partitions of"):
+                patched = True
+        return patched
+
+    async def _set_role_policies(
+        self, obj: Obj, views: list[RoleSetView], template: Mapping[str, Any]
+    ) -> bool:
+        """A role's recovery grace or restart budget changed in the StormService: set it on every
+        live RoleSet in place (rolepolicy.py). Returns whether anything was patched."""
+        patched = False
+        for v in views:
+            ops = [] if v.terminating else role_policy_patch(v.obj, template)
+            if ops and await self._patch_roleset(obj, v, ops, "json", "setting role policies of"):
                 patched = True
         return patched
 
