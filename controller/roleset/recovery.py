@@ -216,8 +216,9 @@ def plan_recovery(
     history: Mapping[str, Sequence[datetime]],
     now: datetime,
 ) -> RoleRecovery:
-    """Decide for every group of the role's current template in a slot below `replicas`; other
-    groups (outdated, surplus, without a slot) are left to the rollout and the scale-down.
+    """Decide for every group of the role's current template and size in a slot below
+    `replicas`; other groups (outdated, surplus, without a slot) are left to the rollout and the
+    scale-down.
     `history`: recoveries per group, from the status; the result keeps those still within the
     window, plus the ones recorded now."""
     out = RoleRecovery()
@@ -230,6 +231,8 @@ def plan_recovery(
         info = entries[0][0]
         if info.hash != target_hash or info.index is None or info.index >= replicas:
             continue
+        if info.group_size not in (0, group_size):
+            continue  # made for another podGroupSize: the rollout replaces it
         members = [Member(p.uid, p.member, state, since) for p, state, since in entries]
         past = list(history.get(key, ()))
         d = decide(group_size, members, policy, past, now)

@@ -282,7 +282,10 @@ def test_plan_holds_an_exhausted_group_and_wakes_when_the_window_frees_it() -> N
 
 def test_outdated_and_surplus_groups_are_left_to_the_rollout() -> None:
     pods = group_pods(0, "ok", "failed", hash_="old") + group_pods(2, "ok", "failed")
-    out = plan(pods, BUDGET_ONLY, {"rs-worker-old-0": [ago(5)], "rs-worker-new-2": [ago(5)]})
+    # Same template, another podGroupSize (not in the hash): outdated too, not "missing" a member.
+    pods += group_pods(1, "ok")
+    history = {"rs-worker-old-0": [ago(5)], "rs-worker-new-2": [ago(5)], "rs-worker-new-1": [ago(5)]}
+    out = plan(pods, BUDGET_ONLY, history)
     assert out.hold == set() and out.recovered == []
 
 
