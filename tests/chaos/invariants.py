@@ -29,6 +29,7 @@ is ready with its Ready condition True and no in-place update in flight; a group
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -225,26 +226,49 @@ def live_instances(pods: Iterable[Mapping[str, Any]]) -> set[str]:
 # spec versions
 
 
+def resource_version(obj: Mapping[str, Any]) -> int | None:
+    """An object's resourceVersion as a number: one etcd revision orders the writes of every kind
+    (opaque by contract, a number on every API server this suite runs against)."""
+    value = meta(obj).get("resourceVersion")
+    return int(value) if isinstance(value, str) and value.isdigit() else None
+
+
 @dataclass
 class Versions:
-    """Specs by generation of one object, and the generation its controller last reported."""
+    """Specs by generation of one object, and the generations its controller reported, by the
+    resourceVersion that reported them."""
 
     specs: dict[int, Obj] = field(default_factory=dict)
     observed: int = 0
+    # (resourceVersion, highest observedGeneration so far), in the API server's order. Watches
+    # of different kinds are not ordered with each other: a RoleSet the controller deleted while
+    # acting on generation 7 can arrive after the StormService reporting generation 9, and must
+    # still be judged against generation 7.
+    reports: list[tuple[int, int]] = field(default_factory=list)
 
     def record(self, obj: Mapping[str, Any]) -> None:
         generation = int(meta(obj).get("generation") or 0)
         self.specs[generation] = obj.get("spec") or {}
         self.observed = max(self.observed, int((obj.get("status") or {}).get("observedGeneration") or 0))
-        for old in [g for g in self.specs if g < self.observed]:
-            del self.specs[old]
+        rv = resource_version(obj)
+        if rv is not None and (not self.reports or rv > self.reports[-1][0]):
+            self.reports.append((rv, self.observed))
 
-    def candidates(self) -> list[Obj]:
-        """Every spec the controller may be acting on; the newest at least."""
+    def observed_before(self, rv: int | None) -> int:
+        """The highest generation reported by a write older than `rv` (unknown: the latest)."""
+        if rv is None:
+            return self.observed
+        index = bisect.bisect_left(self.reports, (rv, -1))
+        return self.reports[index - 1][1] if index else 0
+
+    def candidates(self, at: int | None = None) -> list[Obj]:
+        """Every spec the controller may have been acting on when the write with resourceVersion
+        `at` was made (None: now); the newest at least."""
         if not self.specs:
             return []
         newest = max(self.specs)
-        return [s for g, s in self.specs.items() if g >= min(self.observed, newest)]
+        floor = min(self.observed_before(at), newest)
+        return [s for g, s in self.specs.items() if g >= floor]
 
 
 def roles_named(specs: Iterable[Mapping[str, Any]], role: str) -> list[Obj]:
@@ -370,7 +394,7 @@ class InvariantChecker:
         storm_obj = self.storms.get(storm)
         if storm_obj is not None and meta(storm_obj).get("deletionTimestamp"):
             return out
-        budget = storm_budget(self.storm_versions[storm].candidates())
+        budget = storm_budget(self.storm_versions[storm].candidates(resource_version(obj)))
         after = [rs for rs in self._storm_rolesets(storm) if roleset_live(rs)]
         if is_live and not was_live:
             if len(after) > budget.max_live:
@@ -446,7 +470,7 @@ class InvariantChecker:
             self._store_pod(event_type, key, obj, now)
             return []
         where = f"{meta(rs).get('namespace')}/{meta(rs).get('name')}/{role}"
-        role_specs = roles_named(self.roleset_versions[rs_uid].candidates(), role)
+        role_specs = roles_named(self.roleset_versions[rs_uid].candidates(resource_version(obj)), role)
         group_size = max((int(r.get("podGroupSize", 1)) for r in role_specs), default=1)
         # Only taking down a really ready instance lowers availability; grace and excuses are
         # for judging what is left.
@@ -505,7 +529,7 @@ class InvariantChecker:
             holders = sorted(str(meta(p).get("name")) for p in owned if member_key(p) == slot)
             if len(holders) > 1:
                 out.append(Violation(DUPLICATE, where, f"slot {slot[1:]} held by live pods {holders}"))
-        specs = self.roleset_versions[rs_uid].candidates()
+        specs = self.roleset_versions[rs_uid].candidates(resource_version(pod))
         allowed = 0
         for name in {r.get("name") for s in specs for r in s.get("roles") or ()}:
             versions = roles_named(specs, str(name))

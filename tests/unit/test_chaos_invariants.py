@@ -400,3 +400,30 @@ def test_in_place_storm_service_has_no_surge_and_no_roleset_floor() -> None:
 def test_budgets_span_every_candidate_version() -> None:
     budget = role_budget([{"replicas": 4, "updateStrategy": {"maxSurge": 1}}, {"replicas": 2}])
     assert (budget.max_live, budget.min_ready) == (5, 1)
+
+
+def versioned(obj: Obj, rv: int) -> Obj:
+    obj["metadata"]["resourceVersion"] = str(rv)
+    return obj
+
+
+def test_a_deletion_is_judged_by_the_generation_reported_before_it_was_written() -> None:
+    """The StormService watch can deliver the report of generation 3 before the RoleSet watch
+    delivers a deletion the controller made while acting on generation 2 (replicas 1: one ready
+    RoleSet is enough): judged by resourceVersion, that deletion is within generation 2's budget."""
+    events: list[Event] = [
+        ss(versioned(storm(replicas=2, gen=1, observed=1), 10), "ADDED"),
+        rs(versioned(roleset("a", index=0), 11)),
+        rs(versioned(roleset("b", index=1), 12)),
+        ss(versioned(storm(replicas=1, unavailable=0, gen=2, observed=1), 13)),
+        ss(versioned(storm(replicas=3, unavailable=0, gen=3, observed=3), 16)),
+        rs(versioned(roleset("a", index=0), 14), "DELETED"),
+    ]
+    checker = InvariantChecker(excuse_seconds=10)
+    found = [v for e in events for v in checker.apply(e[0], e[1], e[2], now=1.0)]
+    assert found == [], [str(v) for v in found]
+    # The same deletion written after generation 3 was reported is a violation.
+    late = InvariantChecker(excuse_seconds=10)
+    events[-1] = rs(versioned(roleset("a", index=0), 17), "DELETED")
+    found = [v for e in events for v in late.apply(e[0], e[1], e[2], now=1.0)]
+    assert [v.invariant for v in found] == ["availability"], [str(v) for v in found]
