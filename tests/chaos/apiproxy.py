@@ -15,6 +15,7 @@ Loopback only; the local cluster's pki directory is needed (an external cluster 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 import ssl
@@ -27,6 +28,7 @@ from aiohttp import web
 
 # Hop-by-hop headers, and those the proxy re-computes. Content-Encoding passes through with the
 # body as it came (the API server gzips large lists when the client accepts it).
+IDLE_WATCH_CHECK_SECONDS = 0.5
 _DROP_REQUEST = {"host", "content-length", "transfer-encoding", "connection"}
 _DROP_RESPONSE = {"content-length", "transfer-encoding", "connection"}
 
@@ -146,8 +148,23 @@ class ApiFaultProxy:
             await response.prepare(request)
             pending = b""
             with contextlib.suppress(aiohttp.ClientError, ConnectionError, OSError):
-                async for chunk in upstream.content.iter_any():
+                while True:
+                    chunk: bytes | None
+                    if is_watch:
+                        # A watch with nothing to say must still be ended by a compaction: look
+                        # at the generation at least this often, not only when an event comes.
+                        try:
+                            chunk = await asyncio.wait_for(
+                                upstream.content.readany(), IDLE_WATCH_CHECK_SECONDS
+                            )
+                        except TimeoutError:
+                            chunk = None
+                    else:
+                        chunk = await upstream.content.readany()
+                    if chunk == b"":
+                        break  # the upstream response ended
                     if not is_watch:
+                        assert chunk is not None
                         await response.write(chunk)
                         continue
                     if self._watch_generation != generation:
@@ -155,6 +172,8 @@ class ApiFaultProxy:
                         self.expired += 1
                         await response.write(EXPIRED_EVENT + b"\n")
                         break
+                    if chunk is None:
+                        continue
                     # Whole events only, so that the 410 above never lands in the middle of one.
                     pending += chunk
                     cut = pending.rfind(b"\n") + 1
