@@ -803,8 +803,10 @@ class StormServiceSync:
 
         if (
             await self._scale_roles(obj, views, template)
-            or await self._set_partitions(obj, views, template)
-            or await self._set_role_policies(obj, views, template)
+            or await self._set_in_place(
+                obj, views, template, role_partition_patch, "setting the partitions of"
+            )
+            or await self._set_in_place(obj, views, template, role_policy_patch, "setting role policies of")
         ):
             # The patched RoleSets have new versions the cache has not shown: decide the rest
             # (which may rewrite or delete them) once it has.
@@ -939,25 +941,22 @@ class StormServiceSync:
             )
         return patched
 
-    async def _set_partitions(self, obj: Obj, views: list[RoleSetView], template: Mapping[str, Any]) -> bool:
-        """A role's partition changed in the StormService: set it on every live RoleSet, where
-        it holds or releases instances of the rollout under way (no revision, no rewrite)."""
-        patched = False
-        for v in views:
-            ops = [] if v.terminating else role_partition_patch(v.obj, template)
-            if ops and await self._patch_roleset(obj, v, ops, "json", "setting the partitions of"):
-                patched = True
-        return patched
-
-    async def _set_role_policies(
-        self, obj: Obj, views: list[RoleSetView], template: Mapping[str, Any]
+    async def _set_in_place(
+        self,
+        obj: Obj,
+        views: list[RoleSetView],
+        template: Mapping[str, Any],
+        patch_of: Callable[[Mapping[str, Any], Mapping[str, Any]], list[Obj]],
+        what: str,
     ) -> bool:
-        """A role's recovery grace or restart budget changed in the StormService: set it on every
-        live RoleSet in place (rolepolicy.py). Returns whether anything was patched."""
+        """Role fields that are not versioned and not replicas (a role's partition: it holds or
+        releases instances of the rollout under way; its recovery grace and restart budget,
+        rolepolicy.py) changed in the StormService: `patch_of` sets them on every live RoleSet in
+        place, no revision, no rewrite. Returns whether anything was patched."""
         patched = False
         for v in views:
-            ops = [] if v.terminating else role_policy_patch(v.obj, template)
-            if ops and await self._patch_roleset(obj, v, ops, "json", "setting role policies of"):
+            ops = [] if v.terminating else patch_of(v.obj, template)
+            if ops and await self._patch_roleset(obj, v, ops, "json", what):
                 patched = True
         return patched
 
