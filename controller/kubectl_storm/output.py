@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -10,6 +11,32 @@ from typing import Any
 import yaml
 
 OUTPUT_FORMATS = ("json", "yaml")
+
+# PyYAML resolves scalars by YAML 1.1 and so leaves strings such as "1e3", "-123e45" or "0o17"
+# unquoted, but kubectl (YAML 1.2 core schema) reads them back as numbers: a label value copied
+# from our output into a manifest would change type. Quote every string either version would
+# read as something else.
+_NOT_A_STRING_IN_YAML_1_2 = re.compile(
+    r"""[-+]?[0-9]+
+    | 0o[0-7]+ | 0x[0-9a-fA-F]+
+    | [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?
+    | [-+]?\.(inf|Inf|INF) | \.(nan|NaN|NAN)
+    | null|Null|NULL|~ | true|True|TRUE|false|False|FALSE""",
+    re.VERBOSE,
+)
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    if _NOT_A_STRING_IN_YAML_1_2.fullmatch(value):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="'")
+    return dumper.represent_str(value)
+
+
+_Dumper.add_representer(str, _represent_str)
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -59,10 +86,10 @@ def render(data: Any, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(data, indent=4, ensure_ascii=False)
     if fmt == "yaml":
-        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True).rstrip("\n")
+        return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True).rstrip("\n")
     raise ValueError(f"unknown output format {fmt!r}")
 
 
 def to_yaml(data: Any) -> str:
     """Stable YAML for reading and diffing: keys sorted, so equal templates read the same."""
-    return yaml.safe_dump(data, sort_keys=True, allow_unicode=True, default_flow_style=False)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=True, allow_unicode=True, default_flow_style=False)

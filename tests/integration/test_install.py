@@ -89,7 +89,9 @@ def overlay(
         spec["nameSuffix"] = name_suffix
     if components:
         spec["components"] = [os.path.relpath(c, directory) for c in components]
-    (directory / "kustomization.yaml").write_text(yaml.safe_dump(spec))
+    # JSON, not YAML: PyYAML leaves a suffix such as "-123e45" unquoted, which kustomize's YAML
+    # 1.2 parser reads as a number and refuses.
+    (directory / "kustomization.yaml").write_text(json.dumps(spec, indent=2))
     return directory
 
 
@@ -174,6 +176,13 @@ def test_default_renders_the_cluster_wide_install(kubectl: Kubectl) -> None:
     assert options.leader_elect and options.leader_elect_namespace == "stormservice-system"
     for kind in ("PodDisruptionBudget", "Service", "ServiceAccount", "Deployment"):
         one(objects, kind)
+
+
+def test_an_overlay_suffix_that_looks_like_a_number_stays_a_suffix(kubectl: Kubectl, tmp_path: Path) -> None:
+    # The RBAC test suffixes names with a random hex tail of the namespace; "-123e45" once made
+    # the overlay unreadable to kustomize.
+    objects = render(kubectl, overlay(tmp_path, "default", "team-a", name_suffix="-123e45"))
+    assert one(objects, "ClusterRole", CONTROLLER + "-123e45")
 
 
 @pytest.mark.parametrize("chosen", [None, "team-a"], ids=["as-shipped", "overlay-namespace"])
