@@ -24,9 +24,8 @@ from controller.stormservice.revisions import (
     revision_data,
     revision_number,
     template_of,
-    with_role_replicas,
+    with_unversioned_fields,
 )
-from controller.stormservice.rolepolicy import with_role_policies
 
 Obj = dict[str, Any]
 JsonPatch = list[Obj]
@@ -63,8 +62,8 @@ def undo_plan(
     storm_service: Mapping[str, Any], revisions: Sequence[Obj], to_revision: int | None
 ) -> UndoPlan:
     """The patch writing revision `to_revision` (default: the one before the revision of the
-    present template) back to spec.template. Role replicas stay as they are: revisions do not
-    record them."""
+    present template) back to spec.template. What revisions do not record (role replicas,
+    scaling, Services, dependencies, policies, partitions) stays as it is."""
     name = storm_service["metadata"]["name"]
     if not revisions:
         raise CliError(f'error: no rollout history found for stormservice "{name}"')
@@ -81,7 +80,7 @@ def undo_plan(
             )
         target = below[-1]
     number = revision_number(target)
-    restored = with_role_policies(with_role_replicas(template_of(target), template), template)
+    restored = with_unversioned_fields(template_of(target), template)
     if revision_content(revision_data(restored)) == revision_content(revision_data(template)):
         return UndoPlan(number, None)
     return UndoPlan(

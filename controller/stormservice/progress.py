@@ -21,14 +21,12 @@ Without a deadline (every AIBrix manifest) nothing here changes the status compu
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from apis.v1alpha1 import constants as c
-from controller.stormservice.revisions import NOT_VERSIONED_ROLE_FIELDS, template_of, with_role_replicas
 from controller.stormservice.status import get_condition, remove_condition, set_condition
 from controller.stormservice.view import parse_timestamp
 
@@ -236,19 +234,3 @@ def apply(
     else:
         out.pop("lastReadyRevision", None)
     return Outcome(out, progress.requeue_after, progress.rollback_to)
-
-
-def rollback_template(
-    revision: Mapping[str, Any], desired: Mapping[str, Any], fallback: Mapping[str, int] | None = None
-) -> Obj:
-    """The template to write back for a rollback to `revision` (as `kubectl rollout undo`): the
-    revision's template, with what revisions do not record (role replicas, scaling, ...) kept
-    from the StormService's template `desired`, role by role."""
-    out = with_role_replicas(template_of(revision), desired, fallback)
-    current = {r.get("name"): r for r in ((desired.get("spec") or {}).get("roles") or ())}
-    for role in (out.get("spec") or {}).get("roles") or ():
-        now = current.get(role.get("name")) or {}
-        for key in NOT_VERSIONED_ROLE_FIELDS:
-            if key != "replicas" and key in now:
-                role[key] = copy.deepcopy(now[key])
-    return out

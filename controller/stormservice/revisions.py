@@ -89,31 +89,54 @@ def revision_name(revision: Mapping[str, Any]) -> str:
     return str(revision["metadata"]["name"])
 
 
-def with_role_replicas(
+def with_unversioned_fields(
     template: Mapping[str, Any], desired: Mapping[str, Any], fallback: Mapping[str, int] | None = None
 ) -> Obj:
-    """`template` (from a revision) with role replicas filled in: from the roles of `desired`
-    (the StormService's template) by name, else from `fallback`, else the default of 1. A role's
-    `dependsOn` (not versioned either) is taken from `desired` too, keeping the names the
-    template has (a role `desired` no longer has is no dependency there)."""
+    """`template` (from a revision) with every role field a revision does not record taken from
+    the role of that name in `desired` (the StormService's template): NOT_VERSIONED_ROLE_FIELDS
+    and the partition. Every place that turns a revision back into a template (a RoleSet of the
+    current revision, `kubectl storm rollout undo`, the automatic rollback) goes through here, so
+    none of them drops a role's Service, scaling, partition or policies.
+
+    Replicas: from `desired`, else from `fallback`, else the default of 1. `dependsOn` keeps only
+    the names the template has roles for (a role the revision lacks is no dependency there). A
+    role `desired` no longer has keeps what it has."""
     out: Obj = copy.deepcopy(dict(template))
-    desired_roles = (desired.get("spec") or {}).get("roles") or ()
-    wanted = {r.get("name"): role_replicas(r) for r in desired_roles}
-    depends_on = {r.get("name"): r.get("dependsOn") for r in desired_roles if r.get("dependsOn")}
+    current = {
+        r.get("name"): r for r in ((desired.get("spec") or {}).get("roles") or ()) if isinstance(r, Mapping)
+    }
     roles = (out.get("spec") or {}).get("roles") or ()
     names = {r.get("name") for r in roles}
     for role in roles:
         name = role.get("name")
-        if name in depends_on:
-            kept = [d for d in depends_on[name] if d in names]
-            if kept:
-                role["dependsOn"] = kept
-        if name in wanted:
-            role["replicas"] = wanted[name]
-        elif fallback and name in fallback:
-            role["replicas"] = fallback[name]
-        else:
-            role.setdefault("replicas", 1)
+        now = current.get(name)
+        if now is None:
+            role["replicas"] = fallback[name] if fallback and name in fallback else role.get("replicas", 1)
+            continue
+        role["replicas"] = role_replicas(now)
+        for key in NOT_VERSIONED_ROLE_FIELDS:
+            if key == "replicas":
+                continue
+            value = now.get(key)
+            if key == "dependsOn" and value:
+                value = [d for d in value if d in names] or None
+            if value is None:
+                role.pop(key, None)
+            else:
+                role[key] = copy.deepcopy(value)
+        wanted_strategy = now.get("updateStrategy")
+        if not isinstance(wanted_strategy, Mapping):
+            wanted_strategy = {}
+        for key in NOT_VERSIONED_ROLE_UPDATE_STRATEGY_FIELDS:
+            value = wanted_strategy.get(key)
+            strategy = role.get("updateStrategy")
+            if value is None:
+                if isinstance(strategy, dict):
+                    strategy.pop(key, None)
+            elif isinstance(strategy, dict):
+                strategy[key] = value
+            else:
+                role["updateStrategy"] = {key: value}
     return out
 
 

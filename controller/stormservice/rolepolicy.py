@@ -4,7 +4,8 @@ A role's recovery grace and restart budget (`recoveryGracePeriodSeconds`, `resta
 roleset/recovery.py) change what the RoleSet controller does about failed pods, not what a pod
 runs. Revisions leave them out (`revisions.NOT_VERSIONED_ROLE_FIELDS`), so changing them starts
 no rollout; like role replicas they are taken from the StormService's own template wherever a
-RoleSet is made from a revision, and patched into existing RoleSets of every revision.
+RoleSet is made from a revision (`revisions.with_unversioned_fields`), and patched into existing
+RoleSets of every revision.
 """
 
 from __future__ import annotations
@@ -24,20 +25,6 @@ def _desired_policies(desired_template: Mapping[str, Any]) -> dict[str, dict[str
         for r in ((desired_template.get("spec") or {}).get("roles") or ())
         if isinstance(r, Mapping)
     }
-
-
-def with_role_policies(template: Mapping[str, Any], desired_template: Mapping[str, Any]) -> Obj:
-    """`template` (from a revision) with each role's policy fields as `desired_template` has
-    them (matched by role name); a role it lacks keeps what it has."""
-    out: Obj = copy.deepcopy(dict(template))
-    wanted = _desired_policies(desired_template)
-    for role in (out.get("spec") or {}).get("roles") or ():
-        if not isinstance(role, dict) or role.get("name") not in wanted:
-            continue
-        for key in ROLE_POLICY_FIELDS:
-            role.pop(key, None)
-        role.update(copy.deepcopy(wanted[str(role["name"])]))
-    return out
 
 
 def role_policy_patch(roleset: Mapping[str, Any], desired_template: Mapping[str, Any]) -> list[Obj]:

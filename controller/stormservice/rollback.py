@@ -20,8 +20,7 @@ from apis.v1alpha1 import constants as c
 from controller.runtime.client import KubeClient, Obj
 from controller.runtime.errors import Conflict, NotFound
 from controller.runtime.resources import STORMSERVICES
-from controller.stormservice.progress import rollback_template
-from controller.stormservice.revisions import revision_name
+from controller.stormservice.revisions import revision_name, template_of, with_unversioned_fields
 from controller.stormservice.status import status_patch
 
 log = structlog.get_logger(__name__)
@@ -103,7 +102,11 @@ async def roll_back(
     try:
         written = await control.patch_status(storm_service, patch)
         resource_version = str((written.get("metadata") or {}).get("resourceVersion") or "")
-        template = rollback_template(target, spec.get("template") or {}, replicas_by_role(target_rolesets))
+        # As `kubectl rollout undo`: the revision's template, with what revisions do not record
+        # (role replicas, scaling, Services, ...) kept from the StormService's template.
+        template = with_unversioned_fields(
+            template_of(target), spec.get("template") or {}, replicas_by_role(target_rolesets)
+        )
         patched = await control.replace_template(storm_service, resource_version, template)
     except (Conflict, NotFound) as err:
         log.info("not rolled back: the StormService changed", stormservice=meta.get("name"), error=str(err))

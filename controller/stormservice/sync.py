@@ -78,9 +78,9 @@ from controller.stormservice.revisions import (
     revision_name,
     role_revisions,
     template_of,
-    with_role_replicas,
+    with_unversioned_fields,
 )
-from controller.stormservice.rolepolicy import role_policy_patch, with_role_policies
+from controller.stormservice.rolepolicy import role_policy_patch
 from controller.stormservice.rolescaler import RoleScalerSync
 from controller.stormservice.roleservicesync import RoleServiceSync
 from controller.stormservice.rolesetcontrol import RoleSetControl
@@ -907,15 +907,16 @@ class StormServiceSync:
 
     @staticmethod
     def _current_template(current: Obj, desired: Mapping[str, Any], views: list[RoleSetView]) -> Obj:
-        """The current revision's template, with role replicas from the StormService (a role it no
-        longer has keeps the replicas an existing RoleSet of that revision has)."""
+        """The current revision's template, with role replicas and the other unversioned role
+        fields from the StormService (a role it no longer has keeps the replicas an existing
+        RoleSet of that revision has)."""
         fallback: dict[str, int] = {}
         for v in views:
             if v.revision == revision_name(current):
                 for role in (v.obj.get("spec") or {}).get("roles") or ():
                     if role.get("name") and role.get("replicas") is not None:
                         fallback.setdefault(role["name"], int(role["replicas"]))
-        return with_role_policies(with_role_replicas(template_of(current), desired, fallback), desired)
+        return with_unversioned_fields(template_of(current), desired, fallback)
 
     # --- writes -------------------------------------------------------------------------------------
 

@@ -48,6 +48,29 @@ def test_undo_writes_the_revision_template_back(
     ]
 
 
+def test_undo_keeps_every_role_field_revisions_do_not_record() -> None:
+    # Revisions leave out a role's scaling, Service, dependencies, policies and partition: an
+    # undo that took the revision's template alone would opt the role out of its RoleScaler and
+    # delete its Service.
+    unversioned = {
+        "scaling": "External",
+        "scalingBand": {"minReplicas": 1, "maxReplicas": 8},
+        "service": {"type": "ClusterIP"},
+        "dependsOn": ["prefill"],
+        "recoveryGracePeriodSeconds": 30,
+        "restartBudget": {"maxRestarts": 3, "windowSeconds": 600},
+    }
+    present = template("img:3", prefill=3, decode=2)
+    present["spec"]["roles"][1].update(copy.deepcopy(unversioned))
+    present["spec"]["roles"][1]["updateStrategy"] = {"partition": 1}
+    plan = undo_plan(storm_service(tmpl=present), HISTORY, None)
+    assert plan.patch is not None
+    want = template("img:2", prefill=3, decode=2)
+    want["spec"]["roles"][1].update(unversioned)
+    want["spec"]["roles"][1]["updateStrategy"] = {"partition": 1}
+    assert plan.patch[1] == {"op": "replace", "path": "/spec/template", "value": want}
+
+
 def test_undo_to_the_present_revision_is_skipped() -> None:
     plan = undo_plan(storm_service(tmpl=template("img:2", prefill=4)), HISTORY, 2)
     assert (plan.revision, plan.patch) == (2, None)

@@ -15,9 +15,8 @@ from controller.stormservice.progress import (
     decide,
     made_progress,
     rfc3339,
-    rollback_template,
 )
-from controller.stormservice.revisions import revision_data
+from controller.stormservice.revisions import revision_data, template_of, with_unversioned_fields
 from controller.stormservice.rollback import roll_back
 
 T0 = 1_700_000_000.0
@@ -303,14 +302,14 @@ def test_apply_records_the_last_ready_revision_and_rolls_back_once_stalled() -> 
     assert "RolledBack" not in conditions_of(moved_on.status)
 
 
-def test_rollback_template_keeps_what_revisions_do_not_record() -> None:
+def test_the_rollback_template_keeps_what_revisions_do_not_record() -> None:
     def role(name: str, image: str, **extra: Any) -> dict[str, Any]:
         return {"name": name, "template": {"spec": {"containers": [{"name": "c", "image": image}]}}, **extra}
 
     old = {"spec": {"roles": [role("p", "v1", replicas=9), role("r", "v1", replicas=2)]}}
     revision = {"metadata": {"name": "a"}, "data": revision_data(old)}
     desired = {"spec": {"roles": [role("p", "v2", replicas=3, scaling="External")]}}
-    out = rollback_template(revision, desired, {"r": 2})
+    out = with_unversioned_fields(template_of(revision), desired, {"r": 2})
     assert out == {
         "spec": {"roles": [role("p", "v1", replicas=3, scaling="External"), role("r", "v1", replicas=2)]}
     }

@@ -17,7 +17,7 @@ from controller.stormservice.revisions import (
     revision_template,
     role_revisions,
     template_of,
-    with_role_replicas,
+    with_unversioned_fields,
 )
 
 
@@ -92,15 +92,19 @@ def test_revision_data_equality(a: dict[str, Any], b: dict[str, Any], same: bool
     assert (revision_data(a) == revision_data(b)) is same
 
 
-def test_template_of_round_trip_and_with_role_replicas() -> None:
+def test_template_of_round_trip_and_with_unversioned_fields() -> None:
     t = template(role("prefill", "a", 3), role("decode", "b", 2), role("router", "c", 5))
     restored = template_of(cr("x-1", 1, t))
     assert restored == revision_template(t)
     desired = template(role("prefill", "zzz", 4), role("decode", "b", 1))
-    filled = with_role_replicas(restored, desired, fallback={"router": 2})
+    filled = with_unversioned_fields(restored, desired, fallback={"router": 2})
     assert [r["replicas"] for r in filled["spec"]["roles"]] == [4, 1, 2]
     assert filled["spec"]["roles"][0]["template"] == t["spec"]["roles"][0]["template"]  # template kept
-    assert [r["replicas"] for r in with_role_replicas(restored, template())["spec"]["roles"]] == [1, 1, 1]
+    assert [r["replicas"] for r in with_unversioned_fields(restored, template())["spec"]["roles"]] == [
+        1,
+        1,
+        1,
+    ]
 
 
 # --- selection -------------------------------------------------------------------------------------
@@ -266,7 +270,75 @@ def test_depends_on_is_not_versioned_and_comes_back_from_the_storm_service() -> 
     # today, without names the revision has no role for.
     older = template_of(cr("r1", 1, template(role("router", "a"))))
     desired = template(role("decode", "b"), role("router", "b", dependsOn=["decode", "prefill"]))
-    assert with_role_replicas(older, desired)["spec"]["roles"][0].get("dependsOn") is None
+    assert with_unversioned_fields(older, desired)["spec"]["roles"][0].get("dependsOn") is None
     older = template_of(cr("r1", 1, plain))
-    got = with_role_replicas(older, desired)["spec"]["roles"]
+    got = with_unversioned_fields(older, desired)["spec"]["roles"]
     assert got[1]["dependsOn"] == ["prefill"] and "dependsOn" not in got[0]
+
+
+def strategy_role(name: str, image: str, strategy: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
+    r = role(name, image, **extra)
+    if strategy is not None:
+        r["updateStrategy"] = strategy
+    return r
+
+
+# (case, the revision's role, the StormService's role, the role made from the revision)
+UNVERSIONED: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]] = [
+    (
+        "service and scaling from the StormService",
+        role("p", "v1"),
+        role("p", "v2", 4, scaling="External", service={"type": "Headless"}),
+        role("p", "v1", 4, scaling="External", service={"type": "Headless"}),
+    ),
+    (
+        "partition into a strategy the revision has",
+        strategy_role("p", "v1", {"type": "InPlaceUpdate"}),
+        strategy_role("p", "v2", {"type": "InPlaceUpdate", "partition": 2}),
+        strategy_role("p", "v1", {"type": "InPlaceUpdate", "partition": 2}),
+    ),
+    (
+        "partition where the revision has no strategy",
+        role("p", "v1"),
+        strategy_role("p", "v2", {"partition": 1}),
+        strategy_role("p", "v1", {"partition": 1}),
+    ),
+    (
+        "no partition in the StormService: none",
+        strategy_role("p", "v1", {"type": "RollingUpdate", "partition": 3}),
+        strategy_role("p", "v2", {"type": "RollingUpdate"}),
+        strategy_role("p", "v1", {"type": "RollingUpdate"}),
+    ),
+    (
+        "policies the StormService no longer has go",
+        role("p", "v1", recoveryGracePeriodSeconds=30),
+        role("p", "v2", restartBudget={"maxRestarts": 1, "windowSeconds": 60}),
+        role("p", "v1", restartBudget={"maxRestarts": 1, "windowSeconds": 60}),
+    ),
+    (
+        "dependsOn keeps only roles the revision has",
+        role("p", "v1"),
+        role("p", "v2", dependsOn=["gone", "q"]),
+        role("p", "v1", dependsOn=["q"]),
+    ),
+    (
+        "dependsOn on roles the revision lacks only: none",
+        role("p", "v1"),
+        role("p", "v2", dependsOn=["gone"]),
+        role("p", "v1"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("revision_role", "desired_role", "want"), [u[1:] for u in UNVERSIONED], ids=[u[0] for u in UNVERSIONED]
+)
+def test_a_template_from_a_revision_takes_every_unversioned_field_from_the_storm_service(
+    revision_role: dict[str, Any], desired_role: dict[str, Any], want: dict[str, Any]
+) -> None:
+    q = role("q", "v1")
+    got = with_unversioned_fields(template(revision_role, q), template(desired_role, q))
+    assert got == template(want, q)
+    # A role the StormService no longer has keeps what it has, replicas from the fallback.
+    kept = with_unversioned_fields(template(revision_role, q), template(q), fallback={"p": 7})
+    assert kept["spec"]["roles"][0] == {**revision_role, "replicas": 7}

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from controller.runtime.resources import ROLESETS, STORMSERVICES
-from controller.stormservice.revisions import revision_data, with_role_replicas
-from controller.stormservice.rolepolicy import role_policy_patch, with_role_policies
+from controller.stormservice.revisions import revision_data, with_unversioned_fields
+from controller.stormservice.rolepolicy import role_policy_patch
 from tests.unit.stormservice.harness import Env, storm
 
 pytestmark = pytest.mark.timeout(30)
@@ -39,7 +39,7 @@ def test_the_fields_make_no_revision() -> None:
 def test_a_template_from_a_revision_takes_the_policies_of_the_stormservice() -> None:
     desired = template(role("decode", recoveryGracePeriodSeconds=30), role("prefill"))
     from_revision = template(role("decode", restartBudget=BUDGET), role("prefill", restartBudget=BUDGET))
-    out = with_role_policies(with_role_replicas(from_revision, desired), desired)
+    out = with_unversioned_fields(from_revision, desired)
     assert out == template(role("decode", recoveryGracePeriodSeconds=30), role("prefill"))
 
 
