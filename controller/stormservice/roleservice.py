@@ -267,15 +267,15 @@ class RoleServiceAction:
 
 def plan_role_services(
     storm_service: Mapping[str, Any],
+    desired: Mapping[str, DesiredRoleService],
     owned: Iterable[Obj],
     lookup: Callable[[str], Obj | None],
 ) -> list[RoleServiceAction]:
-    """What to do about the StormService's role Services. `owned` are its role Services in the
-    cache (`is_role_service`), `lookup(name)` is the cached Service of that name in its
-    namespace, if any. A Service being deleted is waited for: its deletion event brings the
-    next pass."""
+    """What to do about the StormService's role Services. `desired` is
+    `desired_role_services(storm_service)`, `owned` are its role Services in the cache
+    (`is_role_service`), `lookup(name)` is the cached Service of that name in its namespace, if
+    any. A Service being deleted is waited for: its deletion event brings the next pass."""
     uid = storm_service["metadata"]["uid"]
-    desired = desired_role_services(storm_service)
     actions: list[RoleServiceAction] = []
     for name, want in sorted(desired.items()):
         existing = lookup(name)

@@ -106,7 +106,10 @@ class RoleServiceSync:
     async def sync(self, key: str, storm_service: Obj) -> RoleServiceOutcome:
         ns = storm_service["metadata"]["namespace"]
         owned = self.owned(storm_service)
-        actions = plan_role_services(storm_service, owned, lambda name: self.store.get(f"{ns}/{name}"))
+        desired = desired_role_services(storm_service)
+        actions = plan_role_services(
+            storm_service, desired, owned, lambda name: self.store.get(f"{ns}/{name}")
+        )
         conflicts: set[str] = set()
         no_ports: dict[str, str] = {}
         deleted: set[str] = set()
@@ -135,7 +138,6 @@ class RoleServiceSync:
                 )
                 first = first or err
         self._report(key, storm_service, conflicts, no_ports)
-        desired = desired_role_services(storm_service)
         leftovers = any(s["metadata"]["name"] not in desired.keys() | deleted for s in owned)
         failed = None if first is None else f"{first}"[:1024]
         condition = services_condition(

@@ -377,7 +377,7 @@ def _owned(name: str, role: str, **spec: Any) -> Obj:
 def test_plan_role_services(service: Obj, cached: dict[str, Obj], want: list[tuple[str, str]]) -> None:
     obj = ss_obj(**service)
     owned = [s for s in cached.values() if s["metadata"]["uid"] != "other"]
-    actions = plan_role_services(obj, owned, cached.get)
+    actions = plan_role_services(obj, desired_role_services(obj), owned, cached.get)
     assert [(a.action, a.name) for a in actions] == want
 
 
