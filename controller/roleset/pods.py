@@ -87,7 +87,8 @@ def is_entry(spec: PodSpecInputs, index: int | None, member: int | None) -> bool
 def template_for(spec: PodSpecInputs, index: int | None, member: int | None) -> Mapping[str, Any]:
     """The template the pod in this slot is made from: the entryTemplate for member 0 of a group
     when the role has one, else the role's template."""
-    if spec.entry_template is not None and index is not None and member == 0:
+    if is_entry(spec, index, member):
+        assert spec.entry_template is not None
         return spec.entry_template
     return spec.template
 

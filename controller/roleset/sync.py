@@ -285,7 +285,7 @@ class RoleSetSync:
                     info, role, hashes[pos], pos, by_role.get(role.name, []), rs_sched, topo, infos
                 )
             )
-            roles[-1].recovery = self._plan_recovery(roles[-1], recoveries.get(role.name, {}), now)
+            roles[-1].recovery = self._plan_recovery(roles[-1], recoveries.get(role.name, {}), now, infos)
         obs.dependencies = dependencies.decide([_dependency_state(r) for r in roles])
         spec_roles = {r.spec.name for r in roles}
         removed = [p for name, ps in by_role.items() if name not in spec_roles for p in ps]
@@ -310,10 +310,9 @@ class RoleSetSync:
             if verdict is not None and verdict.rejection is not None:
                 obs.rejected_templates.append(f"role {ctx.spec.name}: {verdict.rejection}")
         counts = [RoleCounts(r.spec.name, r.params.replicas, r.progress) for r in roles]
-        for ctx, rc in zip(roles, counts, strict=True):
-            h = _hold(ctx)
-            if partition.held(h, rc.replicas, rc.progress.live, rc.progress.updated_ready):
-                obs.held[ctx.spec.name] = partition.held_message(ctx.spec.name, h, rc.replicas)
+        for ctx in roles:
+            if (h := _held_by_partition(ctx)) is not None:
+                obs.held[ctx.spec.name] = partition.held_message(ctx.spec.name, h, ctx.params.replicas)
         recovery_status, recovery_wait = self._recovery_outcome(obj, roles, recoveries, now, obs, acting)
         if recovery_status:
             self._recoveries_written[key] = (info.uid, rec.read_history({"groupRecoveries": recovery_status}))
@@ -487,7 +486,7 @@ class RoleSetSync:
             affinity=affinity,
             entry_template=role.entry_template,
         )
-        view = build_view(params, [infos.get(p["metadata"].get("uid") or "") or pod_info(p) for p in pods])
+        view = build_view(params, [_info_of(infos, p) for p in pods])
         return RoleCtx(
             spec=role,
             position=pos,
@@ -501,7 +500,7 @@ class RoleSetSync:
 
     @staticmethod
     def _plan_recovery(
-        ctx: RoleCtx, history: Mapping[str, Sequence[datetime]], now: datetime
+        ctx: RoleCtx, history: Mapping[str, Sequence[datetime]], now: datetime, infos: Mapping[str, PodInfo]
     ) -> rec.RoleRecovery | None:
         """A grouped role with a recovery grace or restart budget: decide per group (recovery.py)
         and rebuild the view with the groups held and the members failed by it."""
@@ -516,7 +515,7 @@ class RoleSetSync:
         if policy is None or role.pod_group_size <= 1:
             return None
         pods = list(ctx.pods.values())
-        states = [(pod_info(p), *rec.member_state(p)) for p in pods]
+        states = [(_info_of(infos, p), *rec.member_state(p)) for p in pods]
         outcome = rec.plan_recovery(
             role.name,
             role.pod_group_size,
@@ -678,8 +677,7 @@ class RoleSetSync:
                     unavailable=c.params.unavailable,
                     updated_ready=c.progress.updated_ready,
                     # A role held by its partition does not hold the others back.
-                    done=c.progress.done(c.params.replicas)
-                    or partition.held(_hold(c), c.params.replicas, c.progress.live, c.progress.updated_ready),
+                    done=c.progress.done(c.params.replicas) or _held_by_partition(c) is not None,
                 )
                 for c in roles
             ],
@@ -1423,14 +1421,25 @@ class RoleSetSync:
             return
 
 
+def _info_of(infos: Mapping[str, PodInfo], pod: Mapping[str, Any]) -> PodInfo:
+    """The pass's PodInfo of `pod` (PodInfoCache), or one made now for a pod it lacks."""
+    return infos.get(pod["metadata"].get("uid") or "") or pod_info(pod)
+
+
 def _partition(ctx: RoleCtx) -> int:
     return ctx.spec.update_strategy.partition or 0
 
 
-def _hold(ctx: RoleCtx) -> partition.Hold:
-    """The role's outdated instances, split by its partition into kept and still to update."""
+def _held_by_partition(ctx: RoleCtx) -> partition.Hold | None:
+    """The role's outdated instances split by its partition into kept and still to update, when
+    its rollout rests at the partition (`partition.held`); None otherwise. A role without a
+    partition (nearly every pass) is None at once, with no instance classified."""
+    if not _partition(ctx):
+        return None
     outdated = [i for i in ctx.view.instances if classify(ctx.params, i) == "outdated"]
-    return partition.hold(ctx.params, [*outdated, *ctx.view.unslotted], _partition(ctx))
+    h = partition.hold(ctx.params, [*outdated, *ctx.view.unslotted], _partition(ctx))
+    p = ctx.progress
+    return h if partition.held(h, ctx.params.replicas, p.live, p.updated_ready) else None
 
 
 def _dependency_state(ctx: RoleCtx) -> dependencies.RoleState:
