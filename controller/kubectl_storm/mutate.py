@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from controller.kubectl_storm.errors import EXIT_OK, CliError
@@ -18,6 +17,7 @@ from controller.kubectl_storm.history import find_revision
 from controller.kubectl_storm.lookup import Target, get_storm_service, object_ref, owned_revisions
 from controller.runtime.errors import Invalid
 from controller.runtime.resources import STORMSERVICES
+from controller.runtime.timestamps import now_rfc3339
 from controller.stormservice.revisions import (
     choose_update_revision,
     revision_content,
@@ -103,10 +103,6 @@ def pause_patch(storm_service: Mapping[str, Any], paused: bool) -> Obj | None:
 
 
 # --- restart -------------------------------------------------------------------------------------
-
-
-def rfc3339(now: datetime) -> str:
-    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def restart_patch(storm_service: Mapping[str, Any], restarted_at: str) -> JsonPatch:
@@ -213,7 +209,7 @@ async def set_paused(t: Target, paused: bool) -> int:
 
 async def restart(t: Target) -> int:
     ss = await get_storm_service(t)
-    await json_patch(t, restart_patch(ss, rfc3339(datetime.now(UTC))), ss)
+    await json_patch(t, restart_patch(ss, now_rfc3339()), ss)
     print(f"{object_ref(t.name)} restarted")
     return EXIT_OK
 

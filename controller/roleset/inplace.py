@@ -21,6 +21,7 @@ import orjson
 from apis import podfields
 from controller.roleset import labels as L
 from controller.roleset.scheduling import is_topology_entry
+from controller.runtime.timestamps import format_time, parse_time
 
 Obj = dict[str, Any]
 
@@ -351,10 +352,6 @@ def pod_condition(pod: Mapping[str, Any], type_: str) -> str | None:
     return None
 
 
-def _ts(now: datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def gate_status_patch(status: str, now: datetime) -> Obj:
     """Strategic-merge patch of pod status setting the in-place readiness gate condition. The
     kubelet owns Ready and recomputes it from the gate; we never write Ready ourselves."""
@@ -365,7 +362,7 @@ def gate_status_patch(status: str, now: datetime) -> Obj:
                     "type": L.INPLACE_READY_CONDITION,
                     "status": status,
                     "reason": "InPlaceUpdating" if status == "False" else "InPlaceUpdateReady",
-                    "lastTransitionTime": _ts(now),
+                    "lastTransitionTime": format_time(now),
                 }
             ]
         }
@@ -394,7 +391,7 @@ def start_patch(pod: Mapping[str, Any], desired: Mapping[str, Any], target_hash:
             "restartCount": str(int(st.get("restartCount") or 0)),
             "startedAt": _started_at(st),
         }
-    state = {"lastContainerStatuses": last, "updateTimestamp": _ts(now)}
+    state = {"lastContainerStatuses": last, "updateTimestamp": format_time(now)}
     patch: Obj = {
         "metadata": {
             "annotations": {
@@ -468,13 +465,7 @@ def parse_state(pod: Mapping[str, Any]) -> tuple[dict[str, dict[str, str]], date
     if not isinstance(data, dict):
         return {}, None
     last = data.get("lastContainerStatuses")
-    started = None
-    ts = data.get("updateTimestamp")
-    if isinstance(ts, str):
-        try:
-            started = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-        except ValueError:
-            started = None
+    started = parse_time(data.get("updateTimestamp"))
     return (last if isinstance(last, dict) else {}), started
 
 

@@ -29,11 +29,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from controller.roleset import labels as L
 from controller.roleset.instances import PodInfo, is_pod_ready
+from controller.runtime.timestamps import format_time, parse_time
 
 MemberState = Literal["ok", "failed", "unhealthy", "terminating"]
 
@@ -73,20 +74,6 @@ class Decision:
     fail: tuple[str, ...] = ()
     record: bool = False
     recent: int = 0  # recoveries within the window (exhausted)
-
-
-def parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
-
-
-def format_time(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def policy_of(

@@ -89,6 +89,7 @@ from controller.runtime.resources import (
 from controller.runtime.revision import hash_revision_data
 from controller.runtime.statusbatch import StatusBatcher
 from controller.runtime.store import INDEX_CONTROLLER_UID, Store
+from controller.runtime.timestamps import format_time
 
 log = structlog.get_logger(__name__)
 
@@ -124,10 +125,6 @@ class SyncConfig:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _rfc3339(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def template_hash(template: Mapping[str, Any], entry_template: Mapping[str, Any] | None = None) -> str:
@@ -325,7 +322,7 @@ class RoleSetSync:
             obs,
             generation=int(meta.get("generation") or 0),
             old_status=obj.get("status"),
-            now=_rfc3339(self.clock()),
+            now=format_time(self.clock()),
         )
         if recovery_status:
             new_status["groupRecoveries"] = recovery_status

@@ -33,6 +33,7 @@ from controller.runtime.logging import get_logger
 from controller.runtime.metrics import REGISTRY
 from controller.runtime.ratelimit import TokenBucket
 from controller.runtime.resources import EVENTS, Resource
+from controller.runtime.timestamps import format_time
 
 log = get_logger(__name__)
 
@@ -53,10 +54,6 @@ SPAM_BURST = 25
 SPAM_REFILL_SECONDS = 300.0
 
 _CorrelationKey = tuple[str, str, str, str, str, str]
-
-
-def _timestamp(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(slots=True)
@@ -262,7 +259,7 @@ class EventRecorder:
         written = self._cache.get(occ.key)
         if written is not None and now - written.seen_at <= self.aggregate_window:
             count = written.count + occ.count
-            patch = {"count": count, "lastTimestamp": _timestamp(occ.last), "message": occ.message}
+            patch = {"count": count, "lastTimestamp": format_time(occ.last), "message": occ.message}
             try:
                 await self._client.patch(EVENTS, written.namespace, written.name, patch, patch_type="merge")
             except NotFound:
@@ -284,8 +281,8 @@ class EventRecorder:
             "source": {"component": self.component, **({"host": self.host} if self.host else {})},
             "reportingComponent": self.component,
             "count": occ.count,
-            "firstTimestamp": _timestamp(occ.first),
-            "lastTimestamp": _timestamp(occ.last),
+            "firstTimestamp": format_time(occ.first),
+            "lastTimestamp": format_time(occ.last),
         }
         if self.host:
             body["reportingInstance"] = self.host

@@ -35,7 +35,6 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -60,6 +59,7 @@ from controller.runtime.resources import (
     PODS,
     Resource,
 )
+from controller.runtime.timestamps import now_rfc3339
 
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete"})
 _BUILTIN_GROUPS = frozenset({"", "apps", "batch", "policy", "autoscaling"})
@@ -163,7 +163,7 @@ def _copy_obj(obj: Mapping[str, Any]) -> Obj:
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return now_rfc3339()
 
 
 # --- selectors ------------------------------------------------------------------------------------

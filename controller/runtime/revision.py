@@ -21,7 +21,6 @@ import functools
 import itertools
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from controller.runtime.client import KubeClient, Obj
@@ -29,6 +28,7 @@ from controller.runtime.controllerref import controller_ref, new_controller_ref
 from controller.runtime.errors import AlreadyExists, NotFound
 from controller.runtime.rand import safe_encode
 from controller.runtime.resources import CONTROLLER_REVISIONS
+from controller.runtime.timestamps import format_epoch
 
 HASH_LABEL = "controller.kubernetes.io/hash"
 MAX_NAME_PREFIX = 223  # a revision name stays within 253 characters
@@ -300,7 +300,7 @@ class FakeRevisionHistory:
         meta = rev["metadata"]
         n = next(self._serial)
         meta.setdefault("uid", f"rev-uid-{n}")
-        meta.setdefault("creationTimestamp", datetime.fromtimestamp(n, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        meta.setdefault("creationTimestamp", format_epoch(n))
         meta["resourceVersion"] = str(n)
         self.revisions[(meta.get("namespace") or "", meta["name"])] = rev
         return rev

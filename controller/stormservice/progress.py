@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from apis.v1alpha1 import constants as c
+from controller.runtime.timestamps import format_epoch
 from controller.stormservice.status import get_condition, remove_condition, set_condition
 from controller.stormservice.view import parse_timestamp
 
@@ -45,10 +45,6 @@ def deadline_of(spec: Mapping[str, Any]) -> int | None:
     """The progress deadline in seconds; None when absent or 0 (no deadline)."""
     value = spec.get("progressDeadlineSeconds")
     return int(value) if value else None
-
-
-def rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def made_progress(old: Mapping[str, Any], new: Mapping[str, Any], want: int) -> bool:
@@ -116,14 +112,14 @@ def decide(
         # Paused, stalled, blocked, held by a partition or complete: no clock runs. Its time is
         # when this state began.
         same = (old.get("status"), old.get("reason")) == (status, reason)
-        return Progress(status, reason, message, rfc3339(since if same and since else now))
+        return Progress(status, reason, message, format_epoch(since if same and since else now))
     timed_out = old.get("status") == "False" and old.get("reason") == REASON_DEADLINE_EXCEEDED
     running = old.get("status") == "True" and old.get("reason") not in _NO_CLOCK
     if progressed or since is None or not (running or timed_out):
-        return Progress(status, reason, message, rfc3339(now), float(deadline))
+        return Progress(status, reason, message, format_epoch(now), float(deadline))
     left = since + deadline - now
     if not timed_out and left > 0:
-        return Progress(status, reason, message, rfc3339(since), left)
+        return Progress(status, reason, message, format_epoch(since), left)
     stuck = f"revision {update_revision} made no progress for {deadline}s: {message}"
     target, why_not = rollback_target(
         rollback=rollback,
@@ -133,7 +129,7 @@ def decide(
     )
     if why_not is not None:
         stuck = f"{stuck}; not rolled back: {why_not}"
-    return Progress("False", REASON_DEADLINE_EXCEEDED, stuck, rfc3339(since), None, target)
+    return Progress("False", REASON_DEADLINE_EXCEEDED, stuck, format_epoch(since), None, target)
 
 
 def rollback_target(
@@ -208,7 +204,7 @@ def apply(
         progress.status,
         progress.reason,
         progress.message,
-        rfc3339(now),
+        format_epoch(now),
     )
     conditions = [
         {**cond, "lastUpdateTime": progress.last_update_time}
@@ -223,7 +219,7 @@ def apply(
             "True",
             REASON_DEADLINE_EXCEEDED,
             rolled_back_message(update, progress.rollback_to, deadline),
-            rfc3339(now),
+            format_epoch(now),
         )
     elif old.get("updateRevision") != update and update != last_ready:
         # A rollout of a revision the rollback did not return to: the user has moved on.

@@ -26,6 +26,7 @@ from controller.runtime.controllerref import is_controlled_by, new_controller_re
 from controller.runtime.errors import AlreadyExists, Conflict, NotFound
 from controller.runtime.resources import ROLE_SCALERS, STORMSERVICES
 from controller.runtime.store import INDEX_CONTROLLER_UID, Store
+from controller.runtime.timestamps import now_rfc3339
 from controller.stormservice.scalerplan import (
     CONDITION_CLAMPED,
     RoleDecision,
@@ -36,7 +37,7 @@ from controller.stormservice.scalerplan import (
     role_selector,
     template_replicas_patch,
 )
-from controller.stormservice.status import now_rfc3339, set_condition
+from controller.stormservice.status import set_condition
 from controller.stormservice.view import role_replicas
 
 EVENT_ROLE_SCALER_CREATED = "CreatedRoleScaler"

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from apis.v1alpha1 import constants as c
 from controller.runtime.statusbatch import condition_states
+from controller.runtime.timestamps import now_rfc3339
 from controller.stormservice.dependencies import waiting_for_dependencies
 from controller.stormservice.labels import scaling_target_selector
 from controller.stormservice.scale import budget_for
@@ -35,10 +35,6 @@ REASON_RECONCILE_FAILED = "ReconcileFailed"
 
 ROLE_COUNT_FIELDS = ("replicas", "readyReplicas", "notReadyReplicas")
 ROLE_UPDATED_FIELDS = ("updatedReplicas", "updatedReadyReplicas")
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)

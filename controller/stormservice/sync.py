@@ -61,6 +61,7 @@ from controller.runtime.resources import (
 from controller.runtime.revision import RevisionHistory, new_revision, sort_revisions
 from controller.runtime.statusbatch import StatusBatcher
 from controller.runtime.store import INDEX_CONTROLLER_UID, Store
+from controller.runtime.timestamps import now_rfc3339
 from controller.stormservice import progress
 from controller.stormservice.inplace import rewrite_patch
 from controller.stormservice.labels import render_roleset
@@ -94,7 +95,6 @@ from controller.stormservice.status import (
     compute_status,
     counts_only,
     get_condition,
-    now_rfc3339,
     set_condition,
     status_patch,
 )

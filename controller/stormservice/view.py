@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from apis.v1alpha1 import constants as c
+from controller.runtime.timestamps import parse_time
 from controller.stormservice import labels
 
 Obj = dict[str, Any]
@@ -39,9 +39,9 @@ class RoleSetView:
 
 
 def parse_timestamp(value: str | None) -> float:
-    if not value:
-        return 0.0
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    """Seconds since the epoch; 0.0 when absent (or not a time)."""
+    t = parse_time(value)
+    return 0.0 if t is None else t.timestamp()
 
 
 def role_replicas(role: Mapping[str, Any]) -> int:

@@ -9,25 +9,25 @@ from typing import Any
 import pytest
 
 from controller.runtime.errors import Conflict
+from controller.runtime.timestamps import format_epoch
 from controller.stormservice.progress import (
     Progress,
     apply,
     decide,
     made_progress,
-    rfc3339,
 )
 from controller.stormservice.revisions import revision_data, template_of, with_unversioned_fields
 from controller.stormservice.rollback import roll_back
 
 T0 = 1_700_000_000.0
 DEADLINE = 60
-STAMP = rfc3339(T0)
+STAMP = format_epoch(T0)
 
 
 def condition(status: str, reason: str, since: float | None = T0, message: str = "m") -> dict[str, Any]:
     out: dict[str, Any] = {"type": "Progressing", "status": status, "reason": reason, "message": message}
     if since is not None:
-        out["lastUpdateTime"] = rfc3339(since)
+        out["lastUpdateTime"] = format_epoch(since)
     return out
 
 
@@ -48,7 +48,7 @@ HELD = ("True", "PartitionHeld", "RoleSet x: role decode: 4 of 6 instances kept 
         ),
         pytest.param(
             DEADLINE, ROLLING, condition("True", "RolloutComplete"), False, T0 + 5, False, None,
-            Progress(*ROLLING, rfc3339(T0 + 5), 60.0), id="new-rollout-after-complete-starts-the-clock",
+            Progress(*ROLLING, format_epoch(T0 + 5), 60.0), id="new-rollout-after-complete-starts-the-clock",
         ),
         pytest.param(
             DEADLINE, ROLLING, condition("True", "RolloutInProgress"), False, T0 + 20, False, None,
@@ -56,7 +56,7 @@ HELD = ("True", "PartitionHeld", "RoleSet x: role decode: 4 of 6 instances kept 
         ),
         pytest.param(
             DEADLINE, ROLLING, condition("True", "RolloutInProgress"), True, T0 + 59, False, None,
-            Progress(*ROLLING, rfc3339(T0 + 59), 60.0), id="progress-resets-the-clock",
+            Progress(*ROLLING, format_epoch(T0 + 59), 60.0), id="progress-resets-the-clock",
         ),
         pytest.param(
             DEADLINE, ROLLING, condition("True", "RolloutInProgress"), False, T0 + 60, False, None,
@@ -84,7 +84,7 @@ HELD = ("True", "PartitionHeld", "RoleSet x: role decode: 4 of 6 instances kept 
         ),
         pytest.param(
             DEADLINE, ROLLING, condition("False", "ProgressDeadlineExceeded"), True, T0 + 999, True, "a",
-            Progress(*ROLLING, rfc3339(T0 + 999), 60.0), id="progress-after-timeout-revives",
+            Progress(*ROLLING, format_epoch(T0 + 999), 60.0), id="progress-after-timeout-revives",
         ),
         pytest.param(
             DEADLINE, ROLLING, condition("True", "RolloutInProgress"), False, T0 + 61, True, None,
@@ -115,7 +115,7 @@ HELD = ("True", "PartitionHeld", "RoleSet x: role decode: 4 of 6 instances kept 
         ),
         pytest.param(
             DEADLINE, PAUSED, condition("True", "RolloutInProgress"), False, T0 + 999, True, "a",
-            Progress(*PAUSED, rfc3339(T0 + 999)), id="paused-never-times-out",
+            Progress(*PAUSED, format_epoch(T0 + 999)), id="paused-never-times-out",
         ),
         pytest.param(
             DEADLINE, PAUSED, condition("Unknown", "Paused"), False, T0 + 999, True, "a",
@@ -123,7 +123,7 @@ HELD = ("True", "PartitionHeld", "RoleSet x: role decode: 4 of 6 instances kept 
         ),
         pytest.param(
             DEADLINE, ROLLING, condition("Unknown", "Paused"), False, T0 + 999, True, "a",
-            Progress(*ROLLING, rfc3339(T0 + 999), 60.0), id="resumed-starts-the-clock-afresh",
+            Progress(*ROLLING, format_epoch(T0 + 999), 60.0), id="resumed-starts-the-clock-afresh",
         ),
         pytest.param(
             DEADLINE, HELD, condition("True", "PartitionHeld"), False, T0 + 999, True, "a",
@@ -131,15 +131,15 @@ HELD = ("True", "PartitionHeld", "RoleSet x: role decode: 4 of 6 instances kept 
         ),
         pytest.param(
             DEADLINE, ROLLING, condition("True", "PartitionHeld"), False, T0 + 999, True, "a",
-            Progress(*ROLLING, rfc3339(T0 + 999), 60.0), id="partition-lowered-starts-the-clock-afresh",
+            Progress(*ROLLING, format_epoch(T0 + 999), 60.0), id="partition-lowered-starts-the-clock-afresh",
         ),
         pytest.param(
             DEADLINE, STALLED, condition("True", "RolloutInProgress"), False, T0 + 999, True, "a",
-            Progress(*STALLED, rfc3339(T0 + 999)), id="a-more-precise-stall-wins",
+            Progress(*STALLED, format_epoch(T0 + 999)), id="a-more-precise-stall-wins",
         ),
         pytest.param(
             DEADLINE, COMPLETE, condition("True", "RolloutInProgress"), False, T0 + 30, True, "a",
-            Progress(*COMPLETE, rfc3339(T0 + 30)), id="just-completed",
+            Progress(*COMPLETE, format_epoch(T0 + 30)), id="just-completed",
         ),
         pytest.param(
             DEADLINE, COMPLETE, condition("True", "RolloutComplete"), False, T0 + 999, True, "a",
@@ -147,7 +147,7 @@ HELD = ("True", "PartitionHeld", "RoleSet x: role decode: 4 of 6 instances kept 
         ),
         pytest.param(
             DEADLINE, ROLLING, condition("True", "RolloutInProgress", since=None), False, T0 + 999, False,
-            None, Progress(*ROLLING, rfc3339(T0 + 999), 60.0), id="deadline-just-set-starts-the-clock",
+            None, Progress(*ROLLING, format_epoch(T0 + 999), 60.0), id="deadline-just-set-starts-the-clock",
         ),
     ],
 )  # fmt: skip
