@@ -17,6 +17,17 @@ def pods_per_roleset(manifest: Obj) -> int:
     )
 
 
+def condition(obj: Obj, type_: str) -> Obj | None:
+    """The object's status condition of that type, None when it has none."""
+    return next(
+        (c for c in (obj.get("status") or {}).get("conditions") or () if c.get("type") == type_), None
+    )
+
+
+def is_pod_ready(pod: Obj) -> bool:
+    return (condition(pod, "Ready") or {}).get("status") == "True"
+
+
 def roleset_ready(rs: Obj) -> bool:
     meta = rs["metadata"]
     status = rs.get("status") or {}

@@ -27,12 +27,14 @@ import pytest
 
 from controller.roleset import labels as L
 from controller.runtime.revision import hash_revision_data
-from tests.cluster import ControllerProcess, Kubectl, wait_until
+from tests.cluster import ControllerProcess, Kubectl
+from tests.kubectl_reads import StormServiceReads
+from tests.manifests import API, IN_PLACE, storm
+from tests.storm_reads import is_pod_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
-API = "orchestration.aibrix.ai/v1alpha1"
 WORKER_IMAGE = "registry.k8s.io/pause:3.10"
 ENTRY_IMAGE = "registry.k8s.io/pause:3.9"
 ENTRY_IMAGE_V2 = "registry.k8s.io/pause:3.8"
@@ -68,60 +70,17 @@ def grouped_role(**extra: Any) -> dict[str, Any]:
     }
 
 
-def storm(name: str, *roles: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "StormService",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            # RoleSets rewritten in place, so that the role's InPlaceIfPossible decides.
-            "updateStrategy": {"type": "InPlaceUpdate"},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": {"roles": list(roles)}},
-        },
-    }
-
-
 def env_of(pod: dict[str, Any]) -> dict[str, str]:
     return {e["name"]: e.get("value", "") for e in pod["spec"]["containers"][0].get("env") or ()}
 
 
-def is_ready(pod: dict[str, Any]) -> bool:
-    return any(
-        c["type"] == "Ready" and c["status"] == "True"
-        for c in (pod.get("status") or {}).get("conditions") or ()
-    )
-
-
-class Service:
+class Service(StormServiceReads):
     """Reads of one StormService's pods and revisions through kubectl."""
-
-    def __init__(self, kubectl: Kubectl, namespace: str, name: str, controller: ControllerProcess) -> None:
-        self.kubectl, self.namespace, self.name, self.controller = kubectl, namespace, name, controller
-
-    def get(self, *args: str) -> Any:
-        return self.kubectl.get_json(*args, "-n", self.namespace)
-
-    def pods(self) -> list[dict[str, Any]]:
-        items = self.get("pods", "-l", f"storm-service-name={self.name}")["items"]
-        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
-
-    def revisions(self) -> list[str]:
-        items = self.get("controllerrevisions", "-l", f"name={self.name}")["items"]
-        return sorted(r["metadata"]["name"] for r in items)
-
-    def wait(self, predicate: Callable[[], bool], what: str, timeout: float = 240) -> None:
-        def check() -> bool:
-            assert self.controller.alive(), "the controller exited"
-            return predicate()
-
-        wait_until(check, timeout, what, interval=0.5)
 
     def wait_ready(self, count: int) -> list[dict[str, Any]]:
         def done() -> bool:
             pods = self.pods()
-            return len(pods) == count and all(is_ready(p) for p in pods)
+            return len(pods) == count and all(is_pod_ready(p) for p in pods)
 
         self.wait(done, f"{count} ready pods of {self.name}")
         return self.pods()
@@ -138,7 +97,8 @@ def test_entry_and_workers_run_their_templates(
 
     controller = run_controller(f"--namespace={namespace}")
     name = "ew"
-    kubectl.apply(storm(name, grouped_role()), "-n", namespace)
+    # RoleSets rewritten in place, so that the role's InPlaceIfPossible decides.
+    kubectl.apply(storm(name, grouped_role(), strategy=IN_PLACE), "-n", namespace)
     ss = Service(kubectl, namespace, name, controller)
     pods = ss.wait_ready(6)
 
@@ -223,7 +183,7 @@ def test_entry_and_workers_run_their_templates(
         return (
             len(current) == 6
             and all(p["metadata"]["labels"][L.ROLE_TEMPLATE_HASH_LABEL] == want for p in current)
-            and all(is_ready(p) for p in current)
+            and all(is_pod_ready(p) for p in current)
         )
 
     ss.wait(updated, "every pod at the new role template hash, ready")
@@ -249,7 +209,7 @@ def test_an_entry_template_the_api_server_refuses_replaces_nothing(
 ) -> None:
     controller = run_controller(f"--namespace={namespace}")
     name = "badentry"
-    kubectl.apply(storm(name, grouped_role(replicas=1)), "-n", namespace)
+    kubectl.apply(storm(name, grouped_role(replicas=1), strategy=IN_PLACE), "-n", namespace)
     ss = Service(kubectl, namespace, name, controller)
     uids = {p["metadata"]["uid"] for p in ss.wait_ready(3)}
     kubectl(
@@ -292,11 +252,11 @@ def test_the_crd_refuses_an_entry_template_without_groups(
     with_ephemeral = pod_template(ENTRY_IMAGE, "entry", "entry")
     with_ephemeral["spec"]["ephemeralContainers"] = [{"name": "debug", "image": "busybox"}]
     refusals = [
-        (storm("single", single), message),
-        (storm("defaulted", defaulted), message),
+        (storm("single", single, strategy=IN_PLACE), message),
+        (storm("defaulted", defaulted, strategy=IN_PLACE), message),
         (roleset, message),
         (
-            storm("empty", grouped_role(entryTemplate=with_ephemeral)),
+            storm("empty", grouped_role(entryTemplate=with_ephemeral), strategy=IN_PLACE),
             "ephemeral containers are not allowed in a pod template",
         ),
     ]
@@ -304,7 +264,7 @@ def test_the_crd_refuses_an_entry_template_without_groups(
         refused = kubectl.apply(manifest, "-n", namespace, check=False)
         assert refused.returncode != 0, f"admitted, expected: {expected}"
         assert expected in refused.stderr, refused.stderr
-    kubectl.apply(storm("grouped", grouped_role()), "-n", namespace)
+    kubectl.apply(storm("grouped", grouped_role(), strategy=IN_PLACE), "-n", namespace)
 
 
 def test_an_aibrix_grouped_role_is_as_before(

@@ -32,12 +32,14 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import ControllerFactory, ControllerProcess, Kubectl, wait_until
+from controller.runtime.timestamps import format_time
+from tests.cluster import ControllerFactory, Kubectl
+from tests.kubectl_reads import StormServiceReads
+from tests.manifests import role, storm
+from tests.storm_reads import condition, is_pod_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-API = "orchestration.aibrix.ai/v1alpha1"
-IMAGE = "registry.k8s.io/pause:3.10"
 REPO = Path(__file__).resolve().parents[2]
 SETTLE = 240.0  # generous: the machine is shared and loaded
 GRACE = 30
@@ -46,59 +48,14 @@ Obj = dict[str, Any]
 
 
 def decode_role(group_size: int = 2, **extra: Any) -> Obj:
-    return {
-        "name": "decode",
-        "replicas": 1,
-        "podGroupSize": group_size,
-        "recoveryPolicy": "Recreate",
-        "template": {
-            "metadata": {"labels": {"component": "decode"}},
-            "spec": {"terminationGracePeriodSeconds": 0, "containers": [{"name": "engine", "image": IMAGE}]},
-        },
-        **extra,
-    }
+    return role("decode", 1, podGroupSize=group_size, recoveryPolicy="Recreate", **extra)
 
 
-def storm(name: str, role: Obj) -> Obj:
-    return {
-        "apiVersion": API,
-        "kind": "StormService",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": {"roles": [role]}},
-        },
-    }
-
-
-def rfc3339(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse(t: str) -> datetime:
-    return datetime.fromisoformat(t.replace("Z", "+00:00"))
-
-
-def ready(pod: Obj) -> bool:
-    return any(
-        c["type"] == "Ready" and c["status"] == "True"
-        for c in (pod.get("status") or {}).get("conditions") or ()
-    )
-
-
-class Service:
+class Service(StormServiceReads):
     """Reads and pod status writes for one StormService with one grouped role."""
 
-    def __init__(self, kubectl: Kubectl, namespace: str, name: str, controller: ControllerProcess) -> None:
-        self.kubectl, self.ns, self.name, self.controller = kubectl, namespace, name, controller
-
-    def get(self, *args: str) -> Any:
-        return self.kubectl.get_json(*args, "-n", self.ns)
-
-    def pods(self, role: str = "decode") -> list[Obj]:
-        items: list[Obj] = self.get("pods", "-l", f"storm-service-name={self.name},role-name={role}")["items"]
-        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+    def pods(self, role: str | None = "decode") -> list[Obj]:
+        return super().pods(role)
 
     def members(self, role: str = "decode") -> dict[int, Obj]:
         return {
@@ -110,33 +67,17 @@ class Service:
         return {k: p["metadata"]["uid"] for k, p in self.members(role).items()}
 
     def roleset(self) -> Obj:
-        (rs,) = self.get("rolesets", "-l", f"storm-service-name={self.name}")["items"]
-        result: Obj = rs
-        return result
+        (rs,) = self.rolesets()
+        return rs
 
     def condition(self, type_: str) -> Obj:
-        conditions = (self.roleset().get("status") or {}).get("conditions") or ()
-        return next((c for c in conditions if c["type"] == type_), {})
-
-    def revisions(self) -> list[str]:
-        items = self.get("controllerrevisions", "-l", f"name={self.name}")["items"]
-        return sorted(r["metadata"]["name"] for r in items)
-
-    def events(self, reason: str) -> list[Obj]:
-        items: list[Obj] = self.get("events", "--field-selector", f"reason={reason}")["items"]
-        return items
-
-    def wait(self, predicate: Any, what: str, timeout: float = SETTLE) -> None:
-        def check() -> bool:
-            assert self.controller.alive(), "the controller exited"
-            return bool(predicate())
-
-        wait_until(check, timeout, what, interval=0.5)
+        """The RoleSet's condition of that type; {} when it has none."""
+        return condition(self.roleset(), type_) or {}
 
     def wait_group_ready(self, size: int = 2, role: str = "decode") -> dict[int, str]:
         def done() -> bool:
             members = self.members(role)
-            return len(members) == size and all(ready(p) for p in members.values())
+            return len(members) == size and all(is_pod_ready(p) for p in members.values())
 
         self.wait(done, f"a ready group of {size} in role {role}")
         return self.uids(role)
@@ -162,16 +103,16 @@ class Service:
                     {
                         "type": "ContainersReady",
                         "status": state,
-                        "lastTransitionTime": rfc3339(since),
+                        "lastTransitionTime": format_time(since),
                         **reason,
                     },
-                    {"type": "Ready", "status": state, "lastTransitionTime": rfc3339(since), **reason},
+                    {"type": "Ready", "status": state, "lastTransitionTime": format_time(since), **reason},
                 ],
                 "containerStatuses": statuses,
             }
         }
         self.kubectl(
-            "patch", "-n", self.ns, f"pod/{pod['metadata']['name']}", "--subresource=status",
+            "patch", "-n", self.namespace, f"pod/{pod['metadata']['name']}", "--subresource=status",
             "--type=strategic", "-p", json.dumps(patch),
         )  # fmt: skip
 
@@ -180,7 +121,7 @@ def start(
     kubectl: Kubectl, namespace: str, run_controller: ControllerFactory, name: str, role: Obj, *extra: str
 ) -> Service:
     controller = run_controller(f"--namespace={namespace}", *extra)
-    kubectl.apply(storm(name, role), "-n", namespace)
+    kubectl.apply(storm(name, role, strategy=None), "-n", namespace)
     return Service(kubectl, namespace, name, controller)
 
 
@@ -190,23 +131,27 @@ def test_the_crd_refuses_recovery_settings_without_groups(
     budget = {"maxRestarts": 1, "windowSeconds": 60}
     refusals = [
         (
-            storm("ungrouped", decode_role(1, recoveryGracePeriodSeconds=30)),
+            storm("ungrouped", decode_role(1, recoveryGracePeriodSeconds=30), strategy=None),
             "recoveryGracePeriodSeconds and restartBudget apply to pod groups: they need podGroupSize > 1",
         ),
         (
-            storm("ungrouped-budget", decode_role(1, restartBudget=budget)),
+            storm("ungrouped-budget", decode_role(1, restartBudget=budget), strategy=None),
             "recoveryGracePeriodSeconds and restartBudget apply to pod groups: they need podGroupSize > 1",
         ),
         (
-            storm("negative-grace", decode_role(recoveryGracePeriodSeconds=-1)),
+            storm("negative-grace", decode_role(recoveryGracePeriodSeconds=-1), strategy=None),
             "recoveryGracePeriodSeconds in body should be greater than or equal to 0",
         ),
         (
-            storm("no-restarts", decode_role(restartBudget={"maxRestarts": 0, "windowSeconds": 60})),
+            storm(
+                "no-restarts",
+                decode_role(restartBudget={"maxRestarts": 0, "windowSeconds": 60}),
+                strategy=None,
+            ),
             "maxRestarts in body should be greater than or equal to 1",
         ),
         (
-            storm("no-window", decode_role(restartBudget={"maxRestarts": 1})),
+            storm("no-window", decode_role(restartBudget={"maxRestarts": 1}), strategy=None),
             "restartBudget.windowSeconds: Required value",
         ),
     ]
@@ -216,7 +161,9 @@ def test_the_crd_refuses_recovery_settings_without_groups(
         assert message in refused.stderr, refused.stderr
 
     kubectl.apply(
-        storm("grouped", decode_role(recoveryGracePeriodSeconds=0, restartBudget=budget)), "-n", namespace
+        storm("grouped", decode_role(recoveryGracePeriodSeconds=0, restartBudget=budget), strategy=None),
+        "-n",
+        namespace,
     )
     sample = (REPO / "samples" / "group-recovery.yaml").read_text()
     kubectl("apply", "--server-side", "--dry-run=server", "-n", namespace, "-f", "-", input=sample)
@@ -273,7 +220,7 @@ def test_a_member_not_ready_past_the_grace_recreates_its_group(
     )
     after = svc.wait_group_ready()
     assert not set(after.values()) & set(before.values())
-    created = min(parse(p["metadata"]["creationTimestamp"]) for p in svc.pods())
+    created = min(datetime.fromisoformat(p["metadata"]["creationTimestamp"]) for p in svc.pods())
     # Second-resolution timestamps on both sides.
     assert created >= since + timedelta(seconds=GRACE - 1), f"recreated at {created}, the grace ends later"
     deleted = [e["message"] for e in svc.events("SuccessfulDelete")]

@@ -23,7 +23,6 @@ included, so a readiness gate nobody sets would not stall anything.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,11 +35,13 @@ from controller.runtime.client import ApiClient
 from controller.runtime.errors import Conflict
 from controller.runtime.resources import STORMSERVICES
 from controller.stormservice.rollback import KubeRollbackControl
-from tests.cluster import ControllerProcess, Kubectl, wait_until
+from tests import manifests
+from tests.cluster import ControllerProcess, Kubectl
+from tests.kubectl_reads import StormServiceReads
+from tests.storm_reads import condition
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-API = "orchestration.aibrix.ai/v1alpha1"
 IMAGE_V1 = "registry.k8s.io/pause:3.10"
 IMAGE_V2 = "registry.k8s.io/pause:3.9"
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,82 +50,38 @@ UNSCHEDULABLE = {"stormservice.test/no-such-node": "true"}
 
 
 def storm(name: str, *, replicas: int = 1, roles: int = 1, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "StormService",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "updateStrategy": {"type": "RollingUpdate", "maxSurge": 1, "maxUnavailable": 0},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "roles": [
-                        {
-                            "name": f"role{i}",
-                            "replicas": 1,
-                            "template": {
-                                "spec": {
-                                    "terminationGracePeriodSeconds": 0,
-                                    "containers": [{"name": "engine", "image": IMAGE_V1}],
-                                }
-                            },
-                        }
-                        for i in range(roles)
-                    ]
-                },
-            },
-            **spec,
-        },
-    }
+    return manifests.storm(
+        name,
+        *(manifests.role(f"role{i}", 1, image=IMAGE_V1) for i in range(roles)),
+        replicas=replicas,
+        **spec,
+    )
 
 
-class Watched:
+class Watched(StormServiceReads):
     """Reads of one StormService, its RoleSets, pods and events, through kubectl."""
 
-    def __init__(self, kubectl: Kubectl, namespace: str, name: str, controller: ControllerProcess) -> None:
-        self.kubectl, self.namespace, self.name, self.controller = kubectl, namespace, name, controller
-
-    def get(self, *args: str) -> Any:
-        return self.kubectl.get_json(*args, "-n", self.namespace)
-
-    def obj(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.get("stormservice", self.name)
-        return result
+    wait_timeout = 180.0
 
     def condition(self, type_: str, obj: dict[str, Any] | None = None) -> dict[str, Any]:
-        conditions = ((obj or self.obj()).get("status") or {}).get("conditions") or ()
-        return next((c for c in conditions if c["type"] == type_), {})
+        return condition(obj or self.storm(), type_) or {}
 
     def ready_on(self, revision: str | None = None) -> bool:
         """Ready, every RoleSet of the update revision (`revision` if given), nothing else left."""
-        obj = self.obj()
+        obj = self.storm()
         status = obj.get("status") or {}
         if self.condition("Ready", obj).get("status") != "True":
             return False
         if revision is not None and status.get("updateRevision") != revision:
             return False
-        rolesets = self.get("rolesets", "-l", f"storm-service-name={self.name}")["items"]
         return all(
             r["metadata"]["labels"].get("storm-service-revision") == status.get("updateRevision")
-            for r in rolesets
+            for r in self.rolesets()
         )
-
-    def pods(self) -> list[dict[str, Any]]:
-        items = self.get("pods", "-l", f"storm-service-name={self.name}")["items"]
-        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
 
     def events(self, reason: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.get(
-            "events", "--field-selector", f"involvedObject.name={self.name},reason={reason}"
-        )["items"]
-        return items
-
-    def patch(self, ops: list[dict[str, Any]]) -> None:
-        self.kubectl(
-            "patch", "stormservice", self.name, "-n", self.namespace, "--type=json", "-p", json.dumps(ops)
-        )
+        """Events of that reason on the StormService."""
+        return [e for e in super().events(reason) if e["involvedObject"]["name"] == self.name]
 
     def roll_to_unschedulable(self) -> None:
         """A new revision whose pods no node takes: a new image and a nodeSelector nobody has."""
@@ -142,13 +99,6 @@ class Watched:
                 },
             ]
         )
-
-    def wait(self, predicate: Callable[[], bool], what: str, timeout: float = 180) -> None:
-        def check() -> bool:
-            assert self.controller.alive(), "the controller exited"
-            return predicate()
-
-        wait_until(check, timeout, what, interval=0.5)
 
 
 def test_the_crd_refuses_rollback_without_a_deadline(
@@ -179,13 +129,13 @@ def test_a_stalled_rollout_reports_the_deadline_and_waits(
     kubectl.apply(storm(name, progressDeadlineSeconds=DEADLINE), "-n", namespace)
     ss = Watched(kubectl, namespace, name, controller)
     ss.wait(ss.ready_on, "the StormService Ready")
-    first = ss.obj()["status"]["updateRevision"]
-    assert ss.obj()["status"]["lastReadyRevision"] == first
+    first = ss.storm()["status"]["updateRevision"]
+    assert ss.storm()["status"]["lastReadyRevision"] == first
     assert ss.condition("Progressing")["lastUpdateTime"]
 
     ss.roll_to_unschedulable()
-    ss.wait(lambda: ss.obj()["status"]["updateRevision"] != first, "the rollout to start")
-    stalled = ss.obj()["status"]["updateRevision"]
+    ss.wait(lambda: ss.storm()["status"]["updateRevision"] != first, "the rollout to start")
+    stalled = ss.storm()["status"]["updateRevision"]
     ss.wait(
         lambda: ss.condition("Progressing").get("reason") == "ProgressDeadlineExceeded",
         "Progressing=False ProgressDeadlineExceeded",
@@ -194,7 +144,7 @@ def test_a_stalled_rollout_reports_the_deadline_and_waits(
     progressing = ss.condition("Progressing")
     assert progressing["status"] == "False"
     assert f"revision {stalled} made no progress for {DEADLINE}s" in progressing["message"], progressing
-    obj = ss.obj()
+    obj = ss.storm()
     assert "RolledBack" not in {c["type"] for c in obj["status"]["conditions"]}
     assert obj["spec"]["template"]["spec"]["roles"][0]["template"]["spec"]["nodeSelector"] == UNSCHEDULABLE
     assert obj["status"]["lastReadyRevision"] == first
@@ -221,7 +171,7 @@ def test_a_stalled_rollout_is_rolled_back_to_the_last_ready_revision(
     )
     ss = Watched(kubectl, namespace, name, controller)
     ss.wait(ss.ready_on, "the StormService Ready")
-    good = ss.obj()
+    good = ss.storm()
     good_revision = good["status"]["updateRevision"]
     good_template = good["spec"]["template"]
 
@@ -235,7 +185,7 @@ def test_a_stalled_rollout_is_rolled_back_to_the_last_ready_revision(
     assert rolled_back["message"] == event["message"]
 
     ss.wait(lambda: ss.ready_on(good_revision), f"Ready again on revision {good_revision}")
-    obj = ss.obj()
+    obj = ss.storm()
     assert obj["spec"]["template"] == good_template
     assert obj["status"]["currentRevision"] == good_revision
     pods = ss.pods()
@@ -262,10 +212,10 @@ def test_a_stalled_rollout_is_rolled_back_to_the_last_ready_revision(
         ]
     )
     ss.wait(
-        lambda: ss.ready_on() and ss.obj()["status"]["updateRevision"] != good_revision, "the new rollout"
+        lambda: ss.ready_on() and ss.storm()["status"]["updateRevision"] != good_revision, "the new rollout"
     )
-    assert "RolledBack" not in {c["type"] for c in ss.obj()["status"]["conditions"]}
-    assert ss.obj()["metadata"]["generation"] == generation + 1
+    assert "RolledBack" not in {c["type"] for c in ss.storm()["status"]["conditions"]}
+    assert ss.storm()["metadata"]["generation"] == generation + 1
 
 
 def test_a_stalled_rollback_stops_without_looping(
@@ -279,7 +229,7 @@ def test_a_stalled_rollback_stops_without_looping(
     kubectl.apply(manifest, "-n", namespace)
     ss = Watched(kubectl, namespace, name, controller)
     ss.wait(ss.ready_on, "the StormService Ready")
-    good_revision = ss.obj()["status"]["updateRevision"]
+    good_revision = ss.storm()["status"]["updateRevision"]
     nodes = [n["metadata"]["name"] for n in kubectl.get_json("nodes")["items"]]
     ss.roll_to_unschedulable()
     # Nothing can be scheduled any more, the good revision's pods included.
@@ -287,10 +237,10 @@ def test_a_stalled_rollback_stops_without_looping(
         kubectl("cordon", node)
     try:
         ss.wait(lambda: bool(ss.events("RolledBack")), "a RolledBack event", timeout=120)
-        generation = ss.obj()["metadata"]["generation"]
+        generation = ss.storm()["metadata"]["generation"]
         ss.wait(
             lambda: (
-                ss.obj()["status"]["updateRevision"] == good_revision
+                ss.storm()["status"]["updateRevision"] == good_revision
                 and ss.condition("Progressing").get("reason") == "ProgressDeadlineExceeded"
             ),
             "the rollback to stall in turn",
@@ -302,7 +252,7 @@ def test_a_stalled_rollback_stops_without_looping(
             f"not rolled back: revision {good_revision} is the last one that was Ready"
             in progressing["message"]
         )
-        obj = ss.obj()
+        obj = ss.storm()
         assert obj["metadata"]["generation"] == generation, "the template was written again"
         assert len(ss.events("RolledBack")) == 1
         assert int(ss.events("RolledBack")[0].get("count") or 1) == 1
@@ -321,7 +271,7 @@ def test_a_progressing_rollout_never_times_out(
     kubectl.apply(storm(name, replicas=10, roles=2, progressDeadlineSeconds=DEADLINE), "-n", namespace)
     ss = Watched(kubectl, namespace, name, controller)
     ss.wait(ss.ready_on, "the StormService Ready")
-    first = ss.obj()["status"]["updateRevision"]
+    first = ss.storm()["status"]["updateRevision"]
 
     started = time.monotonic()
     ss.patch(
@@ -336,7 +286,7 @@ def test_a_progressing_rollout_never_times_out(
     seen: list[dict[str, Any]] = []
 
     def complete() -> bool:
-        obj = ss.obj()
+        obj = ss.storm()
         seen.append(ss.condition("Progressing", obj))
         return obj["status"]["updateRevision"] != first and ss.ready_on()
 
@@ -392,8 +342,8 @@ def test_an_aibrix_manifest_behaves_as_before(
         assert all("lastUpdateTime" not in c for c in status["conditions"])
 
     ss.wait(ss.ready_on, "the sample Ready")
-    as_before(ss.obj())
-    first = ss.obj()["status"]["updateRevision"]
+    as_before(ss.storm())
+    first = ss.storm()["status"]["updateRevision"]
     ss.patch(
         [
             {
@@ -403,8 +353,8 @@ def test_an_aibrix_manifest_behaves_as_before(
             }
         ]
     )
-    ss.wait(lambda: ss.obj()["status"]["updateRevision"] != first and ss.ready_on(), "the rollout")
-    obj = ss.obj()
+    ss.wait(lambda: ss.storm()["status"]["updateRevision"] != first and ss.ready_on(), "the rollout")
+    obj = ss.storm()
     as_before(obj)
     assert obj["metadata"]["generation"] == 2, "the controller wrote the spec"
     assert not ss.events("RolledBack")

@@ -21,87 +21,22 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import ControllerProcess, Kubectl, wait_until
+from tests.cluster import ControllerProcess, Kubectl
+from tests.kubectl_reads import StormServiceReads
+from tests.manifests import API, role, storm
+from tests.storm_reads import condition, is_pod_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-API = "orchestration.aibrix.ai/v1alpha1"
-IMAGE = "registry.k8s.io/pause:3.10"
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 WAITING = "WaitingForDependencies"
-SETTLE = 240.0  # generous: the machine is shared and loaded
 
 Obj = dict[str, Any]
 
 
-def role(name: str, replicas: int, **extra: Any) -> Obj:
-    node_selector = extra.pop("nodeSelector", None)
-    spec: Obj = {"terminationGracePeriodSeconds": 0, "containers": [{"name": "engine", "image": IMAGE}]}
-    if node_selector:
-        spec["nodeSelector"] = node_selector
-    return {
-        "name": name,
-        "replicas": replicas,
-        "template": {"metadata": {"labels": {"component": name}}, "spec": spec},
-        **extra,
-    }
-
-
-def storm(name: str, *roles: Obj) -> Obj:
-    return {
-        "apiVersion": API,
-        "kind": "StormService",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "updateStrategy": {"type": "RollingUpdate", "maxSurge": 1, "maxUnavailable": 0},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": {"roles": list(roles)}},
-        },
-    }
-
-
-def condition(obj: Obj, type_: str) -> Obj | None:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or () if c["type"] == type_), None)
-
-
-def is_ready(pod: Obj) -> bool:
-    return (condition(pod, "Ready") or {}).get("status") == "True"
-
-
-class Reads:
-    def __init__(self, kubectl: Kubectl, namespace: str, name: str, controller: ControllerProcess) -> None:
-        self.kubectl, self.namespace, self.name, self.controller = kubectl, namespace, name, controller
-
-    def get(self, *args: str) -> Any:
-        return self.kubectl.get_json(*args, "-n", self.namespace)
-
-    def storm(self) -> Obj:
-        obj: Obj = self.get("stormservice", self.name)
-        return obj
-
+class Reads(StormServiceReads):
     def rolesets(self) -> list[Obj]:
-        items: list[Obj] = self.get("rolesets", "-l", f"storm-service-name={self.name}")["items"]
-        return [r for r in items if not r["metadata"].get("deletionTimestamp")]
-
-    def pods(self, role_name: str) -> list[Obj]:
-        items = self.get("pods", "-l", f"storm-service-name={self.name},role-name={role_name}")["items"]
-        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
-
-    def revisions(self) -> list[str]:
-        items = self.get("controllerrevisions", "-l", f"name={self.name}")["items"]
-        return sorted(r["metadata"]["name"] for r in items)
-
-    def events(self, reason: str) -> list[Obj]:
-        items: list[Obj] = self.get("events", "--field-selector", f"reason={reason}")["items"]
-        return items
-
-    def wait(self, predicate: Callable[[], bool], what: str, timeout: float = SETTLE) -> None:
-        def check() -> bool:
-            assert self.controller.alive(), "the controller exited"
-            return predicate()
-
-        wait_until(check, timeout, what, interval=0.5)
+        return [r for r in super().rolesets() if not r["metadata"].get("deletionTimestamp")]
 
 
 @pytest.fixture
@@ -174,14 +109,14 @@ def test_router_starts_only_once_prefill_and_decode_are_ready(
     node_label: tuple[str, str],
 ) -> None:
     key, value = node_label
-    held = {"nodeSelector": {key: value}}  # Pending, so not ready, until a node has the label
+    held = {key: value}  # a node selector: Pending, so not ready, until a node has the label
     name = "routed"
     controller = run_controller(f"--namespace={namespace}")
     kubectl.apply(
         storm(
             name,
-            role("prefill", 2, **held),
-            role("decode", 1, podGroupSize=2, **held),
+            role("prefill", 2, node_selector=held),
+            role("decode", 1, podGroupSize=2, node_selector=held),
             role("router", 1, dependsOn=["prefill", "decode"]),
         ),
         "-n",
@@ -207,7 +142,7 @@ def test_router_starts_only_once_prefill_and_decode_are_ready(
     assert ss_cond["reason"] == "DependenciesNotReady"
     assert ss_cond["message"] == f"RoleSet {roleset['metadata']['name']}: {rs_cond['message']}"
     assert ss.pods("router") == []
-    assert not any(is_ready(p) for p in ss.pods("prefill") + ss.pods("decode"))
+    assert not any(is_pod_ready(p) for p in ss.pods("prefill") + ss.pods("decode"))
     assert ss.events("DependenciesReady") == []
 
     node = kubectl.get_json("nodes")["items"][0]["metadata"]["name"]
@@ -226,14 +161,14 @@ def test_router_starts_only_once_prefill_and_decode_are_ready(
     )
     ss.wait(lambda: bool(ss.events("DependenciesReady")), "a DependenciesReady event")
     assert 'role "router"' in ss.events("DependenciesReady")[0]["message"]
-    ss.wait(lambda: all(is_ready(p) for p in ss.pods("router")), "the router Ready")
+    ss.wait(lambda: all(is_pod_ready(p) for p in ss.pods("router")), "the router Ready")
 
     # Started: a dependency going unready later neither stops nor holds the router.
     kubectl("label", "node", node, f"{key}-")
     victim = ss.pods("prefill")[0]["metadata"]["name"]
     kubectl("delete", "pod", victim, "-n", namespace, "--wait=false")
     ss.wait(
-        lambda: len(ss.pods("prefill")) == 2 and any(not is_ready(p) for p in ss.pods("prefill")),
+        lambda: len(ss.pods("prefill")) == 2 and any(not is_pod_ready(p) for p in ss.pods("prefill")),
         "a prefill replacement that cannot be scheduled",
     )
     router_uid = router["metadata"]["uid"]

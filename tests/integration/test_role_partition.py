@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -27,89 +26,33 @@ import pytest
 import yaml
 
 from apis.v1alpha1 import constants as c
-from tests.cluster import ControllerProcess, Kubectl, wait_until
+from tests.cluster import ControllerProcess, Kubectl
+from tests.kubectl_reads import StormServiceReads
+from tests.manifests import IMAGE, IN_PLACE, role, storm
+from tests.storm_reads import condition, is_pod_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-API = "orchestration.aibrix.ai/v1alpha1"
-IMAGE_V1 = "registry.k8s.io/pause:3.10"
+IMAGE_V1 = IMAGE
 IMAGE_V2 = "registry.k8s.io/pause:3.9"
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "samples" / "canary-partition.yaml"
 AIBRIX_IN_PLACE = ROOT.parent / "shared" / "reference" / "aibrix-objects" / "vllm-replica.manifest.yaml"
 VENV_BIN = Path(sys.executable).parent
-SETTLE = 240.0  # generous: the machine is shared and loaded
-
-
-def role(name: str, replicas: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "replicas": replicas,
-        "template": {
-            "metadata": {"labels": {"component": name}},
-            "spec": {
-                "terminationGracePeriodSeconds": 0,
-                "containers": [{"name": "engine", "image": IMAGE_V1}],
-            },
-        },
-        **extra,
-    }
-
-
-def pooled(name: str, *roles: dict[str, Any], strategy: str | None = "InPlaceUpdate") -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "replicas": 1,
-        "selector": {"matchLabels": {"app": name}},
-        "template": {"metadata": {"labels": {"app": name}}, "spec": {"roles": list(roles)}},
-    }
-    if strategy is not None:
-        spec["updateStrategy"] = {"type": strategy}
-    return {"apiVersion": API, "kind": "StormService", "metadata": {"name": name}, "spec": spec}
-
-
-def is_ready(pod: dict[str, Any]) -> bool:
-    return any(
-        cond["type"] == "Ready" and cond["status"] == "True"
-        for cond in (pod.get("status") or {}).get("conditions") or ()
-    )
 
 
 def image(pod: dict[str, Any]) -> str:
     return str(pod["spec"]["containers"][0]["image"])
 
 
-class Storm:
+class Storm(StormServiceReads):
     """Reads of one StormService, its RoleSets, pods, revisions and events, through kubectl."""
-
-    def __init__(self, kubectl: Kubectl, namespace: str, name: str, controller: ControllerProcess) -> None:
-        self.kubectl, self.namespace, self.name, self.controller = kubectl, namespace, name, controller
-
-    def get(self, *args: str) -> Any:
-        return self.kubectl.get_json(*args, "-n", self.namespace)
-
-    def ss(self) -> dict[str, Any]:
-        out: dict[str, Any] = self.get("stormservice", self.name)
-        return out
-
-    def rolesets(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.get("rolesets", "-l", f"{c.LABEL_STORM_SERVICE_NAME}={self.name}")[
-            "items"
-        ]
-        return items
-
-    def pods(self, role: str) -> list[dict[str, Any]]:
-        items = self.get("pods", "-l", f"{c.LABEL_STORM_SERVICE_NAME}={self.name},role-name={role}")["items"]
-        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
-
-    def revisions(self) -> list[str]:
-        items = self.get("controllerrevisions", "-l", f"name={self.name}")["items"]
-        return sorted(r["metadata"]["name"] for r in items)
 
     def images(self, role: str) -> dict[str, int]:
         """Ready pods of the role by image; any pod not ready, or an in-place update still under
         way, makes it {}."""
         pods = self.pods(role)
-        if not all(is_ready(p) for p in pods) or any(
+        if not all(is_pod_ready(p) for p in pods) or any(
             c.ANNOTATION_IN_PLACE_UPDATE_TARGET_HASH in (p["metadata"].get("annotations") or {}) for p in pods
         ):
             return {}
@@ -120,29 +63,13 @@ class Storm:
 
     @staticmethod
     def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-        return next((x for x in (obj.get("status") or {}).get("conditions") or () if x["type"] == type_), {})
+        return condition(obj, type_) or {}
 
     def progressing(self) -> tuple[str | None, str | None, str | None]:
         """(StormService reason, RoleSet reason, RoleSet message) of Progressing."""
         rolesets = self.rolesets()
         rs = self.condition(rolesets[0], "Progressing") if len(rolesets) == 1 else {}
-        return self.condition(self.ss(), "Progressing").get("reason"), rs.get("reason"), rs.get("message")
-
-    def events(self, reason: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = self.get("events", "--field-selector", f"reason={reason}")["items"]
-        return items
-
-    def wait(self, predicate: Callable[[], bool], what: str, timeout: float = SETTLE) -> None:
-        def check() -> bool:
-            assert self.controller.alive(), "the controller exited:\n" + self.controller.log_text()[-3000:]
-            return predicate()
-
-        wait_until(check, timeout, what, interval=0.5)
-
-    def patch(self, ops: list[dict[str, Any]]) -> None:
-        self.kubectl(
-            "patch", "stormservice", self.name, "-n", self.namespace, "--type=json", "-p", json.dumps(ops)
-        )
+        return self.condition(self.storm(), "Progressing").get("reason"), rs.get("reason"), rs.get("message")
 
     def set_partition(self, index: int, value: int) -> None:
         path = f"/spec/template/spec/roles/{index}/updateStrategy/partition"
@@ -161,7 +88,7 @@ class Storm:
         )
 
     def complete(self) -> bool:
-        ss = self.ss()
+        ss = self.storm()
         status = ss.get("status") or {}
         return (
             status.get("observedGeneration") == ss["metadata"]["generation"]
@@ -198,15 +125,19 @@ def test_the_crd_admits_a_partition_only_with_in_place_update(
 ) -> None:
     refusals = [
         (
-            pooled("rolling", role("decode", 2, updateStrategy={"partition": 1}), strategy="RollingUpdate"),
+            storm(
+                "rolling",
+                role("decode", 2, updateStrategy={"partition": 1}),
+                strategy={"type": "RollingUpdate"},
+            ),
             "updateStrategy.partition needs the StormService's updateStrategy.type InPlaceUpdate",
         ),
         (
-            pooled("defaulted", role("decode", 2, updateStrategy={"partition": 1}), strategy=None),
+            storm("defaulted", role("decode", 2, updateStrategy={"partition": 1}), strategy=None),
             "updateStrategy.partition needs the StormService's updateStrategy.type InPlaceUpdate",
         ),
         (
-            pooled("negative", role("decode", 2, updateStrategy={"partition": -1})),
+            storm("negative", role("decode", 2, updateStrategy={"partition": -1}), strategy=IN_PLACE),
             "should be greater than or equal to 0",
         ),
     ]
@@ -216,8 +147,12 @@ def test_the_crd_admits_a_partition_only_with_in_place_update(
         assert message in refused.stderr, refused.stderr
 
     admitted = [
-        pooled("canary", role("decode", 2, updateStrategy={"type": "InPlaceIfPossible", "partition": 5})),
-        pooled("zero", role("decode", 2, updateStrategy={"partition": 0}), strategy="RollingUpdate"),
+        storm(
+            "canary",
+            role("decode", 2, updateStrategy={"type": "InPlaceIfPossible", "partition": 5}),
+            strategy=IN_PLACE,
+        ),
+        storm("zero", role("decode", 2, updateStrategy={"partition": 0}), strategy={"type": "RollingUpdate"}),
     ]
     for manifest in admitted:
         kubectl.apply(manifest, "-n", namespace, "--dry-run=server")
@@ -238,7 +173,7 @@ def test_a_partition_holds_part_of_a_pooled_rollout(
     controller = run_controller(f"--namespace={namespace}")
     name = "canary"
     kubectl.apply(
-        pooled(
+        storm(
             name,
             # decode rolls first (Sequential); prefill has no partition and must roll fully
             # although decode is held.
@@ -249,6 +184,7 @@ def test_a_partition_holds_part_of_a_pooled_rollout(
                 updateStrategy={"type": decode_update, "maxUnavailable": 2, "partition": 2},
             ),
             role("prefill", 2, upgradeOrder=2, updateStrategy={"type": "Recreate", "maxUnavailable": 1}),
+            strategy=IN_PLACE,
         ),
         "-n",
         namespace,
@@ -278,7 +214,7 @@ def test_a_partition_holds_part_of_a_pooled_rollout(
         assert uids == before, "an in-place update replaced a pod"
     else:
         assert len(uids & before) == 2, "Recreate should have replaced exactly 2 pods"
-    ss = st.ss()
+    ss = st.storm()
     assert (
         st.condition(ss, "Progressing")["message"]
         == f"RoleSet {st.rolesets()[0]['metadata']['name']}: {expected}"
@@ -325,7 +261,9 @@ def test_a_slotted_role_keeps_the_ordinals_below_its_partition(
     controller = run_controller(f"--namespace={namespace}")
     name = f"ordinals-{kind}"
     strategy = {"type": "Recreate", "maxUnavailable": 2, "partition": 2}
-    kubectl.apply(pooled(name, role("decode", 4, updateStrategy=strategy, **shape)), "-n", namespace)
+    kubectl.apply(
+        storm(name, role("decode", 4, updateStrategy=strategy, **shape), strategy=IN_PLACE), "-n", namespace
+    )
     st = Storm(kubectl, namespace, name, controller)
     st.wait(st.complete, "the StormService created and Ready")
     before = {p["metadata"]["uid"] for p in st.pods("decode")}

@@ -26,57 +26,25 @@ from typing import Any
 import pytest
 
 from tests.cluster import ControllerProcess, Kubectl, wait_until
+from tests.kubectl_reads import StormServiceReads
+from tests.manifests import role, storm
+from tests.storm_reads import is_pod_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-API = "orchestration.aibrix.ai/v1alpha1"
-IMAGE_V1 = "registry.k8s.io/pause:3.10"
 IMAGE_V2 = "registry.k8s.io/pause:3.9"
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 CONDITION = "RoleServicesSynced"
 Obj = dict[str, Any]
 
 
-def role(name: str, replicas: int, ports: list[Obj], **extra: Any) -> Obj:
-    return {
-        "name": name,
-        "replicas": replicas,
-        "template": {
-            "metadata": {"labels": {"component": name}},
-            "spec": {
-                "terminationGracePeriodSeconds": 0,
-                "containers": [{"name": "engine", "image": IMAGE_V1, "ports": ports}],
-            },
-        },
-        **extra,
-    }
-
-
-def storm(name: str, *roles: Obj, replicas: int = 2) -> Obj:
-    return {
-        "apiVersion": API,
-        "kind": "StormService",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "updateStrategy": {"type": "RollingUpdate", "maxSurge": 1, "maxUnavailable": 0},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": {"roles": list(roles)}},
-        },
-    }
-
-
 HTTP = [{"name": "http", "containerPort": 8000}]
 
 
-class Served:
+class Served(StormServiceReads):
     """Reads of one StormService, its Services, EndpointSlices and pods, through kubectl."""
 
-    def __init__(self, kubectl: Kubectl, namespace: str, name: str, controller: ControllerProcess) -> None:
-        self.kubectl, self.namespace, self.name, self.controller = kubectl, namespace, name, controller
-
-    def get(self, *args: str) -> Any:
-        return self.kubectl.get_json(*args, "-n", self.namespace)
+    wait_timeout = 180.0
 
     def service(self, role: str) -> Obj | None:
         name = f"{self.name}-{role}"
@@ -89,19 +57,11 @@ class Served:
         items = self.get("services")["items"]
         return sorted(s["metadata"]["name"] for s in items)
 
-    def pods(self, role: str | None = None) -> list[Obj]:
-        selector = f"storm-service-name={self.name}" + (f",role-name={role}" if role else "")
-        items: list[Obj] = self.get("pods", "-l", selector)["items"]
-        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
-
     def ready_ips(self, role: str) -> set[str]:
         return {
             p["status"]["podIP"]
             for p in self.pods(role)
-            if (p.get("status") or {}).get("podIP")
-            and any(
-                c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or ()
-            )
+            if (p.get("status") or {}).get("podIP") and is_pod_ready(p)
         }
 
     def endpoints(self, role: str) -> tuple[set[str], set[str]]:
@@ -124,27 +84,9 @@ class Served:
         status = self.get("stormservice", self.name).get("status") or {}
         return next((c for c in status.get("conditions") or () if c["type"] == CONDITION), {})
 
-    def revisions(self) -> list[str]:
-        items = self.get("controllerrevisions", "-l", f"name={self.name}")["items"]
-        return sorted(r["metadata"]["name"] for r in items)
-
     def events(self, reason: str) -> list[Obj]:
-        items: list[Obj] = self.get(
-            "events", "--field-selector", f"involvedObject.name={self.name},reason={reason}"
-        )["items"]
-        return items
-
-    def patch(self, ops: list[Obj]) -> None:
-        self.kubectl(
-            "patch", "stormservice", self.name, "-n", self.namespace, "--type=json", "-p", json.dumps(ops)
-        )
-
-    def wait(self, predicate: Callable[[], bool], what: str, timeout: float = 180) -> None:
-        def check() -> bool:
-            assert self.controller.alive(), "the controller exited"
-            return predicate()
-
-        wait_until(check, timeout, what, interval=0.5)
+        """Events of that reason on the StormService."""
+        return [e for e in super().events(reason) if e["involvedObject"]["name"] == self.name]
 
     def settled(self) -> bool:
         ss = self.get("stormservice", self.name)
@@ -237,7 +179,7 @@ def test_the_crd_refuses_contradictory_services(kubectl: Kubectl, namespace: str
         ({"ports": [{"port": 70000}]}, "should be less than or equal to 65535"),
     ]  # fmt: skip
     for i, (service, message) in enumerate(refusals):
-        manifest = storm(f"refused-{i}", role("router", 1, HTTP, service=service))
+        manifest = storm(f"refused-{i}", role("router", 1, ports=HTTP, service=service), replicas=2)
         refused = kubectl.apply(manifest, "-n", namespace, check=False)
         assert refused.returncode != 0, f"admitted {service}, expected: {message}"
         assert message in refused.stderr, refused.stderr
@@ -246,9 +188,10 @@ def test_the_crd_refuses_contradictory_services(kubectl: Kubectl, namespace: str
     kubectl.apply(
         storm(
             "accepted",
-            role("router", 1, HTTP, service={"type": "NodePort", "ports": [{"port": 80, "targetPort": "http", "nodePort": 30080}]}),
-            role("worker", 1, [], service={"type": "Headless"}),
-            role("dns", 1, [], service={"ports": [{"port": 53, "name": "dns"}, {"port": 53, "name": "dns-udp", "protocol": "UDP"}]}),
+            role("router", 1, ports=HTTP, service={"type": "NodePort", "ports": [{"port": 80, "targetPort": "http", "nodePort": 30080}]}),
+            role("worker", 1, ports=[], service={"type": "Headless"}),
+            role("dns", 1, ports=[], service={"ports": [{"port": 53, "name": "dns"}, {"port": 53, "name": "dns-udp", "protocol": "UDP"}]}),
+            replicas=2,
         ),
         "-n", namespace, "--dry-run=server",
     )  # fmt: skip
@@ -266,9 +209,10 @@ def test_role_services_follow_their_roles_through_rollouts_and_edits(
     kubectl.apply(
         storm(
             name,
-            role("router", 1, HTTP, service={"type": "ClusterIP"}),
-            role("worker", 2, [{"containerPort": 9000}], service={"type": "Headless"}),
-            role("prefill", 1, HTTP),
+            role("router", 1, ports=HTTP, service={"type": "ClusterIP"}),
+            role("worker", 2, ports=[{"containerPort": 9000}], service={"type": "Headless"}),
+            role("prefill", 1, ports=HTTP),
+            replicas=2,
         ),
         "-n",
         namespace,
@@ -409,7 +353,7 @@ def test_a_service_someone_else_holds_is_left_alone(
     }
     kubectl.apply(foreign, "-n", namespace)
     before = kubectl.get_json("service", f"{name}-router", "-n", namespace)
-    kubectl.apply(storm(name, role("router", 1, HTTP, service={}), replicas=1), "-n", namespace)
+    kubectl.apply(storm(name, role("router", 1, ports=HTTP, service={}), replicas=1), "-n", namespace)
     ss = Served(kubectl, namespace, name, controller)
     ss.wait(ss.settled, "the StormService to be ready (a Service conflict holds up no pod)")
     ss.wait(lambda: ss.condition().get("reason") == "ServiceConflict", "the ServiceConflict condition")

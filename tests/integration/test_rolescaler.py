@@ -22,53 +22,22 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import ControllerProcess, Kubectl, wait_until
+from tests.cluster import ControllerProcess, Kubectl
+from tests.kubectl_reads import StormServiceReads
+from tests.manifests import API, IMAGE, role, storm
+from tests.storm_reads import is_pod_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-API = "orchestration.aibrix.ai/v1alpha1"
-IMAGE_V1 = "registry.k8s.io/pause:3.10"
+IMAGE_V1 = IMAGE
 IMAGE_V2 = "registry.k8s.io/pause:3.9"
 DECODE_BAND = {"follows": "prefill", "minRatio": "1.5", "maxRatio": "3"}
 
 
-def role(name: str, replicas: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "name": name,
-        "replicas": replicas,
-        "template": {
-            "metadata": {"labels": {"component": name}},
-            "spec": {
-                "terminationGracePeriodSeconds": 0,
-                "containers": [{"name": "engine", "image": IMAGE_V1}],
-            },
-        },
-        **extra,
-    }
-
-
-def pooled(name: str, *roles: dict[str, Any], replicas: int = 1) -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "StormService",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "updateStrategy": {"type": "RollingUpdate", "maxSurge": 1, "maxUnavailable": 0},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": {"roles": list(roles)}},
-        },
-    }
-
-
-class Pooled:
+class Pooled(StormServiceReads):
     """Reads of one StormService, its RoleScalers and pods, through kubectl."""
 
-    def __init__(self, kubectl: Kubectl, namespace: str, name: str, controller: ControllerProcess) -> None:
-        self.kubectl, self.namespace, self.name, self.controller = kubectl, namespace, name, controller
-
-    def get(self, *args: str) -> Any:
-        return self.kubectl.get_json(*args, "-n", self.namespace)
+    wait_timeout = 180.0
 
     def scaler(self, role: str) -> dict[str, Any]:
         result: dict[str, Any] = self.get("rolescaler", f"{self.name}-{role}")
@@ -78,38 +47,16 @@ class Pooled:
         items: list[dict[str, Any]] = self.get("rolescalers")["items"]
         return items
 
-    def pods(self, role: str) -> list[dict[str, Any]]:
-        items = self.get("pods", "-l", f"storm-service-name={self.name},role-name={role}")["items"]
-        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
-
     def ready_pods(self, role: str) -> int:
-        return sum(
-            1
-            for p in self.pods(role)
-            if any(
-                c["type"] == "Ready" and c["status"] == "True"
-                for c in (p.get("status") or {}).get("conditions") or ()
-            )
-        )
+        return sum(1 for p in self.pods(role) if is_pod_ready(p))
 
     def template_replicas(self) -> dict[str, int]:
-        ss = self.get("stormservice", self.name)
+        ss = self.storm()
         return {r["name"]: r["replicas"] for r in ss["spec"]["template"]["spec"]["roles"]}
-
-    def revisions(self) -> list[str]:
-        items = self.get("controllerrevisions", "-l", f"name={self.name}")["items"]
-        return sorted(r["metadata"]["name"] for r in items)
 
     def clamped(self, role: str) -> dict[str, Any]:
         conditions = (self.scaler(role).get("status") or {}).get("conditions") or ()
         return next((c for c in conditions if c["type"] == "Clamped"), {})
-
-    def wait(self, predicate: Callable[[], bool], what: str, timeout: float = 180) -> None:
-        def check() -> bool:
-            assert self.controller.alive(), "the controller exited"
-            return predicate()
-
-        wait_until(check, timeout, what, interval=0.5)
 
     def wait_role(self, role: str, instances: int) -> None:
         """The role has `instances` ready pods, its RoleScaler reports them, nothing is going."""
@@ -132,11 +79,11 @@ def test_the_crd_refuses_external_scaling_outside_pooled_mode(
 ) -> None:
     refusals = [
         (
-            pooled("replicated", role("prefill", 1), role("decode", 1, scaling="External"), replicas=3),
+            storm("replicated", role("prefill", 1), role("decode", 1, scaling="External"), replicas=3),
             "scaling: External is allowed only in pooled mode (spec.replicas: 1)",
         ),
         (
-            pooled(
+            storm(
                 "selfish",
                 role("prefill", 1),
                 role("decode", 1, scaling="External", scalingBand={"follows": "decode", "maxRatio": "2"}),
@@ -144,7 +91,7 @@ def test_the_crd_refuses_external_scaling_outside_pooled_mode(
             "scalingBand.follows must name another role",
         ),
         (
-            pooled(
+            storm(
                 "inverted",
                 role("prefill", 1),
                 role(
@@ -157,7 +104,7 @@ def test_the_crd_refuses_external_scaling_outside_pooled_mode(
             "minRatio <= maxRatio",
         ),
         (
-            pooled("unscaled", role("prefill", 1), role("decode", 1, scalingBand=DECODE_BAND)),
+            storm("unscaled", role("prefill", 1), role("decode", 1, scalingBand=DECODE_BAND)),
             "scalingBand requires scaling: External",
         ),
     ]
@@ -168,7 +115,7 @@ def test_the_crd_refuses_external_scaling_outside_pooled_mode(
 
     # The same in pooled mode is admitted.
     kubectl.apply(
-        pooled(
+        storm(
             "accepted",
             role("prefill", 1, scaling="External"),
             role("decode", 2, scaling="External", scalingBand=DECODE_BAND),
@@ -187,7 +134,7 @@ def test_kubectl_scale_scales_one_role_in_place_within_its_band(
     controller = run_controller(f"--namespace={namespace}")
     name = "llama"
     kubectl.apply(
-        pooled(
+        storm(
             name,
             role("prefill", 1, scaling="External"),
             role("decode", 2, scaling="External", scalingBand=DECODE_BAND),
@@ -296,7 +243,7 @@ def test_scaling_while_a_rollout_is_paused_advances_nothing(
 ) -> None:
     controller = run_controller(f"--namespace={namespace}")
     name = "paused"
-    kubectl.apply(pooled(name, role("prefill", 1, scaling="External"), role("decode", 1)), "-n", namespace)
+    kubectl.apply(storm(name, role("prefill", 1, scaling="External"), role("decode", 1)), "-n", namespace)
     ss = Pooled(kubectl, namespace, name, controller)
     ss.wait_role("prefill", 1)
     ss.wait(lambda: len(ss.revisions()) == 1, "the first revision")
@@ -351,7 +298,7 @@ def test_an_hpa_reads_the_scale_subresource(
 ) -> None:
     controller = run_controller(f"--namespace={namespace}")
     name = "hpa"
-    kubectl.apply(pooled(name, role("prefill", 1), role("decode", 1, scaling="External")), "-n", namespace)
+    kubectl.apply(storm(name, role("prefill", 1), role("decode", 1, scaling="External")), "-n", namespace)
     ss = Pooled(kubectl, namespace, name, controller)
     ss.wait_role("decode", 1)
     kubectl.apply(
