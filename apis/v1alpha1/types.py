@@ -459,6 +459,15 @@ def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _check_pod_template(template: Mapping[str, Any], no_containers: str) -> None:
+    """A pod template needs spec.containers with one container at least (`no_containers` says
+    which template lacks them), then passes `_check_pod_spec`."""
+    spec = template.get("spec")
+    if not isinstance(spec, dict) or not isinstance(spec.get("containers"), list) or not spec["containers"]:
+        raise ValueError(no_containers)
+    _check_pod_spec(spec)
+
+
 def _check_pod_spec(spec: dict[str, Any]) -> None:
     """What the CRD checks in a role's pod spec (rules.POD_TEMPLATE_KEYWORDS,
     the list-map keys of containers, CEL_NO_EPHEMERAL_CONTAINERS), in the models' words. The
@@ -734,14 +743,7 @@ class RoleSpec(WireModel):
         if self.entry_template is not None:
             if self.pod_group_size <= 1:
                 raise ValueError(r.MSG_ENTRY_TEMPLATE_NEEDS_GROUP)
-            entry_spec = self.entry_template.get("spec")
-            if (
-                not isinstance(entry_spec, dict)
-                or not isinstance(entry_spec.get("containers"), list)
-                or not entry_spec["containers"]
-            ):
-                raise ValueError(r.MSG_ENTRY_TEMPLATE_CONTAINERS)
-            _check_pod_spec(entry_spec)
+            _check_pod_template(self.entry_template, r.MSG_ENTRY_TEMPLATE_CONTAINERS)
         if self.scaling_band is not None and self.scaling != "External":
             raise ValueError(r.MSG_SCALING_BAND_NEEDS_EXTERNAL)
         if self.pod_group_size <= 1 and (
@@ -752,14 +754,7 @@ class RoleSpec(WireModel):
             raise ValueError(f"{r.MSG_ROLE_NAME_DNS} (got {self.name!r})")
         if len(self.name) > MAX_ROLE_NAME_LENGTH:
             raise ValueError(f"{r.MSG_ROLE_NAME_LENGTH} (got {len(self.name)})")
-        spec = self.template.get("spec")
-        if (
-            not isinstance(spec, dict)
-            or not isinstance(spec.get("containers"), list)
-            or not spec["containers"]
-        ):
-            raise ValueError(r.MSG_ROLE_TEMPLATE_CONTAINERS)
-        _check_pod_spec(spec)
+        _check_pod_template(self.template, r.MSG_ROLE_TEMPLATE_CONTAINERS)
         return self
 
     @property
