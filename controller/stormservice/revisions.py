@@ -89,6 +89,17 @@ def revision_name(revision: Mapping[str, Any]) -> str:
     return str(revision["metadata"]["name"])
 
 
+def replicas_by_role(rolesets: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Role replicas the RoleSets have (the first one naming a role wins): the `fallback` of
+    `with_unversioned_fields` for roles the StormService's template no longer names."""
+    out: dict[str, int] = {}
+    for rs in rolesets:
+        for role in (rs.get("spec") or {}).get("roles") or ():
+            if role.get("name") and role.get("replicas") is not None:
+                out.setdefault(role["name"], int(role["replicas"]))
+    return out
+
+
 def with_unversioned_fields(
     template: Mapping[str, Any], desired: Mapping[str, Any], fallback: Mapping[str, int] | None = None
 ) -> Obj:

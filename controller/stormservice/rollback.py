@@ -20,7 +20,12 @@ from apis.v1alpha1 import constants as c
 from controller.runtime.client import KubeClient, Obj
 from controller.runtime.errors import Conflict, NotFound
 from controller.runtime.resources import STORMSERVICES
-from controller.stormservice.revisions import revision_name, template_of, with_unversioned_fields
+from controller.stormservice.revisions import (
+    replicas_by_role,
+    revision_name,
+    template_of,
+    with_unversioned_fields,
+)
 from controller.stormservice.status import status_patch
 
 log = structlog.get_logger(__name__)
@@ -70,16 +75,6 @@ class KubeRollbackControl:
 
 class Recorder(Protocol):
     def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
-
-
-def replicas_by_role(rolesets: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """Role replicas the RoleSets have, for roles the StormService's template no longer names."""
-    out: dict[str, int] = {}
-    for rs in rolesets:
-        for role in (rs.get("spec") or {}).get("roles") or ():
-            if role.get("name") and role.get("replicas") is not None:
-                out.setdefault(role["name"], int(role["replicas"]))
-    return out
 
 
 async def roll_back(

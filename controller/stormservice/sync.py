@@ -75,6 +75,7 @@ from controller.stormservice.revisions import (
     choose_current_revision,
     choose_update_revision,
     history_to_delete,
+    replicas_by_role,
     revision_data,
     revision_name,
     role_revisions,
@@ -910,12 +911,7 @@ class StormServiceSync:
         """The current revision's template, with role replicas and the other unversioned role
         fields from the StormService (a role it no longer has keeps the replicas an existing
         RoleSet of that revision has)."""
-        fallback: dict[str, int] = {}
-        for v in views:
-            if v.revision == revision_name(current):
-                for role in (v.obj.get("spec") or {}).get("roles") or ():
-                    if role.get("name") and role.get("replicas") is not None:
-                        fallback.setdefault(role["name"], int(role["replicas"]))
+        fallback = replicas_by_role([v.obj for v in views if v.revision == revision_name(current)])
         return with_unversioned_fields(template_of(current), desired, fallback)
 
     # --- writes -------------------------------------------------------------------------------------
