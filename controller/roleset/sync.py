@@ -121,6 +121,9 @@ class SyncConfig:
     inplace_deadline_seconds: float = 600.0
     # Counts-only status writes at most this often per RoleSet (runtime.statusbatch); 0: at once.
     status_batch_seconds: float = 0.0
+    # A pod create whose outcome is unknown (connection broken, API server timeout) is expected
+    # this long: the pod informer, resumed, shows it by then if it was made.
+    unknown_create_seconds: float = 30.0
 
 
 def utc_now() -> datetime:
@@ -301,6 +304,11 @@ class RoleSetSync:
             if progressing is not None and progressing.reason == L.REASON_ROLLOUT_BLOCKED:
                 obs.blocked.append(progressing.message)  # not re-planned in this pass
             requeue = self._inflight_requeue(roles, obs, act=False)
+            # The events awaited may never come (a create that did not happen): look again when
+            # the expectations expire rather than wait for an unrelated event.
+            expiry = self.expectations.expires_in(key)
+            if expiry is not None:
+                requeue = expiry + 0.1 if requeue is None else min(requeue, expiry + 0.1)
 
         for ctx in roles:
             verdict = self.template_checks.get(key, ctx.spec.name, ctx.params.target_hash)
@@ -873,8 +881,10 @@ class RoleSetSync:
                 )
                 raise
             except ServerError as err:
-                if err.code not in (0, 504):
-                    # A timeout may still have created it: keep expecting it (it expires).
+                if err.code in (0, 504):
+                    # It may have been made: expect it a while, not for the whole TTL.
+                    self.expectations.expire_within(key, self.config.unknown_create_seconds)
+                else:
                     self.expectations.lower_expectations(key, adds=1)
                 self.recorder.event(
                     obj, WARNING, L.EVENT_FAILED_CREATE, f"create pod for role {ctx.spec.name}: {err}"

@@ -103,6 +103,23 @@ class ControllerExpectations:
             record.adds -= adds
         record.deletes.difference_update(object_keys_deleted)
 
+    def expire_within(self, controller_key: str, seconds: float) -> None:
+        """The pending record counts as satisfied `seconds` from now at the latest: for a write
+        whose outcome is unknown (the connection broke, the API server timed out), which the
+        informer, resumed, shows within that time if it happened. Waiting the whole TTL for it
+        would stall the key for minutes after an API server blip."""
+        record = self._records.get(controller_key)
+        if record is not None:
+            record.timestamp = min(record.timestamp, self._clock() - self._ttl + seconds)
+
+    def expires_in(self, controller_key: str) -> float | None:
+        """Seconds until the key's pending record expires (and the sync may act without its
+        events: look again then); None when nothing is pending."""
+        record = self._records.get(controller_key)
+        if record is None or record.fulfilled():
+            return None
+        return max(0.0, record.timestamp + self._ttl - self._clock())
+
     def satisfied(self, controller_key: str) -> bool:
         """True when the sync may act: no record, nothing pending, or the record has expired."""
         record = self._records.get(controller_key)

@@ -168,6 +168,28 @@ async def test_api_errors_are_reported_and_raised(h: Harness) -> None:
     assert len(h.pods()) == 2
 
 
+@pytest.mark.parametrize("code", [0, 504], ids=["connection-broken", "api-server-timeout"])
+async def test_a_create_of_unknown_outcome_is_expected_only_for_a_while(code: int) -> None:
+    # The pod may have been made: the next pass waits for it, and looks again when the short
+    # wait ends (no event would come for a pod never made); then it creates it.
+    h = Harness(SyncConfig(unknown_create_seconds=0.2))
+    await h.start()
+    try:
+        h.create(roleset(roles=[role("worker", replicas=1)]))
+        h.client.inject_error("create", "pods", ServerError(code, "", "Server disconnected"), times=1)
+        with pytest.raises(SyncError):
+            await h.sync()
+        assert h.pods() == []
+        requeue = await h.sync()
+        assert h.pods() == [], "created again while the first create may still show up"
+        assert requeue is not None and requeue <= 0.2 + 0.1
+        await h.until(lambda: h.ctrl.expectations.satisfied(f"{NS}/rs"), within=5.0)
+        await h.sync()
+        assert len(h.pods()) == 1
+    finally:
+        await h.stop()
+
+
 async def test_in_place_image_update_keeps_name_and_uid(h: Harness) -> None:
     h.create(
         roleset(

@@ -22,7 +22,7 @@ TTL = EXPECTATIONS_TTL_SECONDS
 # A step: ("create", n) expect n creations; ("delete", [keys]) expect deletions; ("created",)
 # one creation observed; ("deleted", key) a deletion observed; ("lower", adds, [keys]);
 # ("forget",) delete_expectations; ("tick", seconds) advance the clock; ("other", n) expect n
-# creations for another controller key.
+# creations for another controller key; ("unknown", seconds) expire_within.
 Step = tuple[object, ...]
 
 
@@ -49,6 +49,8 @@ def _apply(exp: ControllerExpectations, clock: FakeClock, step: Step) -> None:
         exp.delete_expectations(KEY)
     elif op == "tick":
         clock.now += float(str(args[0]))
+    elif op == "unknown":
+        exp.expire_within(KEY, float(str(args[0])))
     elif op == "other":
         exp.expect_creations("ns/other", int(str(args[0])))
     else:
@@ -125,6 +127,13 @@ CASES = [
         True,
     ),
     Case("other keys are independent", [("other", 3), ("create", 1), ("created",)], True),
+    Case("an unknown outcome is expected a while", [("create", 1), ("unknown", 30), ("tick", 30)], False),
+    Case("then no longer", [("create", 1), ("unknown", 30), ("tick", 30.5)], True),
+    Case(
+        "never longer than the TTL", [("create", 1), ("tick", TTL - 5), ("unknown", 30), ("tick", 5.5)], True
+    ),
+    Case("its creation seen", [("create", 1), ("unknown", 30), ("created",)], True),
+    Case("on nothing pending", [("unknown", 30)], True),
 ]
 
 
@@ -158,6 +167,22 @@ def test_custom_ttl() -> None:
     assert not exp.satisfied(KEY)
     clock.now += 0.5
     assert exp.satisfied(KEY)
+
+
+def test_expires_in_says_when_to_look_again() -> None:
+    clock = FakeClock()
+    exp = ControllerExpectations(clock=clock)
+    assert exp.expires_in(KEY) is None
+    exp.expect_creations(KEY, 2)
+    clock.now += 10
+    assert exp.expires_in(KEY) == TTL - 10
+    exp.expire_within(KEY, 30)
+    assert exp.expires_in(KEY) == 30
+    clock.now += 31
+    assert exp.expires_in(KEY) == 0.0
+    exp.creation_observed(KEY)
+    exp.creation_observed(KEY)
+    assert exp.expires_in(KEY) is None
 
 
 def test_negative_creations_rejected() -> None:
