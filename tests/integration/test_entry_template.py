@@ -198,7 +198,8 @@ def test_entry_and_workers_run_their_templates(
         else:
             assert pod["spec"]["containers"][0]["image"] == WORKER_IMAGE
             assert status["restartCount"] == 0, status
-    assert endpoint_pods() == sorted(entries)
+    # The EndpointSlice controller marks a restarted entry ready after the pod is: wait for it.
+    ss.wait(lambda: endpoint_pods() == sorted(entries), "the entries' Service to have both entries again")
 
 
 def test_an_entry_template_the_api_server_refuses_replaces_nothing(
