@@ -415,7 +415,10 @@ def _depends_on_acyclic_rule(rounds: int) -> str:
     CEL has no loops, and CRDs have no cel.bind: `[x].all(m, ...)` binds m to x. Maps make each
     membership test O(1), which keeps the worst case (64 roles) within the CEL cost budget.
     Guarded by unique names (the map of a list with duplicated names cannot be built; another
-    rule reports duplicates)."""
+    rule reports duplicates), and first by the presence of any dependsOn: the API server
+    evaluates every rule on every write, status writes included, and the unrolled rounds cost
+    ~6 ms of its CPU per write even when nothing depends on anything (CEL's || stops at the
+    first true operand)."""
     body = f"m{rounds}.size() == 0"
     for k in range(rounds, 0, -1):
         body = (
@@ -423,7 +426,7 @@ def _depends_on_acyclic_rule(rounds: int) -> str:
         )
     start = "self.transformMapEntry(i, r, {r.name: (has(r.dependsOn) ? r.dependsOn : [])})"
     unique = "self.all(r, self.exists_one(o, o.name == r.name))"
-    return f"!({unique}) || [{start}].all(m0, {body})"
+    return f"!self.exists(r, has(r.dependsOn)) || !({unique}) || [{start}].all(m0, {body})"
 
 
 # On the roles array.
