@@ -8,6 +8,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
+import uvloop
+
 from controller.runtime.client import ApiClient
 from controller.runtime.kubeconfig import load_config
 from controller.runtime.logging import configure_logging, get_logger
@@ -121,7 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics=options.metrics_bind_address,
         health=options.health_probe_bind_address,
     )
-    return asyncio.run(run(options))
+    # uvloop rather than asyncio's own loop: measured under S1 of `make bench-scale`, ~10 % less
+    # CPU per pod created and ~10 MiB less heap left held after the burst (its TLS transport).
+    return uvloop.run(run(options))
 
 
 if __name__ == "__main__":

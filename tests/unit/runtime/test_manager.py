@@ -14,7 +14,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import uvloop
 
+import controller.__main__ as controller_main
 from controller.__main__ import build_controllers
 from controller.runtime.client import KubeClient, object_key
 from controller.runtime.errors import Forbidden
@@ -532,3 +534,17 @@ def test_main_serves_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
     log = "".join(seen) + rest
     assert proc.returncode == 0, log
     assert '"event":"signal received, shutting down"' in log and '"event":"manager stopped"' in log
+
+
+def test_main_runs_the_controller_on_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
+    loops: list[type] = []
+
+    async def fake_run(opts: Options) -> int:
+        loops.append(type(asyncio.get_running_loop()))
+        return 7
+
+    monkeypatch.setattr(controller_main, "run", fake_run)
+    # Logging is global: the rest of the session keeps the test configuration.
+    monkeypatch.setattr(controller_main, "configure_logging", lambda *args: None)
+    assert controller_main.main(["--leader-elect=false"]) == 7
+    assert loops == [uvloop.Loop]
