@@ -36,6 +36,7 @@ from controller.runtime.client import KubeClient
 from controller.runtime.errors import ApiError, Forbidden, NotFound
 from controller.runtime.events import EventRecorder
 from controller.runtime.health import Check, HealthChecks, HttpServer, serve_metrics
+from controller.runtime.heap import HeapTrimmer, glibc_allocator
 from controller.runtime.informer import Informer, InformerFactory
 from controller.runtime.leaderelection import LeaderElector
 from controller.runtime.logging import get_logger
@@ -87,8 +88,10 @@ class Manager:
         identity: str | None = None,
         elector_factory: Callable[[KubeClient, Options, str], LeaderElector] | None = None,
         lease_client: KubeClient | None = None,
+        heap_trimmer: HeapTrimmer | None = None,
     ) -> None:
         self.client = client
+        self.heap_trimmer = heap_trimmer or HeapTrimmer(glibc_allocator())
         self.lease_client = lease_client or client
         self.options = options
         self.identity = identity or default_identity()
@@ -193,6 +196,7 @@ class Manager:
         if not self._controllers:
             log.warning("no controllers registered: the manager will only serve its endpoints")
         cache_sync: asyncio.Task[None] | None = None
+        trimmer = asyncio.create_task(self.heap_trimmer.run(), name="heap-trimmer")
         try:
             await self._start_servers()
             for recorder in self._recorders():
@@ -205,6 +209,8 @@ class Manager:
                 await self._lead(stop_event)
         finally:
             self._stopping = True
+            trimmer.cancel()
+            await asyncio.wait({trimmer})
             if cache_sync is not None:
                 cache_sync.cancel()
                 await asyncio.wait({cache_sync})
