@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -396,3 +399,17 @@ def test_spec_requires_selector_and_template() -> None:
         StormServiceSpec.model_validate({"template": {}})
     with pytest.raises(ValidationError):
         StormServiceSpec.model_validate({"selector": {"matchLabels": {"a": "b"}}})
+
+
+def test_importing_the_api_builds_no_validator_until_one_is_used() -> None:
+    # A fresh interpreter: this session's other tests have built validators already.
+    probe = (
+        "from pydantic._internal._mock_val_ser import MockValSer\n"
+        "import apis.v1alpha1.types as t\n"
+        "built = lambda m: not isinstance(m.__pydantic_validator__, MockValSer)\n"
+        "assert not any(built(m) for m in (t.StormService, t.RoleSet, t.RoleSpec, t.StormServiceSpec))\n"
+        "t.RoleSet.model_validate({'apiVersion': t.API_VERSION, 'kind': 'RoleSet', 'metadata': {'name': 'x'},"
+        " 'spec': {'roles': []}}, strict=False)\n"
+        "assert built(t.RoleSet) and not built(t.RoleSpec) and not built(t.StormService)\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True, cwd=Path(__file__).resolve().parents[3])
