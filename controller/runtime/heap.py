@@ -8,9 +8,11 @@ and most of the freed megabytes stay in the process's RSS for good. Measured und
 returns free pages in the background), so a Go controller's RSS falls back after a burst and
 ours stayed up.
 
-`HeapTrimmer` looks at the allocator's own accounting once a second (`mallinfo2`, cheap) and
-trims when the free heap exceeds both a floor and a share of the heap in use, so a busy process
-is not trimmed for a few kilobytes on every tick. Without glibc (musl, macOS) it does nothing.
+`HeapTrimmer` looks once a second and trims when the work has paused (no key added to any work
+queue since the last look: trimming in the middle of a rollout would hand back pages the next
+second takes again, and `malloc_trim` walks every free chunk) and the allocator's own accounting
+(`mallinfo2`, cheap) shows a free heap over both a floor and a share of the heap in use. Without
+glibc (musl, macOS) it does nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -96,20 +99,31 @@ class HeapTrimmer:
         self,
         allocator: Allocator | None,
         *,
+        activity: Callable[[], int] | None = None,
         interval: float = 1.0,
         min_free: int = 4 * MIB,
         free_share: float = 0.10,
     ) -> None:
         self.allocator = allocator
+        # A count that grows while the process works (keys added to the work queues).
+        self.activity = activity
+        self._last_activity: int | None = None
         self.interval = interval
         self.min_free = min_free
         self.free_share = free_share
         self.trims = 0
 
     def check(self) -> bool:
-        """Trims if enough of the heap is free; True if it did."""
+        """Trims if the work paused since the last check and enough of the heap is free; True if
+        it did."""
         if self.allocator is None:
             return False
+        if self.activity is not None:
+            current = self.activity()
+            busy = current != self._last_activity
+            self._last_activity = current
+            if busy:
+                return False
         usage = self.allocator.usage()
         if not should_trim(usage, min_free=self.min_free, free_share=self.free_share):
             return False

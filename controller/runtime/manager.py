@@ -91,7 +91,7 @@ class Manager:
         heap_trimmer: HeapTrimmer | None = None,
     ) -> None:
         self.client = client
-        self.heap_trimmer = heap_trimmer or HeapTrimmer(glibc_allocator())
+        self.heap_trimmer = heap_trimmer or HeapTrimmer(glibc_allocator(), activity=self._work_queue_adds)
         self.lease_client = lease_client or client
         self.options = options
         self.identity = identity or default_identity()
@@ -223,6 +223,9 @@ class Manager:
                 f"lost the lease {self.options.leader_elect_namespace}/{self.options.leader_elect_id}"
             )
         log.info("manager stopped")
+
+    def _work_queue_adds(self) -> int:
+        return sum(reconciler.queue.add_calls for reconciler, _ in self._controllers)
 
     def _recorders(self) -> list[EventRecorder]:
         return [self.recorder, *(c.recorder for c in self._per_controller.values())]

@@ -51,6 +51,7 @@ class RateLimitingQueue:
         self._getters: deque[asyncio.Future[None]] = deque()
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._shutting_down = False
+        self.add_calls = 0
 
         self._m_adds = metrics.WORKQUEUE_ADDS.labels(name=name)
         self._m_queue_latency = metrics.WORKQUEUE_QUEUE_DURATION.labels(name=name)
@@ -69,6 +70,8 @@ class RateLimitingQueue:
     # --- adding --------------------------------------------------------------------------------
 
     def add(self, key: str) -> None:
+        # Every call, deduplicated or not: how busy the controller is (see runtime/heap.py).
+        self.add_calls += 1
         if self._shutting_down or key in self._dirty:
             return
         self._m_adds.inc()
