@@ -48,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -776,7 +776,11 @@ def install_crds(cluster: Any) -> None:
             time.sleep(0.5)
 
 
-async def run(cluster: Any, sizes: Sizes, profile_dir: Path | None = None) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def controller_serving(
+    cluster: Any, profile_dir: Path | None
+) -> AsyncIterator[tuple[Controller, ApiClient]]:
+    """Our controller started and serving /metrics, and the benchmark's own client."""
     ours = Controller(
         cluster.kubeconfig, cluster.dir / "controller.log", python=runtime_python(), profile_dir=profile_dir
     )
@@ -789,10 +793,15 @@ async def run(cluster: Any, sizes: Sizes, profile_dir: Path | None = None) -> di
             if time.monotonic() > deadline:
                 raise TimeoutError("the controller did not serve /metrics within 120 s")
             await asyncio.sleep(0.5)
-        return await Bench(kube, ours, kcm_pid(cluster), sizes).run()
+        yield ours, kube
     finally:
         await kube.close()
         ours.stop()
+
+
+async def run(cluster: Any, sizes: Sizes, profile_dir: Path | None = None) -> dict[str, Any]:
+    async with controller_serving(cluster, profile_dir) as (ours, kube):
+        return await Bench(kube, ours, kcm_pid(cluster), sizes).run()
 
 
 def targets(figures: dict[str, Any]) -> list[tuple[str, float, str, float]]:

@@ -36,7 +36,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import scale
-from controller.runtime.client import ApiClient, create_client
+from controller.runtime.client import ApiClient
 from controller.runtime.resources import EVENTS, NAMESPACES, PODS, ROLESETS, STORMSERVICES, Resource
 
 Obj = dict[str, Any]
@@ -249,25 +249,12 @@ async def phase(kube: ApiClient, cluster: Any, ours: scale.Controller, which: st
 
 
 async def run(cluster: Any, only: str | None, stormservices: int, profile: Path | None) -> None:
-    ours = scale.Controller(
-        cluster.kubeconfig, cluster.dir / "controller.log", python=scale.runtime_python(), profile_dir=profile
-    )
-    ours.start()
-    kube = await create_client(str(cluster.kubeconfig), qps=5000, burst=5000)
-    try:
-        deadline = time.monotonic() + 120
-        while not await ours.ready():
-            if time.monotonic() > deadline:
-                raise TimeoutError("the controller did not serve /metrics within 120 s")
-            await asyncio.sleep(0.5)
+    async with scale.controller_serving(cluster, profile) as (ours, kube):
         if only in (None, "kcm"):
             # S1's baseline: twice as many ReplicaSets of half the pods.
             await phase(kube, cluster, ours, "kcm", stormservices * 2)
         if only in (None, "ours"):
             await phase(kube, cluster, ours, "ours", stormservices)
-    finally:
-        await kube.close()
-        ours.stop()
 
 
 def main() -> None:
