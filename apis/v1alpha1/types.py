@@ -94,8 +94,8 @@ class WireModel(BaseModel):
         use_attribute_docstrings=True,
         # A model's validator is built at its first validation, not at import: the controller
         # validates only a few top-level kinds, and every nested model's own validator (each a
-        # copy of everything below it) would otherwise be built too. ~4 MiB of an idle RSS
-        # whose target is 60 MB.
+        # copy of everything below it) would otherwise be built too: 2.2 MiB of the idle
+        # controller's RSS (59.9 -> 57.7 MiB, measured).
         defer_build=True,
     )
 
