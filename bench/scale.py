@@ -68,7 +68,11 @@ from controller.runtime.resources import (
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
-CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stormservice-controller"
+# hack/build-controlplane.sh's cache root, by its rules.
+CACHE_DIR = Path(
+    os.environ.get("STORMSERVICE_CACHE_DIR")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stormservice-controller"
+)
 API = "orchestration.aibrix.ai/v1alpha1"
 IMAGE = "registry.k8s.io/pause:3.10"
 IMAGE_V2 = "registry.k8s.io/pause:3.9"

@@ -36,27 +36,14 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import scale
+from controller.roleset.instances import is_pod_ready
 from controller.runtime.client import ApiClient
+from controller.runtime.controllerref import controller_ref_of
 from controller.runtime.resources import EVENTS, NAMESPACES, PODS, ROLESETS, STORMSERVICES, Resource
 
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (kind, name)
 POLL_SECONDS = 0.1
-
-
-def controller_owner(obj: Obj) -> str | None:
-    for ref in obj["metadata"].get("ownerReferences") or []:
-        if ref.get("controller"):
-            name: str = ref["name"]
-            return name
-    return None
-
-
-def pod_ready(pod: Obj) -> bool:
-    for cond in pod.get("status", {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return bool(cond.get("status") == "True")
-    return False
 
 
 @dataclass
@@ -74,7 +61,8 @@ class Recorder:
         key = (kind, obj["metadata"]["name"])
         now = time.monotonic() - self.start
         self.created.setdefault(key, now)
-        self.owner.setdefault(key, controller_owner(obj))
+        ref = controller_ref_of(obj)
+        self.owner.setdefault(key, None if ref is None else str(ref["name"]))
         if ready:
             self.ready.setdefault(key, now)
         if obj.get("spec", {}).get("nodeName"):
@@ -212,7 +200,7 @@ async def phase(kube: ApiClient, cluster: Any, ours: scale.Controller, which: st
         top, mid, resource = "ReplicaSet", None, scale.REPLICASETS
         objs = [scale.replicaset(f"r{i:03d}") for i in range(count)]
         watched = [(scale.REPLICASETS, top, scale.replicaset_done)]
-    watched.append((PODS, "pod", pod_ready))
+    watched.append((PODS, "pod", is_pod_ready))
     rec = Recorder(time.monotonic())
     listed = [asyncio.Event() for _ in watched]
     tasks = [
