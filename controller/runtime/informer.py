@@ -35,6 +35,7 @@ from controller.runtime.client import (
 )
 from controller.runtime.discovery import DEFAULT_INTERVAL, Discovery
 from controller.runtime.errors import ApiError
+from controller.runtime.metrics import CACHED_OBJECTS
 from controller.runtime.resources import Resource
 from controller.runtime.slim import DEFAULT_INTERNER, release_free_memory, slim
 from controller.runtime.store import Store
@@ -177,6 +178,7 @@ class Informer:
 
     async def run(self) -> None:
         """List and watch until cancelled."""
+        untrack = CACHED_OBJECTS.track(str(self.resource), self.store)
         resync_task = None
         if self.resync_period:
             resync_task = asyncio.create_task(
@@ -185,6 +187,7 @@ class Informer:
         try:
             await self._list_and_watch()
         finally:
+            untrack()
             if resync_task is not None:
                 resync_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

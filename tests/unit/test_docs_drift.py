@@ -63,7 +63,9 @@ def exported_metrics() -> dict[str, tuple[str, tuple[str, ...]]]:
             if family.name.startswith(DEFAULT_COLLECTOR_PREFIXES):
                 continue
             name = family.name + ("_total" if family.type == "counter" else "")
-            out[name] = (family.type, tuple(getattr(collector, "_labelnames", ())))
+            # A metric wrapper declares its labels; a custom collector's family does.
+            labels = getattr(collector, "_labelnames", ()) or getattr(family, "_labelnames", ())
+            out[name] = (family.type, tuple(str(label) for label in labels))
     return out
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from controller.runtime import metrics
 from controller.runtime.client import Obj
 from controller.runtime.errors import ApiError, Forbidden, Gone, ServerError
 from controller.runtime.fake import FakeClient
@@ -170,6 +171,19 @@ async def test_list_watch_bookmark_and_rewatch_from_last_rv() -> None:
     assert informer.last_sync_resource_version == "17"
     assert informer.lists == 1
     await stop(task)
+
+
+async def test_a_running_informer_reports_its_cached_objects() -> None:
+    def cached() -> float:
+        return metrics.sample_value("stormservice_informer_cached_objects", {"resource": str(PODS)}) or 0
+
+    before = cached()
+    client = ScriptedClient(lists=[page(10, pod("a", 5), pod("b", 6))], watches=[[ev("ADDED", pod("c", 11))]])
+    informer = new_informer(client)
+    task = await run_until_idle(client, informer)
+    assert cached() == before + 3
+    await stop(task)
+    assert cached() == before
 
 
 async def test_gone_relists_and_tombstones_missed_deletes() -> None:

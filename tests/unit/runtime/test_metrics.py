@@ -24,6 +24,7 @@ EXPECTED = {
     "controller_runtime_max_concurrent_reconciles": "gauge",
     # ours
     "stormservice_api_writes": "counter",
+    "stormservice_informer_cached_objects": "gauge",
 }
 
 
@@ -65,3 +66,29 @@ def test_render_latest_exposes_text_format() -> None:
         == 2.0
     )
     assert metrics.sample_value("no_such_metric") is None
+
+
+def test_cached_objects_sum_the_tracked_caches_per_resource_until_untracked() -> None:
+    counter = metrics.CachedObjects()
+    untrack_a = counter.track("pods.core/v1", [1, 2, 3])
+    counter.track("pods.core/v1", [4])
+    counter.track("rolesets.orchestration.aibrix.ai/v1alpha1", [])
+
+    def samples() -> dict[str, float]:
+        return {s.labels["resource"]: s.value for family in counter.collect() for s in family.samples}
+
+    assert samples() == {"pods.core/v1": 4, "rolesets.orchestration.aibrix.ai/v1alpha1": 0}
+    untrack_a()
+    untrack_a()  # twice is harmless
+    assert samples() == {"pods.core/v1": 1, "rolesets.orchestration.aibrix.ai/v1alpha1": 0}
+
+
+def test_cached_objects_are_on_the_registry() -> None:
+    untrack = metrics.CACHED_OBJECTS.track("registry-test", ["a", "b"])
+    try:
+        assert (
+            metrics.sample_value("stormservice_informer_cached_objects", {"resource": "registry-test"}) == 2
+        )
+    finally:
+        untrack()
+    assert metrics.sample_value("stormservice_informer_cached_objects", {"resource": "registry-test"}) is None
