@@ -13,7 +13,13 @@ same work one after the other, so that what the machine does meanwhile weighs on
   vs S2's Deployments rolling to another image. `--no-in-place` skips it.
 - S4 scale 10 StormServices 1 -> 3 (+40 pods each) vs 10 ReplicaSets 20 -> 60 pods.
 - idle: writes and CPU seconds of our controller for IDLE_SECONDS after everything converged.
-- memory: RSS of our controller with all caches synced and empty, then after S1, per cached pod.
+- memory: RSS of our controller with all caches synced and empty, then after S1, per cached pod
+  (small pods); at the end, per cached realistic pod (bench/pods.py: one pod of a vLLM
+  StormService, ~10 KB of JSON), at 1,000 and at 10,000 such pods, to show how it grows.
+
+Next to our writes in each scenario is the minimum the work needs (every object the scenario
+must create, delete or change, and one status write per StormService and RoleSet it touches):
+what we write beyond it is the cost of reporting progress and of events.
 
 Our controller runs as the image ships it: from a virtualenv with only the runtime dependencies
 of requirements.lock (made once under ~/.cache/stormservice-controller/), not from the
@@ -21,7 +27,8 @@ development venv, whose extra packages change what gets imported (structlog impo
 it is there: +3.8 MiB of RSS the image never has).
 
 CPU seconds come from /proc/PID/stat of each process over each phase; API requests by verb from
-our controller's rest_client_requests_total. Prints a table, then one JSON object with every
+our controller's rest_client_requests_total; cached objects from its
+stormservice_informer_cached_objects. Prints a table, then one JSON object with every
 figure (also written to bench/results/scale-<time>.json).
 
     python -m bench.scale [--check] [--keep DIR] [--smoke] [--no-in-place] [--profile DIR]
@@ -57,9 +64,11 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.pods import PodFactory
 from controller.runtime.client import ApiClient, PatchType, create_client
 from controller.runtime.resources import (
     NAMESPACES,
+    NODES,
     PODS,
     ROLESETS,
     STORMSERVICES,
@@ -87,6 +96,8 @@ REPLICASETS_S1 = 100
 DEPLOYMENTS_S2 = 100
 SCALED_S4 = 10
 IDLE_SECONDS = 60.0
+REALISTIC_PODS = (1_000, 10_000)
+REALISTIC_LABEL = "bench-memory"
 CONVERGE_TIMEOUT = 900.0
 
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
@@ -234,6 +245,11 @@ class Controller:
                 samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
         return samples
 
+    async def cached_objects(self, resource: Resource) -> int:
+        """Objects of `resource` in our informers' caches (stormservice_informer_cached_objects)."""
+        samples = await self.metrics()
+        return round(samples.get(("stormservice_informer_cached_objects", (("resource", str(resource)),)), 0))
+
     async def ready(self) -> bool:
         try:
             samples = await self.metrics()
@@ -272,6 +288,10 @@ def requests_by_verb(samples: dict[tuple[str, tuple[tuple[str, str], ...]], floa
             method = dict(labels).get("method", "?")
             verbs[method] = verbs.get(method, 0.0) + value
     return verbs
+
+
+def work_queue_adds(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
+    return sum(v for (name, _), v in samples.items() if name == "workqueue_adds_total")
 
 
 def writes_total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
@@ -379,6 +399,58 @@ def deployment(name: str) -> Obj:
     }
 
 
+def realistic_pod(factory: PodFactory, i: int, node: str) -> Obj:
+    """The i-th pod of bench/pods.py as a client creates it: without what the API server sets,
+    without its owner (a RoleSet that does not exist here: the garbage collector would delete the
+    pod), bound to a kwok node (scheduling is not what the memory phase measures). It keeps its
+    labels, which put it in our pod informer's cache, and kwok gives it a running status."""
+    pod = factory.pod(i)
+    meta = pod["metadata"]
+    for set_by_server in ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields"):
+        meta.pop(set_by_server, None)
+    meta.pop("ownerReferences", None)
+    meta["labels"][REALISTIC_LABEL] = "realistic"
+    pod.pop("status", None)
+    pod["spec"]["nodeName"] = node
+    return pod
+
+
+def minimum_writes(scenario: str, *, stormservices: int, rolesets: int, pods: int) -> dict[str, int]:
+    """The writes a scenario cannot do without, in writes_by_resource's keys: every object it must
+    create, delete or change, and one status write per StormService and RoleSet it touches (each
+    must report the new state at least once). Events are not needed by the work."""
+    status = {"patch rolesets/status": rolesets} | (
+        {"patch stormservices/status": stormservices} if stormservices else {}
+    )
+    if scenario == "create":  # S1 (StormServices) and S1' (RoleSets alone)
+        made = (
+            {
+                "create controllerrevisions": stormservices,
+                "create services": stormservices,
+                "create rolesets": rolesets,
+            }
+            if stormservices
+            else {}
+        )
+        return {"create pods": pods} | made | status
+    if scenario == "rolling":  # S2: a new RoleSet per StormService replaces the old one
+        return {
+            "create controllerrevisions": stormservices,
+            "create rolesets": rolesets,
+            "delete rolesets": rolesets,
+            "create pods": pods,
+        } | status
+    if scenario == "in-place":  # S3: the RoleSets take the new template, each pod its new image
+        return {
+            "create controllerrevisions": stormservices,
+            "patch rolesets": rolesets,
+            "patch pods": pods,
+        } | status
+    if scenario == "scale":  # S4: new RoleSets and their pods
+        return {"create rolesets": rolesets, "create pods": pods} | status
+    raise ValueError(f"unknown scenario {scenario!r}")
+
+
 # --------------------------------------------------------------------------------------------
 # convergence checks (pure, on listed objects)
 
@@ -452,11 +524,12 @@ class Sizes:
     scaled: int = SCALED_S4
     idle_seconds: float = IDLE_SECONDS
     in_place: bool = True
+    realistic_pods: tuple[int, ...] = REALISTIC_PODS
 
     @classmethod
     def smoke(cls) -> Sizes:
         """A tenth of the work: checks the harness, not the figures."""
-        return cls(5, 10, 10, 10, 2, 5.0)
+        return cls(5, 10, 10, 10, 2, 5.0, realistic_pods=(100, 1_000))
 
 
 class Bench:
@@ -546,7 +619,12 @@ class Bench:
         )
         await asyncio.sleep(5)
         rss_full = rss_mib(self.ours.pid)
-        self.figures["s1"] = self._pair(p_ours, p_kcm, pods_s1)
+        self.figures["s1"] = self._pair(
+            p_ours,
+            p_kcm,
+            pods_s1,
+            minimum_writes("create", stormservices=len(storms), rolesets=len(storms), pods=pods_s1),
+        )
         self.figures["memory"] = {
             "rss_empty_mib": round(rss_empty, 1),
             "rss_after_s1_mib": round(rss_full, 1),
@@ -562,7 +640,12 @@ class Bench:
         print(f"S1' create {len(rolesets) * ROLE_PODS} pods through RoleSets directly", flush=True)
         p_ours = await self.measure(f"S1' ours: {len(rolesets)} RoleSets x {ROLE_PODS}", s1p_ours, by="ours")
         # Same pods, same kcm work as S1's baseline: compare with it.
-        self.figures["s1_rolesets"] = self._pair(p_ours, self.phases[0], len(rolesets) * ROLE_PODS)
+        self.figures["s1_rolesets"] = self._pair(
+            p_ours,
+            self.phases[0],
+            len(rolesets) * ROLE_PODS,
+            minimum_writes("create", stormservices=0, rolesets=len(rolesets), pods=len(rolesets) * ROLE_PODS),
+        )
 
         # S2: Deployments made (not measured), then both roll a new image.
         deployments = [deployment(f"d{i:03d}") for i in range(self.sizes.deployments)]
@@ -587,7 +670,12 @@ class Bench:
         print("S2 rolling update", flush=True)
         p_kcm = await self.measure(f"S2 kcm: {len(deployments)} Deployments", s2_kcm, by="kcm")
         p_ours = await self.measure(f"S2 ours: {len(storms)} StormServices", s2_ours, by="ours")
-        self.figures["s2"] = self._pair(p_ours, p_kcm, pods_s1)
+        self.figures["s2"] = self._pair(
+            p_ours,
+            p_kcm,
+            pods_s1,
+            minimum_writes("rolling", stormservices=len(storms), rolesets=len(storms), pods=pods_s1),
+        )
 
         if self.sizes.in_place:
             await self.in_place(ns_storm, ns_deploy, storms, deployments, pods_s1)
@@ -607,7 +695,13 @@ class Bench:
         print(f"S4 scale {len(scaled)} x (1 -> 3)", flush=True)
         p_kcm = await self.measure(f"S4 kcm: {len(rs_scaled)} ReplicaSets 20->60", s4_kcm, by="kcm")
         p_ours = await self.measure(f"S4 ours: {len(scaled)} StormServices 1->3", s4_ours, by="ours")
-        self.figures["s4"] = self._pair(p_ours, p_kcm, len(scaled) * 2 * len(ROLES) * ROLE_PODS)
+        pods_s4 = len(scaled) * 2 * len(ROLES) * ROLE_PODS
+        self.figures["s4"] = self._pair(
+            p_ours,
+            p_kcm,
+            pods_s4,
+            minimum_writes("scale", stormservices=len(scaled), rolesets=2 * len(scaled), pods=pods_s4),
+        )
 
         # Idle.
         await asyncio.sleep(5)
@@ -622,7 +716,105 @@ class Bench:
             "cpu_seconds": round(cpu_seconds(self.ours.pid) - cpu_before, 2),
         }
         self.figures["memory"]["rss_final_mib"] = round(rss_mib(self.ours.pid), 1)
+        if self.sizes.realistic_pods:
+            await self.realistic_memory()
         return self.figures
+
+    async def realistic_memory(self) -> None:
+        """RSS per cached realistic pod: the pods of bench/pods.py created at the end (owned by
+        nothing, so no controller acts on them; our pod informer caches them), with RSS read once
+        our cache holds every one with its running status, at each count of Sizes.realistic_pods."""
+        print(f"memory: realistic pods, up to {max(self.sizes.realistic_pods):,}", flush=True)
+        factory = PodFactory()
+        listed = await self.kube.list(NODES, label_selector="type=kwok")
+        nodes = sorted(n["metadata"]["name"] for n in listed.get("items") or [])
+        cached_before = await self.ours.cached_objects(PODS)
+        rss_before = await self.settled_rss()
+        namespaces: set[str] = set()
+        made = 0
+        steps: list[dict[str, Any]] = []
+        for total in sorted(self.sizes.realistic_pods):
+            start = time.monotonic()
+            for first in range(made, total, 500):
+                pods = [
+                    realistic_pod(factory, i, nodes[i % len(nodes)])
+                    for i in range(first, min(total, first + 500))
+                ]
+                for namespace in sorted({p["metadata"]["namespace"] for p in pods} - namespaces):
+                    namespaces.add(await self.namespace(namespace))
+                await self.create_bounded(PODS, pods)
+            made = total
+            await self.wait_realistic_running(total)
+            await self.wait_cached(PODS, cached_before + total)
+            seconds = time.monotonic() - start
+            rss = await self.settled_rss()
+            steps.append(
+                {
+                    "pods": total,
+                    "seconds_to_cached": round(seconds, 1),
+                    "rss_mib": round(rss, 1),
+                    "kib_per_pod": round((rss - rss_before) * 1024 / total, 1),
+                }
+            )
+            print(
+                f"  {total:>6,} realistic pods cached: RSS {rss:6.1f} MiB, {steps[-1]['kib_per_pod']} KiB per pod",
+                flush=True,
+            )
+        self.figures["memory"] |= {
+            "rss_before_realistic_mib": round(rss_before, 1),
+            "realistic": steps,
+            "kib_per_cached_realistic_pod": steps[-1]["kib_per_pod"],
+        }
+
+    async def create_bounded(self, resource: Resource, objs: list[Obj], concurrency: int = 64) -> None:
+        """Creates `objs`, each in the namespace its metadata names, at most `concurrency` at a time."""
+        slots = asyncio.Semaphore(concurrency)
+
+        async def create(obj: Obj) -> None:
+            async with slots:
+                await self.kube.create(resource, obj["metadata"]["namespace"], obj)
+
+        await asyncio.gather(*(create(o) for o in objs))
+
+    async def wait_realistic_running(self, count: int) -> None:
+        """Until kwok has given every realistic pod its running status (container statuses and
+        conditions included: what a cached pod holds in a cluster)."""
+        deadline = time.monotonic() + CONVERGE_TIMEOUT
+        while True:
+            # Only the pods not running yet come back: the list shrinks as kwok works.
+            waiting, _ = await self.kube.list_all(
+                PODS, label_selector=f"{REALISTIC_LABEL}=realistic", field_selector="status.phase!=Running"
+            )
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{len(waiting)} of {count} realistic pods not running after {CONVERGE_TIMEOUT:.0f}s"
+                )
+            await asyncio.sleep(2)
+
+    async def wait_cached(self, resource: Resource, count: int) -> None:
+        deadline = time.monotonic() + CONVERGE_TIMEOUT
+        while (cached := await self.ours.cached_objects(resource)) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"our cache holds {cached} {resource.plural}, not {count}, after {CONVERGE_TIMEOUT:.0f}s"
+                )
+            await asyncio.sleep(1)
+
+    async def settled_rss(self) -> float:
+        """Our RSS once no key has been added to a work queue for 3 s, and a few seconds more
+        for the heap trimmer (which waits for such a pause) and for the last watch events."""
+        deadline = time.monotonic() + CONVERGE_TIMEOUT
+        adds = work_queue_adds(await self.ours.metrics())
+        while True:
+            await asyncio.sleep(3)
+            now = work_queue_adds(await self.ours.metrics())
+            if now == adds or time.monotonic() > deadline:
+                break
+            adds = now
+        await asyncio.sleep(5)
+        return rss_mib(self.ours.pid)
 
     async def in_place(
         self, ns_storm: str, ns_deploy: str, storms: list[Obj], deployments: list[Obj], pods_s1: int
@@ -655,12 +847,13 @@ class Bench:
         p_kcm = await self.measure(f"S3 kcm: {len(deployments)} Deployments (rolling)", s3_kcm, by="kcm")
         p_ours = await self.measure(f"S3 ours: {len(storms)} StormServices in place", s3_ours, by="ours")
         uids_after = await self.pod_uids(ns_storm)
-        self.figures["s3"] = self._pair(p_ours, p_kcm, pods_s1) | {
+        minimum = minimum_writes("in-place", stormservices=len(storms), rolesets=len(storms), pods=pods_s1)
+        self.figures["s3"] = self._pair(p_ours, p_kcm, pods_s1, minimum) | {
             "pods_kept_uid": len(uids_before & uids_after),
             "pods": pods_s1,
         }
 
-    def _pair(self, ours: Phase, kcm: Phase, pods: int) -> dict[str, Any]:
+    def _pair(self, ours: Phase, kcm: Phase, pods: int, minimum: dict[str, int]) -> dict[str, Any]:
         assert ours.cpu_ours is not None and kcm.cpu_kcm is not None
         return {
             "pods": pods,
@@ -673,6 +866,7 @@ class Bench:
             "cpu_seconds_per_1000_pods_ours": round(ours.cpu_ours * 1000 / pods, 2),
             "requests_ours": ours.requests,
             "writes_ours": ours.writes,
+            "writes_minimum": minimum,
         }
 
     async def patch_all(
@@ -820,11 +1014,43 @@ def targets(figures: dict[str, Any]) -> list[tuple[str, float, str, float]]:
     ]
     if "s3" in figures:
         checks.append(("ratio in place (S3 seconds ours / kcm)", figures["s3"]["ratio"], "<=", 1.0))
+    realistic = figures["memory"].get("realistic")
+    if realistic:
+        largest = realistic[-1]
+        checks.append(
+            (f"KiB RSS per cached realistic pod ({largest['pods']:,})", largest["kib_per_pod"], "<=", 10.0)
+        )
     return checks
+
+
+SCENARIOS = (
+    ("s1", "S1 create"),
+    ("s1_rolesets", "S1' RoleSets"),
+    ("s2", "S2 rolling"),
+    ("s3", "S3 in place"),
+    ("s4", "S4 scale"),
+)
+
+
+def writes_table(figures: dict[str, Any]) -> list[str]:
+    """Our writes per scenario next to the minimum the work needs, and what is beyond it."""
+    lines = [f"{'writes':<14} {'ours':>6} {'minimum':>8}   beyond the minimum"]
+    for key, title in SCENARIOS:
+        if key not in figures:
+            continue
+        ours: dict[str, int] = figures[key]["writes_ours"]
+        minimum: dict[str, int] = figures[key]["writes_minimum"]
+        beyond = {k: ours.get(k, 0) - minimum.get(k, 0) for k in sorted(ours.keys() | minimum.keys())}
+        extra = ", ".join(f"{k} {n:+d}" for k, n in beyond.items() if n)
+        lines.append(f"{title:<14} {sum(ours.values()):>6} {sum(minimum.values()):>8}   {extra or '-'}")
+    return lines
 
 
 def report(figures: dict[str, Any]) -> bool:
     ok = True
+    print()
+    for line in writes_table(figures):
+        print(line)
     print()
     for name, value, cmp, target in targets(figures):
         met = value <= target
