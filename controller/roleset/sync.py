@@ -119,6 +119,10 @@ class SyncConfig:
     burst: int = 500  # creations (and deletions) per pass, as kube-controller-manager's burstReplicas
     initial_batch: int = 1  # slow start: 1, 2, 4, ...
     inplace_deadline_seconds: float = 600.0
+    # An in-place update still pending this long says why on its pod (an annotation). Sooner, the
+    # reason follows every step of a quick restart (old image still running, pod not ready, ...),
+    # each one a pod write that every pod watcher receives, for a state that lasts seconds.
+    inplace_pending_reason_after_seconds: float = 10.0
     # Counts-only status writes at most this often per RoleSet (runtime.statusbatch); 0: at once.
     status_batch_seconds: float = 0.0
     # A pod create whose outcome is unknown (connection broken, API server timeout) is expected
@@ -991,9 +995,23 @@ class RoleSetSync:
                 if p.inplace_target == ctx.params.target_hash:
                     yield p, ctx.pods[p.name]
 
+    def _pending_reason_wait(
+        self, pod: Mapping[str, Any], check: ip.InPlaceCheck, now: datetime
+    ) -> float | None:
+        """Seconds until the pod's pending-reason annotation is to be written (0: now), or None
+        when it shows the reason already. Once a reason is shown it is kept true at once."""
+        shown = L.annotations_of(pod).get(L.INPLACE_PENDING_REASON_ANNOTATION)
+        if shown == check.reason:
+            return None
+        if shown is not None or check.started is None:
+            return 0.0
+        elapsed = (now - check.started).total_seconds()
+        return max(0.0, self.config.inplace_pending_reason_after_seconds - elapsed)
+
     def _inflight_requeue(self, roles: Sequence[RoleCtx], obs: Observations, *, act: bool) -> float | None:
-        """Seconds until the earliest in-flight in-place update reaches its deadline (a timer,
-        not polling: completion itself arrives as a pod event); records stuck ones."""
+        """Seconds until the earliest in-flight in-place update reaches its deadline, or is due
+        to say why it is pending (timers, not polling: completion itself arrives as a pod
+        event); records stuck ones."""
         deadline = self.config.inplace_deadline_seconds
         now = self.clock()
         soonest: float | None = None
@@ -1008,6 +1026,9 @@ class RoleSetSync:
                         obs.stuck.append(p.name)
                 else:
                     remaining = deadline - elapsed + 1.0
+                    reason_wait = self._pending_reason_wait(pod, check, now)
+                    if reason_wait:  # None: shown; 0: written by this pass
+                        remaining = min(remaining, reason_wait + 0.1)
                     soonest = remaining if soonest is None else min(soonest, remaining)
         return soonest
 
@@ -1084,7 +1105,7 @@ class RoleSetSync:
                     continue  # outdated again: the planner re-targets it
                 check = ip.check_completion(pod)
                 if not check.done:
-                    if L.annotations_of(pod).get(L.INPLACE_PENDING_REASON_ANNOTATION) != check.reason:
+                    if self._pending_reason_wait(pod, check, now) == 0.0:
                         await self._patch_pod(
                             info,
                             name,

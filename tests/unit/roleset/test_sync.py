@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import datetime
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -190,7 +192,17 @@ async def test_a_create_of_unknown_outcome_is_expected_only_for_a_while(code: in
         await h.stop()
 
 
+def pending_reason(h: Harness, name: str) -> str | None:
+    """The in-place pending reason the pod shows, as stored."""
+    fresh = h.client.get_object(PODS, NS, name)
+    assert fresh is not None
+    value = fresh["metadata"]["annotations"].get(L.INPLACE_PENDING_REASON_ANNOTATION)
+    return None if value is None else str(value)
+
+
 async def test_in_place_image_update_keeps_name_and_uid(h: Harness) -> None:
+    # Every pending reason shown at once: this follows them step by step.
+    h.ctrl.syncer.config = dataclasses.replace(h.ctrl.syncer.config, inplace_pending_reason_after_seconds=0)
     h.create(
         roleset(
             roles=[
@@ -209,21 +221,15 @@ async def test_in_place_image_update_keeps_name_and_uid(h: Harness) -> None:
     assert "InPlaceUpdateStarted" in h.recorder.reasons()
     name = pod["metadata"]["name"]
 
-    def pending() -> str | None:
-        fresh = h.client.get_object(PODS, NS, name)
-        assert fresh is not None
-        value = fresh["metadata"]["annotations"].get(L.INPLACE_PENDING_REASON_ANNOTATION)
-        return None if value is None else str(value)
-
     # The runtime still reports the old image: not complete.
     await h.sync()
-    assert pending() == "RuntimeImageMismatch"
+    assert pending_reason(h, name) == "RuntimeImageMismatch"
     # New image reported, but the same imageID (the container did not restart): not complete.
     fresh = h.client.get_object(PODS, NS, name)
     assert fresh is not None
     h.set_ready(fresh)
     await h.sync()
-    assert pending() == "ContainerNotRestarted"
+    assert pending_reason(h, name) == "ContainerNotRestarted"
     assert (
         h.pods()[0]["metadata"]["annotations"].get(L.INPLACE_TARGET_HASH_ANNOTATION) is None
         or len([p for p in h.pods() if p["metadata"]["annotations"].get(L.INPLACE_TARGET_HASH_ANNOTATION)])
@@ -265,6 +271,68 @@ async def test_in_place_falls_back_to_recreate(h: Harness) -> None:
     (after,) = h.pods()
     assert after["metadata"]["uid"] != before["metadata"]["uid"]
     assert "InPlaceFallback" in h.recorder.reasons()
+
+
+async def test_in_place_pending_reason_waits_until_the_update_is_slow(h: Harness) -> None:
+    """A quick in-place restart writes no pending reason (a pod write per step of it); one still
+    pending after inplace_pending_reason_after_seconds says why, and then follows the reason."""
+    now = [datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.UTC)]
+    h.ctrl.syncer.clock = lambda: now[0]
+    after = h.ctrl.syncer.config.inplace_pending_reason_after_seconds
+    assert after == 10.0
+    h.create(roleset(roles=[role("worker", replicas=1, updateStrategy={"type": "InPlaceIfPossible"})]))
+    await h.converge()
+    h.update_spec(lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("image", "img:2"))
+    await h.sync()  # starts the update
+    (pod,) = h.pods()
+    assert pod["metadata"]["annotations"].get(L.INPLACE_TARGET_HASH_ANNOTATION)
+    name = pod["metadata"]["name"]
+
+    now[0] += datetime.timedelta(seconds=after - 1)
+    requeue = await h.sync()
+    assert pending_reason(h, name) is None, "pending for less than the delay: nothing written"
+    assert requeue is not None and 1.0 <= requeue <= 1.2, "woken when the reason is due"
+
+    now[0] += datetime.timedelta(seconds=1)
+    await h.sync()
+    assert pending_reason(h, name) == "RuntimeImageMismatch"
+
+    # Shown once, a reason is kept true at once.
+    fresh = h.client.get_object(PODS, NS, name)
+    assert fresh is not None
+    h.set_ready(fresh, ready=False)
+    await h.sync()
+    assert pending_reason(h, name) == "PodNotReady"
+
+    fresh = h.client.get_object(PODS, NS, name)
+    assert fresh is not None
+    h.set_ready(fresh, image_id="id-new")
+    await h.converge(ready=False)
+    (done,) = h.pods()
+    assert done["spec"]["containers"][0]["image"] == "img:2"
+    assert L.INPLACE_PENDING_REASON_ANNOTATION not in done["metadata"]["annotations"]
+    assert L.INPLACE_TARGET_HASH_ANNOTATION not in done["metadata"]["annotations"]
+
+
+async def test_a_quick_in_place_update_writes_the_pod_twice(h: Harness) -> None:
+    """Start (images, target) and completion (labels): no pending-reason write in between when
+    the restart takes less than the delay."""
+    h.create(roleset(roles=[role("worker", replicas=1, updateStrategy={"type": "InPlaceIfPossible"})]))
+    await h.converge()
+    pod_writes = len([w for w in h.client.writes() if w.resource == "pods" and w.verb == "patch"])
+    h.update_spec(lambda s: s["roles"][0]["template"]["spec"]["containers"][0].__setitem__("image", "img:2"))
+    await h.sync()
+    await h.sync()  # the old image still runs: pending, for less than the delay
+    (pod,) = h.pods()
+    h.set_ready(pod, ready=False)
+    await h.sync()
+    (pod,) = h.pods()
+    h.set_ready(pod, image_id="id-new")
+    await h.converge(ready=False)
+    (done,) = h.pods()
+    assert L.INPLACE_TARGET_HASH_ANNOTATION not in done["metadata"]["annotations"]
+    patches = [w for w in h.client.writes() if w.resource == "pods" and w.verb == "patch"]
+    assert len(patches) - pod_writes == 2
 
 
 async def test_stuck_in_place_update_is_reported() -> None:
