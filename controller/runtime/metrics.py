@@ -7,6 +7,7 @@ dashboards work; our own metrics carry the `stormservice_` prefix. Register new 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Mapping, Sized
 
 from prometheus_client import (
@@ -208,10 +209,12 @@ class CachedObjects(Collector):
 
     def __init__(self) -> None:
         self._caches: dict[int, tuple[str, Sized]] = {}
+        # One token per tracking, so that a finished run's untrack never drops a newer run's.
+        self._tokens = itertools.count()
 
     def track(self, resource: str, cache: Sized) -> Callable[[], None]:
         """Counts `cache` under `resource` until the returned function is called."""
-        token = id(cache)
+        token = next(self._tokens)
         self._caches[token] = (resource, cache)
 
         def untrack() -> None:

@@ -83,6 +83,15 @@ def test_cached_objects_sum_the_tracked_caches_per_resource_until_untracked() ->
     assert samples() == {"pods.core/v1": 1, "rolesets.orchestration.aibrix.ai/v1alpha1": 0}
 
 
+def test_an_old_untrack_leaves_a_newer_tracking_of_the_same_cache() -> None:
+    counter = metrics.CachedObjects()
+    cache = [1, 2]
+    untrack_old = counter.track("pods.core/v1", cache)
+    counter.track("pods.core/v1", cache)  # a restarted informer, before the old run ended
+    untrack_old()
+    assert [s.value for family in counter.collect() for s in family.samples] == [2]
+
+
 def test_cached_objects_are_on_the_registry() -> None:
     untrack = metrics.CACHED_OBJECTS.track("registry-test", ["a", "b"])
     try:
