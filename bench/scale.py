@@ -505,6 +505,16 @@ def deployment_done(obj: Obj) -> bool:
 # the run
 
 
+async def poll_until(progress: Callable[[], Awaitable[str | None]], *, every: float) -> None:
+    """Calls `progress` every `every` seconds until it returns None (done); what it returned
+    last (how far it got) is the TimeoutError's message after CONVERGE_TIMEOUT."""
+    deadline = time.monotonic() + CONVERGE_TIMEOUT
+    while (got := await progress()) is not None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{got} after {CONVERGE_TIMEOUT:.0f}s")
+        await asyncio.sleep(every)
+
+
 @dataclass
 class Phase:
     name: str
@@ -555,16 +565,13 @@ class Bench:
     async def wait_all(
         self, resource: Resource, namespace: str, count: int, done: Callable[[Obj], bool], what: str
     ) -> None:
-        deadline = time.monotonic() + CONVERGE_TIMEOUT
-        while True:
+        async def progress() -> str | None:
             listed = await self.kube.list(resource, namespace)
             items = listed.get("items") or []
             finished = sum(1 for o in items if done(o))
-            if len(items) == count and finished == count:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what}: {finished}/{count} done after {CONVERGE_TIMEOUT:.0f}s")
-            await asyncio.sleep(0.25)
+            return None if len(items) == count and finished == count else f"{what}: {finished}/{count} done"
+
+        await poll_until(progress, every=0.25)
 
     async def measure(self, name: str, action: Callable[[], Awaitable[None]], *, by: str) -> Phase:
         """Runs `action` (start + wait) and records its wall time, the CPU seconds of the process
@@ -779,28 +786,22 @@ class Bench:
     async def wait_realistic_running(self, count: int) -> None:
         """Until kwok has given every realistic pod its running status (container statuses and
         conditions included: what a cached pod holds in a cluster)."""
-        deadline = time.monotonic() + CONVERGE_TIMEOUT
-        while True:
+
+        async def progress() -> str | None:
             # Only the pods not running yet come back: the list shrinks as kwok works.
             waiting, _ = await self.kube.list_all(
                 PODS, label_selector=f"{REALISTIC_LABEL}=realistic", field_selector="status.phase!=Running"
             )
-            if not waiting:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"{len(waiting)} of {count} realistic pods not running after {CONVERGE_TIMEOUT:.0f}s"
-                )
-            await asyncio.sleep(2)
+            return f"{len(waiting)} of {count} realistic pods not running" if waiting else None
+
+        await poll_until(progress, every=2)
 
     async def wait_cached(self, resource: Resource, count: int) -> None:
-        deadline = time.monotonic() + CONVERGE_TIMEOUT
-        while (cached := await self.ours.cached_objects(resource)) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"our cache holds {cached} {resource.plural}, not {count}, after {CONVERGE_TIMEOUT:.0f}s"
-                )
-            await asyncio.sleep(1)
+        async def progress() -> str | None:
+            cached = await self.ours.cached_objects(resource)
+            return None if cached >= count else f"our cache holds {cached} of {count} {resource.plural}"
+
+        await poll_until(progress, every=1)
 
     async def settled_rss(self) -> float:
         """Our RSS once no key has been added to a work queue for 3 s, and a few seconds more
@@ -887,19 +888,17 @@ class Bench:
 
     async def wait_images(self, namespace: str, image: str, count: int) -> None:
         """In place is done when every pod runs the new image, as its status reports."""
-        deadline = time.monotonic() + CONVERGE_TIMEOUT
-        while True:
+
+        async def progress() -> str | None:
             listed = await self.kube.list(PODS, namespace)
             running = sum(
                 1
                 for p in listed.get("items") or []
                 if all(c.get("image") == image for c in p.get("status", {}).get("containerStatuses") or [{}])
             )
-            if running >= count:
-                return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"in place: {running}/{count} pods run {image}")
-            await asyncio.sleep(0.25)
+            return None if running >= count else f"in place: {running}/{count} pods run {image}"
+
+        await poll_until(progress, every=0.25)
 
 
 def _deployment_image(image: str) -> Obj:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+import bench.scale
 from bench.pods import PodFactory
 from bench.scale import (
     REALISTIC_LABEL,
@@ -13,6 +14,7 @@ from bench.scale import (
     deployment_done,
     minimum_writes,
     parse_args,
+    poll_until,
     realistic_pod,
     replicaset_done,
     stormservice_done,
@@ -227,3 +229,26 @@ def test_writes_table_shows_what_is_beyond_the_minimum() -> None:
     assert s1.split()[:4] == ["S1", "create", "17", "12"]
     assert s1.endswith("create events +3, create services -1, patch rolesets/status +3")
     assert s2.endswith("-")
+
+
+async def test_poll_until_returns_once_progress_says_done() -> None:
+    answers = iter(["1/3 done", "2/3 done", None])
+    calls = 0
+
+    async def progress() -> str | None:
+        nonlocal calls
+        calls += 1
+        return next(answers)
+
+    await poll_until(progress, every=0)
+    assert calls == 3
+
+
+async def test_poll_until_raises_with_the_last_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench.scale, "CONVERGE_TIMEOUT", 0.0)
+
+    async def progress() -> str | None:
+        return "S1 StormServices: 4/50 done"
+
+    with pytest.raises(TimeoutError, match=r"^S1 StormServices: 4/50 done after 0s$"):
+        await poll_until(progress, every=0)
