@@ -156,6 +156,13 @@ class RateLimitingQueue:
         """Delayed keys not yet due."""
         return len(self._waiting_ready)
 
+    def next_due_in(self) -> float | None:
+        """Seconds until the first delayed key is due (0 when one is overdue); None when none
+        waits. Tells a look-again scheduled minutes ahead (an expectation's expiry) from work
+        about to happen."""
+        ready_at = self._next_ready()
+        return None if ready_at is None else max(0.0, ready_at - self._clock())
+
     # --- shutting down -------------------------------------------------------------------------
 
     @property

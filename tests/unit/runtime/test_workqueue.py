@@ -182,6 +182,24 @@ async def test_add_after_earliest_wins() -> None:
     assert len(q) == 0
 
 
+async def test_next_due_in_is_the_earliest_live_delay() -> None:
+    clock = FakeClock()
+    q = new_queue(clock=clock)
+    assert q.next_due_in() is None
+    q.add_after("expiry", 300)
+    q.add_after("soon", 10)
+    q.add_after("soon", 4)  # earlier: the 10 s entry is superseded, not the next due
+    assert q.next_due_in() == 4
+    clock.advance(3)
+    assert q.next_due_in() == 1
+    clock.advance(2)  # due: released into the queue
+    assert len(q) == 1
+    assert q.next_due_in() == 295
+    clock.advance(300)
+    assert len(q) == 2
+    assert q.next_due_in() is None
+
+
 async def test_fake_clock_advance_wakes_a_blocked_getter() -> None:
     clock = FakeClock()
     q = new_queue(clock=clock)
