@@ -27,7 +27,7 @@ oldest of them leaves the window.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -179,11 +179,13 @@ class RoleRecovery:
     recovered: list[str] = field(default_factory=list)  # groups recovered this pass
     recorded: dict[str, datetime] = field(default_factory=dict)  # group -> this pass's record
 
-    def unrecorded(self) -> dict[str, list[datetime]]:
-        """`history` without this pass's records: for a pass that did not carry them out."""
+    def unrecorded(self, groups: Collection[str] | None = None) -> dict[str, list[datetime]]:
+        """`history` without this pass's records of `groups` (all when None): for recoveries
+        the pass did not carry out."""
         out: dict[str, list[datetime]] = {}
         for key, times in self.history.items():
-            kept = [t for t in times if not (key in self.recorded and t == self.recorded[key])]
+            undone = key in self.recorded and (groups is None or key in groups)
+            kept = [t for t in times if not (undone and t == self.recorded[key])]
             if kept:
                 out[key] = kept
         return out

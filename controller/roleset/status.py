@@ -50,6 +50,11 @@ class Observations:
     dependencies: deps.Decision = field(default_factory=deps.Decision)  # roles held for dependsOn
     # "role R: group G ..." for groups held by their role's restartBudget (recovery.py).
     exhausted: list[str] = field(default_factory=list)
+    # Writes this pass carried out: uids of pods deleted (or found gone) and (role, group,
+    # member) of members created into existing groups. A recovery counts against its group's
+    # restartBudget only once all its writes are done.
+    deleted: set[str] = field(default_factory=set)
+    joined: set[tuple[str, str, int | None]] = field(default_factory=set)
 
 
 def role_status(rc: RoleCounts) -> Obj:

@@ -561,8 +561,8 @@ class RoleSetSync:
             if outcome is None:
                 continue
             if ctx.spec.restart_budget is not None:
-                carried_out = acted and bool(ctx.plan.creates or ctx.plan.deletes)
-                kept[ctx.spec.name] = outcome.history if carried_out else outcome.unrecorded()
+                undone = [g for g in outcome.recorded if not (acted and _recovery_done(ctx, g, obs))]
+                kept[ctx.spec.name] = outcome.unrecorded(undone) if undone else outcome.history
             obs.exhausted.extend(outcome.exhausted)
             for message in outcome.exhausted:
                 if message not in str(stored.get("message") or ""):
@@ -819,11 +819,13 @@ class RoleSetSync:
                 await self.control.delete(PODS, info.namespace, d.pod.name, uid=d.pod.uid)
             except (NotFound, Conflict):
                 self.expectations.deletion_observed(key, keys[i])
+                obs.deleted.add(d.pod.uid)  # gone already (Conflict: the name holds another pod)
                 return
             except ApiError as err:
                 self.expectations.deletion_observed(key, keys[i])
                 self.recorder.event(obj, WARNING, L.EVENT_FAILED_DELETE, f"delete pod {d.pod.name}: {err}")
                 raise
+            obs.deleted.add(d.pod.uid)
             M.PODS_DELETED.labels(role=role, reason=d.reason).inc()
             self.recorder.event(
                 obj, NORMAL, L.EVENT_SUCCESSFUL_DELETE, f"Deleted pod: {d.pod.name} ({d.reason})"
@@ -906,6 +908,8 @@ class RoleSetSync:
             if ctx.spec.name in unchecked:
                 unchecked.discard(ctx.spec.name)
                 self.template_checks.record(key, ctx.spec.name, dryrun.Verdict(ctx.params.target_hash, None))
+            if c.group is not None:
+                obs.joined.add((ctx.spec.name, c.group, c.member))
             M.PODS_CREATED.labels(role=ctx.spec.name, reason=c.reason).inc()
 
         done, errors = await slow_start_batch(len(creates), one, initial=self.config.initial_batch)
@@ -1468,6 +1472,19 @@ def _held_by_partition(ctx: RoleCtx) -> partition.Hold | None:
     h = partition.hold(ctx.params, [*outdated, *ctx.view.unslotted], _partition(ctx))
     p = ctx.progress
     return h if partition.held(h, ctx.params.replicas, p.live, p.updated_ready) else None
+
+
+def _recovery_done(ctx: RoleCtx, group: str, obs: Observations) -> bool:
+    """Whether this pass carried out every write its plan made for the recovery of `group` (a
+    write that failed, or was left for a later pass by the burst, is asked for again then, and
+    the recovery is counted then)."""
+    deletes = [d for d in ctx.plan.deletes if d.pod.group == group]
+    creates = [c for c in ctx.plan.creates if c.group == group]
+    return (
+        bool(deletes or creates)
+        and all(d.pod.uid in obs.deleted for d in deletes)
+        and all((ctx.spec.name, group, c.member) in obs.joined for c in creates)
+    )
 
 
 def _dependency_state(ctx: RoleCtx) -> dependencies.RoleState:

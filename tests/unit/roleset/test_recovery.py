@@ -12,6 +12,8 @@ import pytest
 from controller.roleset import labels as L
 from controller.roleset import recovery as rec
 from controller.roleset.instances import GroupHolds, build_view, pod_info
+from controller.roleset.sync import SyncError
+from controller.runtime.errors import ServerError
 from controller.runtime.resources import PODS
 from tests.unit.roleset.factories import mkpod, params
 from tests.unit.roleset.harness import NS, Harness, role, roleset
@@ -264,6 +266,8 @@ def test_plan_records_a_recreate_and_keeps_the_window() -> None:
         "rs-worker-old-0": [ago(20)],
     }
     assert out.unrecorded() == {"rs-worker-new-1": [ago(10)], "rs-worker-old-0": [ago(20)]}
+    assert out.unrecorded(["rs-worker-new-1"]) == out.history  # no record of it this pass
+    assert out.unrecorded(["rs-worker-new-0"]) == out.unrecorded()
 
 
 def test_plan_holds_an_exhausted_group_and_wakes_when_the_window_frees_it() -> None:
@@ -352,14 +356,13 @@ async def h() -> AsyncIterator[Harness]:
 
 
 def budget_role(**extra: Any) -> dict[str, Any]:
-    return role(
-        "worker",
-        replicas=1,
-        podGroupSize=2,
-        recoveryPolicy="Recreate",
-        restartBudget={"maxRestarts": 1, "windowSeconds": 3600},
-        **extra,
-    )
+    fields: dict[str, Any] = {
+        "replicas": 1,
+        "podGroupSize": 2,
+        "recoveryPolicy": "Recreate",
+        "restartBudget": {"maxRestarts": 1, "windowSeconds": 3600},
+    }
+    return role("worker", **(fields | extra))
 
 
 def fail(h: Harness, pod: dict[str, Any]) -> None:
@@ -438,3 +441,30 @@ def test_a_history_written_but_not_yet_cached_is_not_lost() -> None:
     assert rec.merge_history(written, {}) == written
     twice = {"worker": {"g1": [NOW, NOW]}}
     assert rec.merge_history(twice, {"worker": {"g1": [NOW]}}) == twice
+
+
+@pytest.mark.parametrize("verb", ["delete", "create"])
+async def test_a_recovery_whose_writes_failed_is_not_counted(h: Harness, verb: str) -> None:
+    """A transient API error during a recovery: the retry carries it out, and the budget counts
+    it once (counted twice, a budget of 1 would hold the group broken for the whole window)."""
+    recreate = verb == "delete"  # Recreate deletes the group; ReplaceUnhealthy recreates a member
+    h.create(roleset(roles=[budget_role(recoveryPolicy="Recreate" if recreate else "ReplaceUnhealthy")]))
+    await h.converge()
+    before = uids(h)
+    failing = h.pods("worker")[1]
+    if recreate:
+        fail(h, failing)
+    else:
+        await h.client.delete(PODS, NS, failing["metadata"]["name"])  # a member gone: recreated
+    h.client.inject_error(verb, "pods", ServerError(500, "InternalError", "boom"), times=1)
+    with pytest.raises(SyncError):
+        await h.sync()
+    assert "groupRecoveries" not in (h.get().get("status") or {}), "nothing was recovered yet"
+
+    await h.sync()
+    await h.converge()
+    after = uids(h)
+    assert len(after) == 2 and after != before
+    (entry,) = h.get()["status"]["groupRecoveries"]
+    assert len(entry["times"]) == 1
+    assert h.condition(L.COND_REPLICA_FAILURE) is None
