@@ -685,8 +685,12 @@ class RoleSetSync:
                     surge=c.params.surge,
                     unavailable=c.params.unavailable,
                     updated_ready=c.progress.updated_ready,
-                    # A role held by its partition does not hold the others back.
-                    done=c.progress.done(c.params.replicas) or _held_by_partition(c) is not None,
+                    # A role held by its partition does not hold the others back; nor does one
+                    # waiting for its dependencies: they may be the roles it would hold back
+                    # (a fix to a dependency that never got ready would never roll).
+                    done=c.progress.done(c.params.replicas)
+                    or _held_by_partition(c) is not None
+                    or obs.dependencies.holds(c.spec.name),
                 )
                 for c in roles
             ],

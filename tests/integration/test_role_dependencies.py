@@ -8,6 +8,10 @@
   they are Ready the router is created after them, the condition goes, a DependenciesReady event
   says so. Then, started, the router is neither stopped nor held by an unready dependency (its
   scale-up goes on), and removing dependsOn makes no revision and restarts no pod.
+- test_a_fix_to_a_dependency_that_never_got_ready_rolls_out: the router is first in the
+  RoleSet's Sequential upgradeOrder and waits for prefill, whose pods never get ready; the fixed
+  prefill template (InPlaceUpdate rewrites the RoleSet) replaces them although the router, before
+  it in the order, has no pod; then the router starts.
 - test_a_manifest_without_depends_on_behaves_as_before: samples/prefill-decode.yaml unchanged:
   no WaitingForDependencies condition anywhere, no DependenciesReady event.
 """
@@ -23,7 +27,7 @@ import pytest
 
 from tests.cluster import ControllerProcess, Kubectl
 from tests.kubectl_reads import StormServiceReads
-from tests.manifests import API, role, storm
+from tests.manifests import API, IN_PLACE, role, storm
 from tests.storm_reads import condition, is_pod_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -198,6 +202,51 @@ def test_router_starts_only_once_prefill_and_decode_are_ready(
     assert ss.revisions() == revisions
     assert {p["metadata"]["uid"] for r in ("prefill", "decode", "router") for p in ss.pods(r)} == uids
     assert len(ss.rolesets()) == 1
+
+
+def test_a_fix_to_a_dependency_that_never_got_ready_rolls_out(
+    kubectl: Kubectl,
+    namespace: str,
+    crds: list[str],
+    run_controller: Callable[..., ControllerProcess],
+    node_label: tuple[str, str],
+) -> None:
+    key, value = node_label
+    name = "fixed"
+    controller = run_controller(f"--namespace={namespace}")
+    manifest = storm(
+        name,
+        role("router", 1, upgradeOrder=1, dependsOn=["prefill"]),
+        # Never ready as it is (no node has the label): a broken image, say.
+        role("prefill", 2, upgradeOrder=2, node_selector={key: value}),
+        strategy=IN_PLACE,
+    )
+    manifest["spec"]["template"]["spec"]["updateStrategy"] = "Sequential"
+    kubectl.apply(manifest, "-n", namespace)
+    ss = Reads(kubectl, namespace, name, controller)
+    ss.wait(lambda: len(ss.pods("prefill")) == 2, "the broken prefill pods")
+    ss.wait(lambda: (condition(ss.storm(), WAITING) or {}).get("status") == "True", "the router waiting")
+    broken = {p["metadata"]["uid"] for p in ss.pods("prefill")}
+    assert ss.pods("router") == []
+
+    fix = [
+        {"op": "test", "path": "/spec/template/spec/roles/1/name", "value": "prefill"},
+        {"op": "remove", "path": "/spec/template/spec/roles/1/template/spec/nodeSelector"},
+    ]
+    ss.patch(fix)
+
+    def fixed() -> bool:
+        pods = ss.pods("prefill")
+        return (
+            len(pods) == 2
+            and not {p["metadata"]["uid"] for p in pods} & broken
+            and all(is_pod_ready(p) for p in pods)
+        )
+
+    ss.wait(fixed, "prefill replaced by the fixed template, though the router is first in order")
+    ss.wait(lambda: len(ss.pods("router")) == 1, "the router, once prefill is ready")
+    ss.wait(lambda: condition(ss.storm(), WAITING) is None, "WaitingForDependencies removed")
+    assert len(ss.rolesets()) == 1  # rewritten in place, not replaced
 
 
 def test_a_manifest_without_depends_on_behaves_as_before(

@@ -92,3 +92,55 @@ async def test_a_cycle_that_got_through_is_held_and_reported(h: Harness) -> None
     cond = h.condition(COND_WAITING_FOR_DEPENDENCIES)
     assert cond is not None and cond["reason"] == REASON_DEPENDENCY_CYCLE
     assert '"decode", "prefill"' in cond["message"]
+
+
+def images(h: Harness, role_name: str) -> set[str]:
+    return {p["spec"]["containers"][0]["image"] for p in h.pods(role_name)}
+
+
+def router_first() -> list[dict[str, object]]:
+    # Sequential rolls the router first, but the router starts only after prefill is ready.
+    return [
+        role("router", replicas=1, upgradeOrder=1, dependsOn=["prefill"]),
+        role("prefill", replicas=2, upgradeOrder=2),
+    ]
+
+
+async def test_a_fix_for_a_dependency_that_never_got_ready_rolls_under_sequential(h: Harness) -> None:
+    """prefill's image is broken, so the router waits; a fixed image must roll prefill, though
+    Sequential orders the (waiting, podless) router before it."""
+    h.create(roleset(roles=router_first(), updateStrategy="Sequential"))
+    await h.converge(ready=False)
+    assert roles_of_pods(h) == {"prefill": 2, "decode": 0, "router": 0}
+    broken = {p["metadata"]["uid"] for p in h.pods("prefill")}
+
+    h.update_spec(
+        lambda s: s["roles"][1]["template"]["spec"]["containers"][0].__setitem__("image", "img:fixed")
+    )
+    for _ in range(5):
+        await h.converge(ready=False)
+        for pod in h.pods("prefill"):
+            if pod["spec"]["containers"][0]["image"] == "img:fixed":
+                h.set_ready(pod)
+    assert not {p["metadata"]["uid"] for p in h.pods("prefill")} & broken
+    assert images(h, "prefill") == {"img:fixed"}
+    await h.converge()
+    assert roles_of_pods(h) == {"prefill": 2, "decode": 0, "router": 1}
+
+
+async def test_a_started_role_rolls_in_its_sequential_turn_whatever_its_dependencies(h: Harness) -> None:
+    h.create(roleset(roles=router_first(), updateStrategy="Sequential"))
+    await h.converge()
+    assert roles_of_pods(h) == {"prefill": 2, "decode": 0, "router": 1}
+
+    def bump(spec: dict[str, object]) -> None:
+        for r in spec["roles"]:  # type: ignore[attr-defined]
+            r["template"]["spec"]["containers"][0]["image"] = "img:2"
+
+    h.update_spec(bump)
+    await h.sync()
+    await h.sync()
+    assert "img:2" in images(h, "router") and "img:2" not in images(h, "prefill")  # router first
+    await h.converge()
+    assert images(h, "router") == images(h, "prefill") == {"img:2"}
+    assert h.condition(COND_WAITING_FOR_DEPENDENCIES) is None
