@@ -342,7 +342,39 @@ def crds(kubectl: Kubectl) -> list[str]:
         plural, _, group = name.partition(".")
         wait_until(functools.partial(discovered, plural, group), 30, f"{name} in discovery")
         wait_until(functools.partial(listable, name), 30, f"{name} listable")
+    if "rolesets.orchestration.aibrix.ai" in names:
+        wait_for_garbage_collector(kubectl)
     return names
+
+
+def wait_for_garbage_collector(kubectl: Kubectl) -> None:
+    """Waits until kube-controller-manager's garbage collector handles RoleSets. It notices a
+    new kind only at its next discovery pass (every 30 s); until then a RoleSet deleted with
+    foreground propagation (a rollout's old RoleSet) stays Terminating, and a test's rollout
+    stalls for up to half a minute (long enough to trip a progress deadline). A probe RoleSet
+    deleted that way is gone once the collector knows the kind."""
+    name = f"gc-probe-{uuid.uuid4().hex[:8]}"
+    probe = {
+        "apiVersion": "orchestration.aibrix.ai/v1alpha1",
+        "kind": "RoleSet",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "roles": [
+                {
+                    "name": "probe",
+                    "replicas": 0,
+                    "template": {"spec": {"containers": [{"name": "probe", "image": "probe"}]}},
+                }
+            ]
+        },
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(probe))
+    kubectl("delete", "roleset", name, "-n", "default", "--cascade=foreground", "--wait=false")
+    wait_until(
+        lambda: not kubectl.exists("roleset", name, "-n", "default"),
+        90,
+        "the garbage collector to handle RoleSets (a foreground deletion finished)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------

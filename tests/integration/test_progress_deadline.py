@@ -13,7 +13,8 @@ included, so a readiness gate nobody sets would not stall anything.
   template returns to the previous one (event RolledBack, condition RolledBack), everything is
   Ready again on the old revision, and the controller never writes the template again.
 - test_a_progressing_rollout_never_times_out: a rollout longer than the deadline whose steps
-  are shorter keeps Progressing=True, the clock reset on each step.
+  are shorter keeps Progressing=True, the clock reset on each step (the test paces the steps by
+  binding the new pods itself, so the rollout is longer than the deadline on any machine).
 - test_the_template_write_is_conditional: the rollback's writes (status, then spec.template),
   against the real API server: refused (409) once the StormService changed after it was read;
   otherwise the whole template is replaced (no key of the failed one left behind).
@@ -23,6 +24,7 @@ included, so a readiness gate nobody sets would not stall anything.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +49,8 @@ IMAGE_V2 = "registry.k8s.io/pause:3.9"
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 15
 UNSCHEDULABLE = {"stormservice.test/no-such-node": "true"}
+PACED = "stormservice-test-paced"  # no such scheduler: the test binds these pods itself
+STEP = 4.0  # seconds between two bindings, well within DEADLINE even on a loaded machine
 
 
 def storm(name: str, *, replicas: int = 1, roles: int = 1, **spec: Any) -> dict[str, Any]:
@@ -272,7 +276,12 @@ def test_a_progressing_rollout_never_times_out(
     ss = Watched(kubectl, namespace, name, controller)
     ss.wait(ss.ready_on, "the StormService Ready")
     first = ss.storm()["status"]["updateRevision"]
+    node = kubectl.get_json("nodes")["items"][0]["metadata"]["name"]
 
+    # The test paces the rollout so that it lasts longer than the deadline whatever the
+    # machine's speed (kwok readies a pod at once; 10 RoleSets can roll in 3 s): the new pods
+    # name a scheduler that does not exist, and the test binds one at a time, STEP seconds
+    # apart, a step well within the deadline.
     started = time.monotonic()
     ss.patch(
         [
@@ -280,18 +289,51 @@ def test_a_progressing_rollout_never_times_out(
                 "op": "replace",
                 "path": "/spec/template/spec/roles/0/template/spec/containers/0/image",
                 "value": IMAGE_V2,
-            }
+            },
+            {"op": "add", "path": "/spec/template/spec/roles/0/template/spec/schedulerName", "value": PACED},
         ]
     )
     seen: list[dict[str, Any]] = []
+    last_bound = time.monotonic()
+
+    def bind_next_when_due() -> None:
+        nonlocal last_bound
+        if time.monotonic() - last_bound < STEP:
+            return
+        waiting = [
+            p
+            for p in ss.pods("role0")
+            if p["spec"].get("schedulerName") == PACED and not p["spec"].get("nodeName")
+        ]
+        if waiting:
+            pod = min(waiting, key=lambda p: p["metadata"]["creationTimestamp"])["metadata"]["name"]
+            binding = {
+                "apiVersion": "v1",
+                "kind": "Binding",
+                "metadata": {"name": pod},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+            }
+            kubectl(
+                "create",
+                "-n",
+                namespace,
+                "--raw",
+                f"/api/v1/namespaces/{namespace}/pods/{pod}/binding",
+                "-f",
+                "-",
+                input=json.dumps(binding),
+            )
+            last_bound = time.monotonic()
 
     def complete() -> bool:
         obj = ss.storm()
         seen.append(ss.condition("Progressing", obj))
+        bind_next_when_due()
         return obj["status"]["updateRevision"] != first and ss.ready_on()
 
     ss.wait(complete, "the rollout to complete", timeout=300)
     took = time.monotonic() - started
+    assert took > DEADLINE, f"the rollout took {took:.0f}s: not longer than the {DEADLINE}s deadline"
     assert not [c for c in seen if c.get("status") != "True"], seen
     # The clock was reset as RoleSets were replaced one by one.
     updates = {c.get("lastUpdateTime") for c in seen if c.get("reason") != "RolloutComplete"}
